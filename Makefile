@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine; each creates .venv on first use.
-#   make demo   install and run the main job
+#   make demo   install and run the main job (a beta sweep on the embedded digits data)
 #   make test   install and run lint + the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/gdsoftmax demo
+	$(BIN)/gdsoftmax sweep configs/digits_sweep.toml --out runs
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests

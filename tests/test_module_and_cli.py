@@ -9,7 +9,6 @@ import torch
 
 import gdsoftmax
 from gdsoftmax import GradientDecayLoss, gradient_decay_loss
-from gdsoftmax.cli import main
 
 
 def test_weight_is_a_buffer_that_follows_state_dict():
@@ -49,16 +48,3 @@ def test_import_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
     assert gdsoftmax.__all__ == ["GradientDecayLoss", "gradient_decay_loss", "schedules", "theory"]
-
-
-def test_demo_prints_table(capsys):
-    assert main(["demo"]) == 0
-    out = capsys.readouterr().out
-    assert "inflection" in out
-    assert "agrees with the closed forms" in out
-    assert len([line for line in out.splitlines() if line.strip().startswith(("0.001", "50 "))]) >= 1
-
-
-def test_no_command_prints_help(capsys):
-    assert main([]) == 2
-    assert "gradient-decay" in capsys.readouterr().out

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 DESCRIPTION = """\
-gdsoftmax: the probability-dependent gradient-decay softmax loss.
+gdsoftmax: the probability-dependent gradient-decay softmax loss and its experiments.
 
   J = -log( e^{z_c/tau} / (sum_{i!=c} e^{z_i/tau} + beta * e^{z_c/tau}) )
 
@@ -14,24 +15,80 @@ beta = 1 is cross-entropy; beta < 1 keeps the gradient large until the true clas
 confident (a large margin); beta > 1 decays it early (better calibration).
 """
 
+EPILOG = """\
+examples:
+  gdsoftmax sweep configs/digits_sweep.toml                 # the embedded default, about a minute
+  gdsoftmax sweep configs/mnist_fcnn.toml --data-dir ../shared/datasets
+  gdsoftmax train configs/mnist_fcnn.toml --set loss.beta=0.1 --set train.epochs=5
+  gdsoftmax sweep configs/cifar10_deep.toml --shard 0/4     # one machine's quarter of the grid
+  torchrun --nproc_per_node 2 -m gdsoftmax train configs/cifar10_small_cnn.toml   # data parallel
+  gdsoftmax theory                                          # the gradient-analysis table
+
+--set takes TOML values: numbers, strings, lists ([0, 1, 2]) and inline tables
+({kind="linear", start=0.01, end=0.1, epochs=10}). Run directories are resumable: rerunning
+a command continues where it stopped, and finished sweep cells are skipped.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gdsoftmax", description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog="gdsoftmax", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("demo", help="print loss, gradient magnitude and inflection points for several beta")
+
+    def add_run_options(sub):
+        sub.add_argument("config", help="experiment config (TOML); see configs/")
+        sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+        sub.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
+        sub.add_argument("--data-dir", help="folder holding the data sets (default: $GDSOFTMAX_DATA_DIR or ./data)")
+        sub.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    train = commands.add_parser("train", help="train one config (its [sweep] table is ignored)",
+                                description="Train one run in OUT/NAME; rerun to resume it.")
+    add_run_options(train)
+    sweep = commands.add_parser("sweep", help="run every cell of a config's [sweep] grid",
+                                description="Run the grid of a config's [sweep] table, one run directory per "
+                                            "cell under OUT/NAME/. Finished cells are skipped; an interrupted "
+                                            "cell resumes from its last checkpoint.")
+    add_run_options(sweep)
+    sweep.add_argument("--shard", default="0/1", metavar="I/N", help="run only cells I, I+N, I+2N, ... (0-based)")
+    commands.add_parser("theory", help="print loss, gradient magnitude and inflection points for several beta")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from gdsoftmax.demo import main as demo_main
+    if args.command == "theory":
+        from gdsoftmax.demo import main as theory_table
 
-        return demo_main()
-    parser.print_help()
-    return 2
+        return theory_table()
+    if args.command not in ("train", "sweep"):
+        parser.print_help()
+        return 2
+
+    from gdsoftmax.config import ConfigError, load_config
+    from gdsoftmax.data import DataNotFoundError
+    from gdsoftmax.sweep import format_summary, parse_shard, run_sweep
+    from gdsoftmax.trainer import run_experiment
+
+    overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir!r}"] if args.data_dir else [])
+    try:
+        config = load_config(args.config, overrides)
+        if args.command == "train":
+            config.sweep = {}
+            run_dir = f"{args.out}/{config.name}"
+            result = run_experiment(config, run_dir, progress=not args.no_progress)
+            results = [{"cell": config.name, **result}]
+            print(f"results in {run_dir}")
+        else:
+            results = run_sweep(config, args.out, shard=parse_shard(args.shard), progress=not args.no_progress)
+    except (ConfigError, DataNotFoundError, ValueError) as error:
+        print(f"gdsoftmax {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
+        print(format_summary(results))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,5 @@
+import sys
+
+from gdsoftmax.cli import main
+
+sys.exit(main())

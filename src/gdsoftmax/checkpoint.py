@@ -1,0 +1,106 @@
+"""Crash-safe files: atomic writes, checkpoints loadable with ``weights_only=True``, RNG states.
+
+A file is written to a temporary name in its own directory, flushed and fsynced, then
+renamed over the target with ``os.replace`` (atomic on POSIX), and the directory is fsynced
+so the rename itself survives a power cut. A reader therefore sees the old file or the new
+one, never half of one, whenever the writer is killed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["atomic_write_bytes", "capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+
+# Set by the kill-and-resume test to SIGKILL the process between writing and renaming.
+_CRASH_ENV = "GDSOFTMAX_TEST_KILL_DURING_CHECKPOINT"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old or the new file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if os.environ.get(_CRASH_ENV) == path.name:
+            os.kill(os.getpid(), 9)  # test hook: die with the new file written but not yet in place
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not every platform can open a directory
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """``torch.save`` ``state`` atomically. Keep it to tensors, numbers, strings, lists and dicts."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``: no pickle code is ever executed."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def capture_rng_state(generator: torch.Generator | None = None) -> dict:
+    """Every RNG the training loop touches, as tensors (so weights_only loading accepts them)."""
+    # the legacy global NumPy RNG, because user code and libraries may draw from it
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()  # noqa: NPY002
+    version, py_state, gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_keys.astype(np.int64)),
+        "numpy_pos": torch.tensor(np_pos),
+        "numpy_gauss": torch.tensor([float(np_has_gauss), np_gauss], dtype=torch.float64),
+        "python": torch.tensor(py_state, dtype=torch.int64),
+        "python_gauss": torch.tensor([gauss is not None, gauss or 0.0], dtype=torch.float64),
+        "python_version": torch.tensor(version),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    if generator is not None:
+        state["data"] = generator.get_state()
+    return state
+
+
+def restore_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
+    torch.set_rng_state(state["torch"])
+    has_gauss, gauss = state["numpy_gauss"].tolist()
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), int(has_gauss), gauss))  # noqa: NPY002
+    py_has_gauss, py_gauss = state["python_gauss"].tolist()
+    random.setstate((int(state["python_version"]), tuple(state["python"].tolist()),
+                     py_gauss if py_has_gauss else None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    if generator is not None and "data" in state:
+        generator.set_state(state["data"])

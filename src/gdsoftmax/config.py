@@ -1,0 +1,251 @@
+"""Experiment configs: TOML files, validated into dataclasses, with dotted overrides and sweeps.
+
+A config names everything a run needs; defaults are the paper's recipe (SGD, momentum 0.9,
+weight decay 1e-4, batch 100, lr / 10 at 50 % and 75 % of the epochs, gradient clipping at 3).
+
+>>> config = parse_config({"name": "demo", "train": {"epochs": 3}, "loss": {"beta": 0.1}})
+>>> config.train.epochs, config.train.momentum, config.loss.beta
+(3, 0.9, 0.1)
+>>> parse_config({"train": {"epoch": 3}})
+Traceback (most recent call last):
+...
+gdsoftmax.config.ConfigError: unknown key 'train.epoch'; valid keys in [train]: ...
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import math
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gdsoftmax.data import DATASETS
+from gdsoftmax.models import MODELS
+from gdsoftmax.schedules import Schedule, schedule_from_config
+
+__all__ = ["ConfigError", "ExperimentConfig", "expand_sweep", "load_config", "parse_config", "to_dict"]
+
+
+class ConfigError(ValueError):
+    """An invalid config: the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"
+    data_dir: str = ""  # "" means $GDSOFTMAX_DATA_DIR, then ./data
+    download: bool = True
+    val_size: int | float = 0.1  # samples, or a fraction of the training split
+    split_seed: int = 0
+    augment: bool = False  # random crop (padding 4) + horizontal flip
+
+
+@dataclass
+class ModelConfig:
+    name: str = "fcnn"
+    penultimate_dim: int = 0  # 0: none; 2 gives the paper's 2-D feature plots
+
+
+@dataclass
+class LossConfig:
+    beta: float | dict = 1.0  # a number, or a schedule table; ramps may give "epochs" instead of "steps"
+    tau: float = 1.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 100
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
+    lr_gamma: float = 0.1
+    grad_clip: float = 3.0  # max gradient norm; 0 turns clipping off
+    eval_batch_size: int = 1000
+    record_epochs: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200])
+    device: str = "auto"  # "auto": cuda if available, else cpu
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: dict = field(default_factory=dict)  # dotted key -> list of values
+
+
+def to_dict(config) -> dict:
+    """The config as plain data (what is written to config.toml beside every result)."""
+    return dataclasses.asdict(config)
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read a TOML file, apply ``key=value`` overrides (TOML values), validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from error
+    for item in overrides:
+        key, value = parse_override(item)
+        if key.startswith("sweep."):  # sweep keys are dotted paths themselves: sweep.loss.beta=[...]
+            raw.setdefault("sweep", {})[key.removeprefix("sweep.")] = value
+        else:
+            set_dotted(raw, key, value)
+    return parse_config(raw)
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    """``"train.epochs=5"`` -> ("train.epochs", 5); values are TOML, bare words are strings."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.epochs=5")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    return key.strip(), value
+
+
+def set_dotted(raw: dict, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {key!r}: {part!r} is not a table")
+    node[leaf] = value
+
+
+def parse_config(raw: dict) -> ExperimentConfig:
+    """Validate plain data into an :class:`ExperimentConfig`; errors name the key."""
+    config = _build(ExperimentConfig, raw, "")
+    _check_values(config)
+    for key, values in config.sweep.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep.{key} must be a non-empty list of values")
+        for value in values:  # every cell must be valid before any runs
+            cell = copy.deepcopy(to_dict(config))
+            set_dotted(cell, key, value)
+            cell["sweep"] = {}
+            _check_values(_build(ExperimentConfig, cell, ""))
+    return config
+
+
+def _build(cls, raw: dict, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{prefix.rstrip('.')}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        section = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+        raise ConfigError(f"unknown key {prefix + unknown[0]!r}; valid keys in {section}: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(value, hint, prefix + name)
+    return cls(**values)
+
+
+def _coerce(value, hint, key):
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for kind in allowed:
+        origin = typing.get_origin(kind) or kind
+        if origin is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is not bool and isinstance(value, origin) and not isinstance(value, bool):
+            if origin is list:
+                (item,) = typing.get_args(kind)
+                return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+            return value
+    names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
+    raise ConfigError(f"{key} must be {names}, got {value!r}")
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key} {message}")
+
+
+def _check_values(c: ExperimentConfig) -> None:
+    _check(c.data.dataset in DATASETS, "data.dataset", f"must be one of {sorted(DATASETS)}, got {c.data.dataset!r}")
+    _check(c.model.name in MODELS, "model.name", f"must be one of {sorted(MODELS)}, got {c.model.name!r}")
+    _check(c.model.penultimate_dim >= 0, "model.penultimate_dim", "must be >= 0")
+    _check(c.data.val_size >= 0, "data.val_size", "must be >= 0")
+    _check(re.fullmatch(r"[A-Za-z0-9_.=+-]+", c.name) is not None and c.name not in (".", ".."), "name",
+           f"may hold only letters, digits and _ . = + - (it names the run directory), got {c.name!r}")
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        _check(getattr(c.train, key) >= 1, f"train.{key}", "must be >= 1")
+    for key in ("lr", "lr_gamma"):
+        _check(math.isfinite(getattr(c.train, key)) and getattr(c.train, key) > 0, f"train.{key}", "must be > 0")
+    for key in ("momentum", "weight_decay", "grad_clip"):
+        _check(getattr(c.train, key) >= 0, f"train.{key}", "must be >= 0")
+    _check(all(0 < m < 1 for m in c.train.lr_milestones), "train.lr_milestones",
+           "are fractions of the epochs, each in (0, 1)")
+    _check(all(e >= 1 for e in c.train.record_epochs), "train.record_epochs", "must be epoch numbers >= 1")
+    _check(c.train.device == "auto" or re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", c.train.device) is not None,
+           "train.device", f"must be auto, cpu, cuda or cuda:N, got {c.train.device!r}")
+    _check(c.loss.tau > 0, "loss.tau", "must be > 0")
+    _check(0 <= c.loss.label_smoothing <= 1, "loss.label_smoothing", "must be in [0, 1]")
+    try:
+        resolve_beta(c.loss.beta, steps_per_epoch=1)
+    except ValueError as error:
+        raise ConfigError(f"loss.beta: {error}") from error
+
+
+def resolve_beta(beta, steps_per_epoch: int) -> Schedule:
+    """The beta schedule of a config; a ramp may give ``epochs`` instead of ``steps``."""
+    if isinstance(beta, dict) and "epochs" in beta:
+        beta = dict(beta)
+        epochs = beta.pop("epochs")
+        if "steps" in beta:
+            raise ValueError("give either steps or epochs, not both")
+        if not isinstance(epochs, int | float) or epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {epochs!r}")
+        beta["steps"] = max(1, round(epochs * steps_per_epoch))
+    return schedule_from_config(beta)
+
+
+def expand_sweep(config: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
+    """The grid of a config's [sweep] table as (cell name, cell config) pairs, in a fixed order."""
+    if not config.sweep:
+        return [(config.name, config)]
+    keys = list(config.sweep)
+    cells = []
+    for values in itertools.product(*(config.sweep[k] for k in keys)):
+        raw = to_dict(config)
+        raw["sweep"] = {}
+        for key, value in zip(keys, values, strict=True):
+            set_dotted(raw, key, value)
+        name = "_".join(f"{key.split('.')[-1]}={_label(value)}" for key, value in zip(keys, values, strict=True))
+        cells.append((name, parse_config(raw)))
+    return cells
+
+
+def _label(value) -> str:
+    """A short, file-name-safe label for a swept value."""
+    if isinstance(value, dict):
+        kind = value.get("kind", "table")
+        parts = [_label(value[k]) for k in ("start", "value", "end") if k in value]
+        return kind + "-".join(parts) if parts else kind
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]", "-", text)

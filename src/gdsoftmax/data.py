@@ -1,0 +1,235 @@
+"""Image classification data sets held in memory as uint8 tensors.
+
+Small models on a CPU spend most of their time in per-sample DataLoader overhead, so every
+data set here is loaded once into a (N, C, H, W) uint8 tensor; batches are index slices,
+normalised and augmented as whole batches.
+
+>>> data = load_dataset("digits")
+>>> data.train.images.shape[1:], data.num_classes
+(torch.Size([1, 8, 8]), 10)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["DATASETS", "DataNotFoundError", "Dataset", "Split", "augment_batch", "load_dataset"]
+
+ENV_DATA_DIR = "GDSOFTMAX_DATA_DIR"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set is not on disk and could not be downloaded."""
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    mean: torch.Tensor  # (C,) of pixels / pixel_max, from the training split
+    std: torch.Tensor  # (C,)
+    pixel_max: float  # 255 for photographs, 16 for scikit-learn's digits
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> float32 standardised with the training statistics."""
+        mean = self.mean.to(images.device).view(1, -1, 1, 1)
+        std = self.std.to(images.device).view(1, -1, 1, 1)
+        return (images.float() / self.pixel_max - mean) / std
+
+    def to(self, device) -> Dataset:
+        return Dataset(self.name, self.train.to(device), self.val.to(device), self.test.to(device),
+                       self.num_classes, self.mean, self.std, self.pixel_max)
+
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, for a whole batch at once.
+
+    The standard CIFAR/SVHN augmentation (torchvision's RandomCrop(32, padding=4) and
+    RandomHorizontalFlip), drawn from ``generator`` so runs are reproducible.
+    images: (B, C, H, W) -> (B, C, H, W).
+    """
+    b, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)  # (B, C, H+2p, W+2p)
+    dy = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator).to(images.device)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator).to(images.device)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(images.device)
+    rows = dy + torch.arange(h, device=images.device)  # (B, H)
+    cols = dx + torch.arange(w, device=images.device)  # (B, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    channel = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+# ---- sources: each returns (train Split, test Split, num_classes, pixel_max) ---------------
+
+
+def _digits(root: Path, download: bool):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.uint8)).unsqueeze(1)  # (1797, 1, 8, 8), values 0..16
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    # No official split: a fixed, seeded 20 % test split.
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(12345))
+    test, train = order[:360], order[360:]
+    return Split(images[train], labels[train]), Split(images[test], labels[test]), 10, 16.0
+
+
+def _torchvision(cls_name: str, layout: str):
+    def load(root: Path, download: bool):
+        from torchvision import datasets
+
+        cls = getattr(datasets, cls_name)
+        splits = []
+        for train in (True, False):
+            ds = _call_torchvision(cls, root, download, layout, train=train)
+            images = torch.as_tensor(np.asarray(ds.data))
+            images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)  # -> (N, C, H, W)
+            splits.append(Split(images.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)))
+        return splits[0], splits[1], len(ds.classes), 255.0
+
+    return load
+
+
+def _cifar10(root: Path, download: bool):
+    npz = root / "CIFAR10" / "cifar10.npz"
+    if npz.exists():  # the offline copy: plain arrays, read without pickle
+        with np.load(npz, allow_pickle=False) as arrays:
+            def split(prefix):
+                images = torch.from_numpy(arrays[f"{prefix}_images"]).permute(0, 3, 1, 2).contiguous()
+                return Split(images, torch.from_numpy(arrays[f"{prefix}_labels"].astype(np.int64)))
+
+            return split("train"), split("test"), 10, 255.0
+    return _torchvision("CIFAR10", f"{npz} or the python batches under {root / 'cifar-10-batches-py'}")(root, download)
+
+
+def _svhn(root: Path, download: bool):
+    from torchvision import datasets
+
+    splits = []
+    for split in ("train", "test"):
+        ds = _call_torchvision(datasets.SVHN, root / "SVHN", download, f"{root / 'SVHN'}/{split}_32x32.mat",
+                               split=split)
+        splits.append(Split(torch.as_tensor(ds.data).contiguous(), torch.as_tensor(ds.labels, dtype=torch.int64)))
+    return splits[0], splits[1], 10, 255.0
+
+
+def _tiny_imagenet(root: Path, download: bool):
+    from PIL import Image
+
+    base = root / "tiny-imagenet-200"
+    wnids_file = base / "wnids.txt"
+    if not wnids_file.exists():
+        raise DataNotFoundError(
+            f"Tiny-ImageNet not found: looked for {wnids_file}. torchvision cannot download it; "
+            f"get tiny-imagenet-200.zip, unzip it into {root}, or point --data-dir at the folder holding it.")
+    wnids = wnids_file.read_text().split()
+    index = {w: i for i, w in enumerate(wnids)}
+
+    def read(paths_and_labels):
+        # convert("RGB"): a few Tiny-ImageNet images are greyscale
+        images = [torch.from_numpy(np.array(Image.open(path).convert("RGB"))) for path, _ in paths_and_labels]
+        labels = torch.tensor([label for _, label in paths_and_labels], dtype=torch.int64)
+        return Split(torch.stack(images).permute(0, 3, 1, 2).contiguous(), labels)  # (N, 3, 64, 64)
+
+    train = [(p, index[w]) for w in wnids for p in sorted((base / "train" / w / "images").glob("*.JPEG"))]
+    # The official test split has no labels; as usual, the labelled val split serves as the test set.
+    annotations = (base / "val" / "val_annotations.txt").read_text().splitlines()
+    val = [(base / "val" / "images" / line.split("\t")[0], index[line.split("\t")[1]]) for line in annotations if line]
+    return read(train), read(val), len(wnids), 255.0
+
+
+def _call_torchvision(cls, root: Path, download: bool, layout: str, **kwargs):
+    try:
+        return cls(str(root), download=False, **kwargs)
+    except RuntimeError as missing:
+        if not download:
+            why = f"downloading is off (torchvision: {missing})"
+            raise DataNotFoundError(_missing_message(cls.__name__, root, layout, why)) from missing
+    try:
+        return cls(str(root), download=True, **kwargs)
+    except Exception as failed:  # no network, a proxy, a full disk ...
+        raise DataNotFoundError(_missing_message(cls.__name__, root, layout, f"download failed: {failed}")) from failed
+
+
+def _missing_message(name: str, root: Path, layout: str, why: str) -> str:
+    return (f"{name} not found under {root} (expected {layout}); {why}. Fix: point --data-dir (or the "
+            f"{ENV_DATA_DIR} environment variable) at a folder that holds it, or allow downloading.")
+
+
+DATASETS = {
+    "digits": _digits,
+    "mnist": _torchvision("MNIST", "MNIST/raw/train-images-idx3-ubyte and friends"),
+    "fashion_mnist": _torchvision("FashionMNIST", "FashionMNIST/raw/train-images-idx3-ubyte and friends"),
+    "cifar10": _cifar10,
+    "cifar100": _torchvision("CIFAR100", "cifar-100-python/"),
+    "svhn": _svhn,
+    "tiny_imagenet": _tiny_imagenet,
+}
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get(ENV_DATA_DIR, "data")).expanduser()
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = True,
+                 val_size: int | float = 0.1, split_seed: int = 0) -> Dataset:
+    """Load ``name`` into memory with train / validation / test splits.
+
+    ``val_size`` (a count, or a fraction of the training set) is held out of the training
+    split by a permutation seeded with ``split_seed``, so every run and seed of a sweep
+    sees the same split. ``data_dir`` defaults to $GDSOFTMAX_DATA_DIR, then ./data.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    train, test, num_classes, pixel_max = DATASETS[name](root, download)
+    n_val = round(val_size * len(train)) if isinstance(val_size, float) else int(val_size)
+    if not 0 <= n_val < len(train):
+        raise ValueError(f"val_size {val_size!r} leaves no training data ({len(train)} training samples)")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
+    # Sorted, so both splits keep the source's sample order (per-sample records line up with it).
+    val_index, train_index = order[:n_val].sort().values, order[n_val:].sort().values
+    val = Split(train.images[val_index], train.labels[val_index])
+    train = Split(train.images[train_index], train.labels[train_index])
+    mean, std = _channel_stats(train.images, pixel_max)
+    return Dataset(name, train, val, test, num_classes, mean, std, pixel_max)
+
+
+def _channel_stats(images: torch.Tensor, pixel_max: float, chunk: int = 4096):
+    """Per-channel mean and std of images / pixel_max, in float64 chunks (no full float copy)."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):
+        pixels = images[start : start + chunk].double() / pixel_max
+        total += pixels.sum(dim=(0, 2, 3))
+        squares += pixels.square().sum(dim=(0, 2, 3))
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    return mean.float(), std.float().clamp_min(1e-6)

@@ -1,0 +1,86 @@
+"""Sweeps: every cell of a config's grid in its own run directory, resumable and shardable."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from gdsoftmax.config import ExperimentConfig, expand_sweep
+from gdsoftmax.data import load_dataset
+from gdsoftmax.trainer import run_experiment
+
+__all__ = ["format_summary", "parse_shard", "run_sweep", "sweep_root"]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"1/4"`` -> (1, 4): this machine runs cells 1, 5, 9, ... of the grid (0-based)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes i/n with whole numbers, e.g. 0/2, got {text!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return index, count
+
+
+def sweep_root(out_dir: str | Path, config: ExperimentConfig) -> Path:
+    return Path(out_dir) / config.name
+
+
+def cell_directory(root: Path, name: str) -> Path:
+    """``root / name``, refusing any name that would land outside ``root``."""
+    path = (root / name).resolve()
+    if path.parent != root.resolve():
+        raise ValueError(f"cell name {name!r} would write outside the sweep directory {root}")
+    return path
+
+
+def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int, int] = (0, 1),
+              progress: bool = True, log=print) -> list[dict]:
+    """Run (or resume) this shard's cells; finished cells are read back, not rerun."""
+    root = sweep_root(out_dir, config)
+    cells = expand_sweep(config)[shard[0] :: shard[1]]
+    log(f"{config.name}: {len(cells)} cell(s) in {root}" + (f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""))
+    datasets: dict[tuple, object] = {}  # load each data set once for all cells that share it
+    results = []
+    for name, cell in tqdm(cells, desc="sweep", disable=not progress, unit="run"):
+        run_dir = cell_directory(root, name)
+        done = run_dir / "result.json"
+        if done.exists():
+            results.append({"cell": name, **json.loads(done.read_text())})
+            continue
+        key = (cell.data.dataset, cell.data.data_dir, cell.data.val_size, cell.data.split_seed)
+        if key not in datasets:
+            datasets[key] = load_dataset(cell.data.dataset, cell.data.data_dir or None, download=cell.data.download,
+                                         val_size=cell.data.val_size, split_seed=cell.data.split_seed)
+        cell.name = name
+        results.append({"cell": name, **run_experiment(cell, run_dir, data=datasets[key], progress=progress)})
+    return results
+
+
+def _pct(value) -> str:
+    return "    -" if value is None else f"{100 * value:6.2f}"
+
+
+def format_summary(results: list[dict]) -> str:
+    """A per-run table, and mean +- std over seeds for each setting swept over several seeds."""
+    lines = [f"{'run':<40} {'epochs':>6} {'train CE':>9} {'train %':>8} {'best val %':>10} {'test %':>7} "
+             f"{'time s':>7}"]
+    for r in results:
+        lines.append(f"{r['cell']:<40} {r['epochs']:>6} {r['train_ce']:>9.4f} {_pct(r['train_acc']):>8} "
+                     f"{_pct(r['best_val_acc']):>10} {_pct(r['test_acc']):>7} {r['wall_time'] or 0:>7.1f}")
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        setting = "_".join(part for part in r["cell"].split("_") if not part.startswith("seed="))
+        groups.setdefault(setting, []).append(r)
+    if any(len(g) > 1 for g in groups.values()):
+        lines += ["", f"{'setting (over seeds)':<40} {'n':>3} {'test % mean ± std':>19} {'train CE mean':>14}"]
+        for setting, group in groups.items():
+            accs = [100 * r["test_acc"] for r in group]
+            spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            ce = statistics.fmean(r["train_ce"] for r in group)
+            lines.append(f"{setting:<40} {len(group):>3} {statistics.fmean(accs):>11.2f} ± {spread:<5.2f} {ce:>14.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""Every registered model: logits, penultimate features, the 2-unit option."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gdsoftmax.models import MODELS, build_model
+
+# (name, input shape, expected parameter count in millions for 10 classes, 32x32x3 unless noted)
+EXPECTED_MILLIONS = {"resnet18": 11.17, "resnet34": 21.28, "resnet50": 23.52, "vgg16": 14.73, "mobilenet_v1": 3.22}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("penultimate_dim", [None, 2])
+def test_logits_and_features(name, penultimate_dim):
+    shape = (1, 28, 28) if name == "fcnn" else (3, 32, 32)
+    model = build_model(name, shape, num_classes=7, penultimate_dim=penultimate_dim).eval()
+    x = torch.randn(2, *shape)
+    logits, features = model(x, return_features=True)
+    assert logits.shape == (2, 7)
+    assert features.shape[0] == 2
+    assert (penultimate_dim is None or features.shape[1] == 2)
+    torch.testing.assert_close(model(x), logits)
+    torch.testing.assert_close(model.classifier(features), logits)
+
+
+@pytest.mark.parametrize(("name", "millions"), sorted(EXPECTED_MILLIONS.items()))
+def test_standard_depths_have_the_usual_size(name, millions):
+    # CIFAR-style variants as commonly reported (e.g. ResNet18 11.2 M, VGG16-BN 14.7 M, MobileNetV1 3.2 M)
+    count = sum(p.numel() for p in build_model(name, (3, 32, 32), 10).parameters()) / 1e6
+    assert count == pytest.approx(millions, rel=0.02)
+
+
+def test_fcnn_is_the_papers_network():
+    model = build_model("fcnn", (1, 28, 28), 10)
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    assert shapes == [(50, 784), (50,), (20, 50), (20,), (10, 20), (10,)]
+
+
+def test_resnet35_has_35_weighted_layers():
+    model = build_model("resnet35", (3, 32, 32), 10)
+    main_path = [m for name, m in model.named_modules()
+                 if isinstance(m, torch.nn.Conv2d | torch.nn.Linear) and "shortcut" not in name]
+    assert len(main_path) == 35
+
+
+def test_unknown_model():
+    with pytest.raises(ValueError, match="unknown model 'resnet9'"):
+        build_model("resnet9", (3, 32, 32), 10)
