@@ -38,6 +38,11 @@ def test_fcnn_is_the_papers_network():
     assert shapes == [(50, 784), (50,), (20, 50), (20,), (10, 20), (10,)]
 
 
+def test_model_options_reach_the_constructor():
+    model = build_model("fcnn", (1, 8, 8), 10, hidden=[7])
+    assert sum(p.numel() for p in model.parameters()) == 64 * 7 + 7 + 7 * 10 + 10
+
+
 def test_resnet35_has_35_weighted_layers():
     model = build_model("resnet35", (3, 32, 32), 10)
     main_path = [m for name, m in model.named_modules()

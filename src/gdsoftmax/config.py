@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import itertools
 import math
 import re
@@ -50,6 +51,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "fcnn"
     penultimate_dim: int = 0  # 0: none; 2 gives the paper's 2-D feature plots
+    options: dict = field(default_factory=dict)  # constructor options, e.g. {width = 32} for small_cnn
 
 
 @dataclass
@@ -190,6 +192,10 @@ def _check_values(c: ExperimentConfig) -> None:
     _check(c.data.dataset in DATASETS, "data.dataset", f"must be one of {sorted(DATASETS)}, got {c.data.dataset!r}")
     _check(c.model.name in MODELS, "model.name", f"must be one of {sorted(MODELS)}, got {c.model.name!r}")
     _check(c.model.penultimate_dim >= 0, "model.penultimate_dim", "must be >= 0")
+    accepted = [p for p in inspect.signature(MODELS[c.model.name]).parameters
+                if p not in ("image_shape", "num_classes", "penultimate_dim")]
+    for key in c.model.options:
+        _check(key in accepted, f"model.options.{key}", f"is not an option of {c.model.name}; it takes {accepted}")
     _check(c.data.val_size >= 0, "data.val_size", "must be >= 0")
     _check(re.fullmatch(r"[A-Za-z0-9_.=+-]+", c.name) is not None and c.name not in (".", ".."), "name",
            f"may hold only letters, digits and _ . = + - (it names the run directory), got {c.name!r}")

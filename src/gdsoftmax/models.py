@@ -56,8 +56,8 @@ def _conv_bn(cin, cout, stride=1, groups=1, kernel=3):
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def small_cnn(image_shape, num_classes, penultimate_dim=None, width=32):
-    """A compact CNN (3 conv stages, ~0.3 M parameters) that trains on CIFAR-10 on 2 CPU cores in minutes."""
+def small_cnn(image_shape, num_classes, penultimate_dim=None, width=16):
+    """A compact CNN (4 conv layers, ~0.1 M parameters at width 16) for CIFAR-10 on 2 CPU cores."""
     c = image_shape[0]
     body = nn.Sequential(
         _conv_bn(c, width), nn.MaxPool2d(2),

@@ -71,7 +71,7 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
 
     # ---- model, loss, optimizer
     model = build_model(config.model.name, data.image_shape, data.num_classes,
-                        config.model.penultimate_dim or None).to(world.device)
+                        config.model.penultimate_dim or None, **config.model.options).to(world.device)
     trained = world.wrap(model)
     beta_at = resolve_beta(config.loss.beta, steps_per_epoch)
     criterion = GradientDecayLoss(beta_at(0), tau=config.loss.tau, label_smoothing=config.loss.label_smoothing)
