@@ -67,8 +67,9 @@ def test_matches_float64_reference(beta, tau, scale, shape_name, mode):
         assert loss.shape == ref.shape
         atol = value_tolerance(logits, tau, ref, reduction, kwargs.get("weight"))
         torch.testing.assert_close(loss.double(), ref, rtol=0, atol=atol, msg=lambda m, r=reduction: f"{r}: {m}")
-        # F.cross_entropy's own float32 gradients reach ~1e-7 of float64; allow a few ulps of 1/tau.
-        torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-5, atol=1e-6 / tau,
+        # F.cross_entropy's own float32 gradients reach ~1.4e-7 of float64 (measured); allow 3x that.
+        wmax = kwargs["weight"].max().item() if "weight" in kwargs else 1.0
+        torch.testing.assert_close(grad.double(), ref_grad, rtol=0, atol=4e-7 * wmax / tau,
                                    msg=lambda m, r=reduction: f"grad {r}: {m}")
 
 
