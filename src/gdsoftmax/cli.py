@@ -22,6 +22,7 @@ examples:
   gdsoftmax train configs/mnist_fcnn.toml --set loss.beta=0.1 --set train.epochs=5
   gdsoftmax sweep configs/cifar10_deep.toml --shard 0/4     # one machine's quarter of the grid
   torchrun --nproc_per_node 2 -m gdsoftmax train configs/cifar10_small_cnn.toml   # data parallel
+  gdsoftmax report runs/mnist_fcnn                          # report.md + figures for a finished sweep
   gdsoftmax theory                                          # the gradient-analysis table
 
 --set takes TOML values: numbers, strings, lists ([0, 1, 2]) and inline tables
@@ -52,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
                                             "cell resumes from its last checkpoint.")
     add_run_options(sweep)
     sweep.add_argument("--shard", default="0/1", metavar="I/N", help="run only cells I, I+N, I+2N, ... (0-based)")
+    report = commands.add_parser("report", help="write report.md with tables, figures and claim verdicts for a sweep",
+                                 description="Read every finished run under SWEEP_DIR and write report.md beside "
+                                             "its PNGs: metrics as mean ± std over seeds, paired tests against "
+                                             "beta = 1, post-hoc calibration, the paper's figures and claims.")
+    report.add_argument("sweep_dir", help="a sweep directory, e.g. runs/mnist_fcnn")
+    report.add_argument("--out", help="where to write (default: SWEEP_DIR)")
+    report.add_argument("--bins", type=int, default=10, help="equal-width bins for ECE/MCE (paper: 10; Guo et al.: 15)")
     commands.add_parser("theory", help="print loss, gradient magnitude and inflection points for several beta")
     return parser
 
@@ -63,6 +71,17 @@ def main(argv: list[str] | None = None) -> int:
         from gdsoftmax.demo import main as theory_table
 
         return theory_table()
+    if args.command == "report":
+        from gdsoftmax.report import build_report
+
+        try:
+            path = build_report(args.sweep_dir, args.out, n_bins=args.bins,
+                                command="gdsoftmax " + " ".join(sys.argv[1:] if argv is None else argv))
+        except (FileNotFoundError, ValueError) as error:
+            print(f"gdsoftmax report: error: {error}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}")
+        return 0
     if args.command not in ("train", "sweep"):
         parser.print_help()
         return 2

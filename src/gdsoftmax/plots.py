@@ -1,0 +1,201 @@
+"""The paper's figures as PNGs. matplotlib is imported only here, with the Agg backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gdsoftmax import theory
+
+__all__ = ["calibration_trend", "confidence_dynamics", "feature_scatter", "gradient_curves", "interval_bars",
+           "learning_curves", "reliability_diagrams"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def _colors(n):
+    return _pyplot().cm.viridis(np.linspace(0, 0.9, max(n, 1)))
+
+
+def reliability_diagrams(panels, path, suptitle="Reliability diagrams (test set)"):
+    """Fig. 6 style. ``panels``: list of (label, BinStats, ece, mce); one column per label."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 5.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    for col, (label, bins, ece, mce) in enumerate(panels):
+        edges = bins.edges.numpy()
+        centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+        occupied = bins.counts.numpy() > 0  # empty bins draw nothing
+        accuracy = np.where(occupied, np.nan_to_num(bins.accuracy.numpy()), 0.0)
+        confidence = np.where(occupied, np.nan_to_num(bins.mean_confidence.numpy()), 0.0)
+        top, bottom = axes[0, col], axes[1, col]
+        top.bar(centers, accuracy, width, edgecolor="black", color="tab:blue", label="accuracy")
+        top.bar(centers, confidence - accuracy, width, bottom=accuracy, color="tab:red", alpha=0.35,
+                edgecolor="tab:red", hatch="//", label="gap to confidence")
+        top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        top.set(title=f"{label}\nECE {100 * ece:.2f} %, MCE {100 * mce:.2f} %", ylim=(0, 1), xlim=(0, 1))
+        counts = bins.counts.numpy()
+        bottom.bar(centers, counts / max(counts.sum(), 1), width, color="gray", edgecolor="black")
+        bottom.set(xlabel="confidence", ylim=(0, 1))
+        if col == 0:
+            top.set_ylabel("accuracy")
+            bottom.set_ylabel("fraction of samples")
+            top.legend(loc="upper left", fontsize=7)
+    fig.suptitle(suptitle)
+    return _save(fig, path)
+
+
+def confidence_dynamics(panels, path, n_trajectories=12, seed=0):
+    """Fig. 3. ``panels``: list of (label, epochs (E,), p_true (E, N)); one row per label.
+
+    Left: p_c of randomly chosen training samples over epochs. Right: mean p_c of five groups
+    of samples split by their final p_c, from hard (lowest) to easy (highest); see :func:`hardness_order`.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10, 2.6 * len(panels)), squeeze=False, sharex=True)
+    rng = np.random.default_rng(seed)
+    for row, (label, epochs, p_true) in enumerate(panels):
+        p_true = p_true.astype(np.float32)
+        chosen = rng.choice(p_true.shape[1], size=min(n_trajectories, p_true.shape[1]), replace=False)
+        left, right = axes[row]
+        for i, sample in enumerate(chosen):
+            left.plot(epochs, p_true[:, sample], lw=1, color=_colors(len(chosen))[i])
+        left.set(title=f"{label}: {len(chosen)} training samples", ylabel="true-class probability p_c", ylim=(0, 1.02))
+        groups = np.array_split(hardness_order(p_true), 5)
+        for i, (group, color) in enumerate(zip(groups, _colors(5), strict=True)):
+            name = ["hardest 20 %", "hard", "middle", "easy", "easiest 20 %"][i]
+            right.plot(epochs, p_true[:, group].mean(1), color=color, label=name, lw=2)
+        right.set(title=f"{label}: mean p_c, 5 groups by final p_c", ylim=(0, 1.02))
+        right.legend(fontsize=7, loc="lower right")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+        ax.set_xscale("log")
+    fig.suptitle("Training dynamics: when do hard and easy samples become confident?")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def hardness_order(p_true: np.ndarray) -> np.ndarray:
+    """Training samples from hardest to easiest: by final p_c, ties by mean p_c over the recorded epochs.
+
+    At small beta most final p_c round to exactly 1 in the float16 record, so the final value
+    alone leaves most samples tied; the mean over epochs ranks those by how early they got there.
+    """
+    p_true = p_true.astype(np.float32)
+    return np.lexsort((p_true.mean(0), p_true[-1]))
+
+
+INTERVALS = [(0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0)]
+
+
+def interval_counts(p_true: np.ndarray) -> list[int]:
+    """Table 1: how many samples have p_c in (0, .2], (.2, .4], (.4, .6], (.6, .8], (.8, 1]."""
+    edges = np.array([0.2, 0.4, 0.6, 0.8])
+    index = np.searchsorted(edges, p_true.astype(np.float64), side="left")  # (a, b] intervals, 0 -> first
+    return np.bincount(index, minlength=5).tolist()
+
+
+def interval_bars(rows, path, title):
+    """``rows``: list of (label, counts of the five intervals)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(rows)
+    x = np.arange(5)
+    for i, ((label, counts), color) in enumerate(zip(rows, _colors(len(rows)), strict=True)):
+        ax.bar(x + i * width, counts, width, label=label, color=color)
+    ax.set_xticks(x + 0.4 - width / 2, [f"({a:g}, {b:g}]" for a, b in INTERVALS])
+    ax.set(yscale="log", xlabel="true-class probability p_c", ylabel="training samples", title=title)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def feature_scatter(panels, path, max_points=3000, seed=0):
+    """Fig. 1. ``panels``: list of (label, features (N, 2), labels (N,))."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
+    rng = np.random.default_rng(seed)
+    for ax, (label, features, labels) in zip(axes[0], panels, strict=True):
+        keep = rng.choice(len(labels), size=min(max_points, len(labels)), replace=False)
+        scatter = ax.scatter(features[keep, 0], features[keep, 1], c=labels[keep], cmap="tab10", s=3, vmin=0, vmax=9)
+        ax.set(title=label, xlabel="feature 1", ylabel="feature 2")
+    handles, _names = scatter.legend_elements()
+    fig.legend(handles, [f"class {n}" for n in range(len(handles))], loc="center right", fontsize=7)
+    fig.suptitle("2-D penultimate features of test samples, coloured by class")
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
+    return _save(fig, path)
+
+
+def learning_curves(curves, path, title):
+    """Figs 4/5/8. ``curves``: list of (label, epochs, train_ce (S, E), test_acc (S, E)); mean +- std over seeds."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    lows = []
+    for (label, epochs, train_ce, test_acc), color in zip(curves, _colors(len(curves)), strict=True):
+        # the loss spans decades: its band is mean +- std of log10, drawn on a log axis
+        logs = np.log10(np.clip(np.asarray(train_ce, dtype=np.float64), 1e-12, None))
+        mean, std = logs.mean(0), logs.std(0)
+        left.plot(epochs, 10**mean, color=color, label=label)
+        left.fill_between(epochs, 10 ** (mean - std), 10 ** (mean + std), color=color, alpha=0.2)
+        acc = 100 * np.asarray(test_acc)
+        mean, std = acc.mean(0), acc.std(0)
+        right.plot(epochs, mean, color=color, label=label)
+        right.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
+        lows.append(np.percentile(mean, 10))
+    left.set(yscale="log", xlabel="epoch", ylabel="plain cross-entropy on train (geometric mean)",
+             title="Training loss (CE)")
+    right.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy (y axis from the 10th percentile)")
+    right.set_ylim(max(0, min(lows) - 1), min(100, right.get_ylim()[1]))
+    left.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def gradient_curves(betas, path, num_classes=10):
+    """Figs 2 and 7: the gradient magnitude G against p_c and against z_c (other logits 0)."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    p = np.linspace(0, 1, 501)
+    z = np.linspace(-5, 20, 501)
+    for beta, color in zip(betas, _colors(len(betas)), strict=True):
+        left.plot(p, theory.gradient_magnitude(p, beta), color=color, label=f"β = {beta:g}")
+        left.axvline(theory.inflection_point(beta), color=color, ls=":", lw=1)
+        _, g = theory.equal_logits_profile(z, num_classes, beta)
+        right.plot(z, g.numpy(), color=color, label=f"β = {beta:g}")
+    left.set(xlabel="true-class probability p_c", ylabel="gradient magnitude G = -∂J/∂z_c",
+             title="G against p_c (dotted: inflection 1/(1+β))")
+    right.set(xlabel=f"true logit z_c ({num_classes} classes, other logits 0)", ylabel="G",
+              title="G against z_c")
+    left.legend(fontsize=7)
+    fig.suptitle("Probability-dependent gradient decay")
+    return _save(fig, path)
+
+
+def calibration_trend(rows, path, title):
+    """ECE and MCE against beta. ``rows``: list of (beta, {series: (mean, std)}) for ECE and MCE."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    betas = [b for b, _ in rows]
+    for ax, metric in zip(axes, ("ECE", "MCE"), strict=True):
+        for series, marker in (("raw", "o"), ("temperature scaling", "s"), ("vector scaling", "^")):
+            means = [100 * r[f"{metric} {series}"][0] for _, r in rows]
+            stds = [100 * r[f"{metric} {series}"][1] for _, r in rows]
+            ax.errorbar(betas, means, yerr=stds, marker=marker, capsize=3, label=series)
+        ax.set(xscale="log", xlabel="β", ylabel=f"{metric} (%)", title=f"{metric} against β (mean ± std over seeds)")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)

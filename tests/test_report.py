@@ -1,0 +1,74 @@
+"""Reports and plots from a real (tiny) sweep: every table, figure and claim is produced."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gdsoftmax.cli import main
+from gdsoftmax.report import build_report
+from gdsoftmax.stats import mean_std, paired_comparison, verdict
+
+SWEEP = """
+name = "rep"
+[data]
+dataset = "digits"
+val_size = 300
+[model]
+penultimate_dim = 2
+[train]
+epochs = 6
+lr = 0.05
+record_epochs = [1, 2, 4]
+[sweep]
+"loss.beta" = [5.0, 1.0, 0.05, {{ kind = "linear", start = 0.05, end = 0.5, epochs = 6 }}]
+seed = [0, 1, 2]
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    (root / "rep.toml").write_text(SWEEP.format())
+    assert main(["sweep", str(root / "rep.toml"), "--out", str(root / "runs"), "--no-progress"]) == 0
+    return root / "runs" / "rep"
+
+
+def test_report_has_every_section_and_figure(sweep, tmp_path):
+    path = build_report(sweep, tmp_path, n_bins=15, command="gdsoftmax report x")
+    text = path.read_text()
+    for section in ("Final test metrics", "Post-hoc calibration", "Table 1", "Convergence", "Reliability",
+                    "2-D features", "Claims", "gdsoftmax report x"):
+        assert section in text
+    for png in ("reliability", "confidence_dynamics", "confidence_intervals", "learning_curves", "features",
+                "gradient_decay", "calibration_trend"):
+        assert (tmp_path / f"{png}.png").stat().st_size > 10_000
+    assert text.count("| β = 0.05 |") >= 3
+    assert "β linear 0.05→0.5" in text
+    claims = text.split("## Claims")[1]
+    rows = [line for line in claims.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
+    verdicts = [row.rsplit("|", 2)[-2].strip() for row in rows]
+    assert len(verdicts) == 5 + 2 + 2  # 5 claims about β < 1 (one setting), 2 about β > 1, 2 about the warm-up
+    assert set(verdicts) <= {"confirmed", "refuted", "inconclusive"}
+    assert "± " in text
+
+
+def test_report_command_and_errors(sweep, tmp_path, capsys):
+    assert main(["report", str(sweep), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").exists()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+
+
+def test_paired_statistics():
+    c = paired_comparison([1.0, 2.0, 3.5], [0.5, 1.0, 2.0])
+    assert c.difference == pytest.approx(1.0)
+    assert c.p_value == pytest.approx(0.0742, abs=1e-3)  # t = 1 / (0.5 / sqrt 3) = 3.46, df 2
+    assert verdict(c, +1) == "inconclusive"
+    strong = paired_comparison([1.0, 2.0, 3.0, 4.0], [0.0, 1.1, 1.9, 3.0])
+    assert verdict(strong, +1) == "confirmed"
+    assert verdict(strong, -1) == "refuted"
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+    with pytest.raises(ValueError, match="equal numbers"):
+        paired_comparison([1.0], [1.0, 2.0])
