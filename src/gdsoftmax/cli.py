@@ -23,6 +23,7 @@ examples:
   gdsoftmax sweep configs/cifar10_deep.toml --shard 0/4     # one machine's quarter of the grid
   torchrun --nproc_per_node 2 -m gdsoftmax train configs/cifar10_small_cnn.toml   # data parallel
   gdsoftmax report runs/mnist_fcnn                          # report.md + figures for a finished sweep
+  gdsoftmax lab peeled configs/lab_peeled.toml              # layer-peeled model: collapse and margins
   gdsoftmax theory                                          # the gradient-analysis table
 
 --set takes TOML values: numbers, strings, lists ([0, 1, 2]) and inline tables
@@ -60,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("sweep_dir", help="a sweep directory, e.g. runs/mnist_fcnn")
     report.add_argument("--out", help="where to write (default: SWEEP_DIR)")
     report.add_argument("--bins", type=int, default=10, help="equal-width bins for ECE/MCE (paper: 10; Guo et al.: 15)")
+    lab = commands.add_parser("lab", help="theory labs: the layer-peeled model, or normalized margins",
+                              description="peeled: simulate free features and a classifier under CE, beta-softmax "
+                                          "and ASM, and track neural collapse and margins. margin: train a "
+                                          "bias-free (homogeneous) MLP and track its normalized margin.")
+    lab.add_argument("which", choices=["peeled", "margin"], help="which lab")
+    lab.add_argument("config", help="lab config (TOML), e.g. configs/lab_peeled.toml")
+    lab.add_argument("--out", default="runs", help="parent folder of the results (default: runs)")
+    lab.add_argument("--data-dir", help="folder holding the data sets (margin lab)")
+    lab.add_argument("--no-progress", action="store_true", help="no progress bars")
     commands.add_parser("theory", help="print loss, gradient magnitude and inflection points for several beta")
     return parser
 
@@ -79,6 +89,21 @@ def main(argv: list[str] | None = None) -> int:
                                 command="gdsoftmax " + " ".join(sys.argv[1:] if argv is None else argv))
         except (FileNotFoundError, ValueError) as error:
             print(f"gdsoftmax report: error: {error}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}")
+        return 0
+    if args.command == "lab":
+        from gdsoftmax.config import ConfigError
+        from gdsoftmax.labs import load_peeled_config, run_margin_lab, run_peeled_lab
+
+        try:
+            if args.which == "peeled":
+                path = run_peeled_lab(load_peeled_config(args.config), args.out)
+            else:
+                extra = [f"data.data_dir={args.data_dir!r}"] if args.data_dir else []
+                path = run_margin_lab(args.config, args.out, extra, progress=not args.no_progress)
+        except (ConfigError, ValueError, FileNotFoundError) as error:
+            print(f"gdsoftmax lab: error: {error}", file=sys.stderr)
             return 2
         print(f"wrote {path}")
         return 0

@@ -74,6 +74,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     record_epochs: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200])
     device: str = "auto"  # "auto": cuda if available, else cpu
+    track_margin: bool = False  # per epoch: normalized and smoothed margins on train (homogeneous models)
 
 
 @dataclass
@@ -145,6 +146,11 @@ def parse_config(raw: dict) -> ExperimentConfig:
             cell["sweep"] = {}
             _check_values(_build(ExperimentConfig, cell, ""))
     return config
+
+
+def build_dataclass(cls, raw: dict):
+    """Validate plain data into any config dataclass; unknown keys and wrong types name the key."""
+    return _build(cls, raw, "")
 
 
 def _build(cls, raw: dict, prefix: str):

@@ -48,6 +48,19 @@ def fcnn(image_shape, num_classes, penultimate_dim=None, hidden=(50, 20)):
     return Classifier(nn.Sequential(*layers), width, num_classes, penultimate_dim)
 
 
+def homogeneous_mlp(image_shape, num_classes, penultimate_dim=None, hidden=(64, 32)) -> Classifier:
+    """A bias-free ReLU MLP: homogeneous of order len(hidden) + 1 in its parameters."""
+    if penultimate_dim:
+        raise ValueError("homogeneous_mlp has no separate 2-unit layer; set hidden=[..., 2] instead")
+    layers, width = [nn.Flatten()], int(torch.tensor(image_shape).prod())
+    for units in hidden:
+        layers += [nn.Linear(width, units, bias=False), nn.ReLU()]
+        width = units
+    model = Classifier(nn.Sequential(*layers), width, num_classes)
+    model.classifier = nn.Linear(width, num_classes, bias=False)
+    return model
+
+
 # ---- convolutional ----------------------------------------------------------------------------
 
 
@@ -151,6 +164,7 @@ def mobilenet_v1(image_shape, num_classes, penultimate_dim=None):
 
 MODELS: dict[str, Callable[..., Classifier]] = {
     "fcnn": fcnn,
+    "homogeneous_mlp": homogeneous_mlp,
     "small_cnn": small_cnn,
     "resnet18": _resnet(BasicBlock, (2, 2, 2, 2)),
     "resnet34": _resnet(BasicBlock, (3, 4, 6, 3)),

@@ -12,7 +12,7 @@ __all__ = ["calibration_trend", "confidence_dynamics", "feature_scatter", "gradi
            "learning_curves", "reliability_diagrams"]
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,20 +21,20 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
-def _colors(n):
-    return _pyplot().cm.viridis(np.linspace(0, 0.9, max(n, 1)))
+def palette(n):
+    return pyplot().cm.viridis(np.linspace(0, 0.9, max(n, 1)))
 
 
 def reliability_diagrams(panels, path, suptitle="Reliability diagrams (test set)"):
     """Fig. 6 style. ``panels``: list of (label, BinStats, ece, mce); one column per label."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 5.6), squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     for col, (label, bins, ece, mce) in enumerate(panels):
@@ -57,7 +57,7 @@ def reliability_diagrams(panels, path, suptitle="Reliability diagrams (test set)
             bottom.set_ylabel("fraction of samples")
             top.legend(loc="upper left", fontsize=7)
     fig.suptitle(suptitle)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confidence_dynamics(panels, path, n_trajectories=12, seed=0):
@@ -66,7 +66,7 @@ def confidence_dynamics(panels, path, n_trajectories=12, seed=0):
     Left: p_c of randomly chosen training samples over epochs. Right: mean p_c of five groups
     of samples split by their final p_c, from hard (lowest) to easy (highest); see :func:`hardness_order`.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(panels), 2, figsize=(10, 2.6 * len(panels)), squeeze=False, sharex=True)
     rng = np.random.default_rng(seed)
     for row, (label, epochs, p_true) in enumerate(panels):
@@ -74,10 +74,10 @@ def confidence_dynamics(panels, path, n_trajectories=12, seed=0):
         chosen = rng.choice(p_true.shape[1], size=min(n_trajectories, p_true.shape[1]), replace=False)
         left, right = axes[row]
         for i, sample in enumerate(chosen):
-            left.plot(epochs, p_true[:, sample], lw=1, color=_colors(len(chosen))[i])
+            left.plot(epochs, p_true[:, sample], lw=1, color=palette(len(chosen))[i])
         left.set(title=f"{label}: {len(chosen)} training samples", ylabel="true-class probability p_c", ylim=(0, 1.02))
         groups = np.array_split(hardness_order(p_true), 5)
-        for i, (group, color) in enumerate(zip(groups, _colors(5), strict=True)):
+        for i, (group, color) in enumerate(zip(groups, palette(5), strict=True)):
             name = ["hardest 20 %", "hard", "middle", "easy", "easiest 20 %"][i]
             right.plot(epochs, p_true[:, group].mean(1), color=color, label=name, lw=2)
         right.set(title=f"{label}: mean p_c, 5 groups by final p_c", ylim=(0, 1.02))
@@ -87,7 +87,7 @@ def confidence_dynamics(panels, path, n_trajectories=12, seed=0):
         ax.set_xscale("log")
     fig.suptitle("Training dynamics: when do hard and easy samples become confident?")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def hardness_order(p_true: np.ndarray) -> np.ndarray:
@@ -112,21 +112,21 @@ def interval_counts(p_true: np.ndarray) -> list[int]:
 
 def interval_bars(rows, path, title):
     """``rows``: list of (label, counts of the five intervals)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.6))
     width = 0.8 / len(rows)
     x = np.arange(5)
-    for i, ((label, counts), color) in enumerate(zip(rows, _colors(len(rows)), strict=True)):
+    for i, ((label, counts), color) in enumerate(zip(rows, palette(len(rows)), strict=True)):
         ax.bar(x + i * width, counts, width, label=label, color=color)
     ax.set_xticks(x + 0.4 - width / 2, [f"({a:g}, {b:g}]" for a, b in INTERVALS])
     ax.set(yscale="log", xlabel="true-class probability p_c", ylabel="training samples", title=title)
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def feature_scatter(panels, path, max_points=3000, seed=0):
     """Fig. 1. ``panels``: list of (label, features (N, 2), labels (N,))."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
     rng = np.random.default_rng(seed)
     for ax, (label, features, labels) in zip(axes[0], panels, strict=True):
@@ -137,15 +137,15 @@ def feature_scatter(panels, path, max_points=3000, seed=0):
     fig.legend(handles, [f"class {n}" for n in range(len(handles))], loc="center right", fontsize=7)
     fig.suptitle("2-D penultimate features of test samples, coloured by class")
     fig.tight_layout(rect=(0, 0, 0.92, 1))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def learning_curves(curves, path, title):
     """Figs 4/5/8. ``curves``: list of (label, epochs, train_ce (S, E), test_acc (S, E)); mean +- std over seeds."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     lows = []
-    for (label, epochs, train_ce, test_acc), color in zip(curves, _colors(len(curves)), strict=True):
+    for (label, epochs, train_ce, test_acc), color in zip(curves, palette(len(curves)), strict=True):
         # the loss spans decades: its band is mean +- std of log10, drawn on a log axis
         logs = np.log10(np.clip(np.asarray(train_ce, dtype=np.float64), 1e-12, None))
         mean, std = logs.mean(0), logs.std(0)
@@ -162,16 +162,16 @@ def learning_curves(curves, path, title):
     right.set_ylim(max(0, min(lows) - 1), min(100, right.get_ylim()[1]))
     left.legend(fontsize=7)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def gradient_curves(betas, path, num_classes=10):
     """Figs 2 and 7: the gradient magnitude G against p_c and against z_c (other logits 0)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     p = np.linspace(0, 1, 501)
     z = np.linspace(-5, 20, 501)
-    for beta, color in zip(betas, _colors(len(betas)), strict=True):
+    for beta, color in zip(betas, palette(len(betas)), strict=True):
         left.plot(p, theory.gradient_magnitude(p, beta), color=color, label=f"β = {beta:g}")
         left.axvline(theory.inflection_point(beta), color=color, ls=":", lw=1)
         _, g = theory.equal_logits_profile(z, num_classes, beta)
@@ -182,12 +182,12 @@ def gradient_curves(betas, path, num_classes=10):
               title="G against z_c")
     left.legend(fontsize=7)
     fig.suptitle("Probability-dependent gradient decay")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def calibration_trend(rows, path, title):
     """ECE and MCE against beta. ``rows``: list of (beta, {series: (mean, std)}) for ECE and MCE."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     betas = [b for b, _ in rows]
     for ax, metric in zip(axes, ("ECE", "MCE"), strict=True):
@@ -198,4 +198,4 @@ def calibration_trend(rows, path, title):
         ax.set(xscale="log", xlabel="β", ylabel=f"{metric} (%)", title=f"{metric} against β (mean ± std over seeds)")
         ax.legend(fontsize=7)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

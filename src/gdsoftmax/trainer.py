@@ -39,6 +39,7 @@ from gdsoftmax.checkpoint import (
 )
 from gdsoftmax.config import ExperimentConfig, resolve_beta, to_dict
 from gdsoftmax.data import Dataset, augment_batch, load_dataset
+from gdsoftmax.margins import margin_statistics
 from gdsoftmax.models import build_model
 from gdsoftmax.modules import GradientDecayLoss
 
@@ -129,12 +130,16 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
         loss_sum, ce_sum, correct, count = totals.tolist()
 
         val, test = evaluate(model, data, "val", config), evaluate(model, data, "test", config)
+        margins = {}
+        if config.train.track_margin:
+            stats = margin_statistics(model, data.normalize(data.train.images), data.train.labels)
+            margins = {f"train_{k}": v for k, v in stats.items() if k != "order"}
         if epoch + 1 in record_epochs:
             records[epoch + 1] = per_sample_record(model, data, config)
         row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "beta": criterion.beta,
                "lr": learning_rate(config, epoch), "train_loss": loss_sum / count, "train_ce": ce_sum / count,
                "train_acc": correct / count, "val_ce": val["ce"], "val_acc": val["acc"], "test_ce": test["ce"],
-               "test_acc": test["acc"], "wall_time": time.perf_counter() - started}
+               "test_acc": test["acc"], **margins, "wall_time": time.perf_counter() - started}
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.4f}")
         if world.is_main:
             # The row first, then the checkpoint: a crash in between re-runs this epoch and the
