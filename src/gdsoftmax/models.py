@@ -49,15 +49,15 @@ def fcnn(image_shape, num_classes, penultimate_dim=None, hidden=(50, 20)):
 
 
 def homogeneous_mlp(image_shape, num_classes, penultimate_dim=None, hidden=(64, 32)) -> Classifier:
-    """A bias-free ReLU MLP: homogeneous of order len(hidden) + 1 in its parameters."""
-    if penultimate_dim:
-        raise ValueError("homogeneous_mlp has no separate 2-unit layer; set hidden=[..., 2] instead")
+    """A bias-free ReLU MLP, homogeneous of order (number of linear layers) in its parameters."""
     layers, width = [nn.Flatten()], int(torch.tensor(image_shape).prod())
     for units in hidden:
         layers += [nn.Linear(width, units, bias=False), nn.ReLU()]
         width = units
-    model = Classifier(nn.Sequential(*layers), width, num_classes)
-    model.classifier = nn.Linear(width, num_classes, bias=False)
+    model = Classifier(nn.Sequential(*layers), width, num_classes, penultimate_dim)
+    if penultimate_dim:  # bias-free bottleneck: still homogeneous, one order higher
+        model.bottleneck = nn.Linear(width, penultimate_dim, bias=False)
+    model.classifier = nn.Linear(penultimate_dim or width, num_classes, bias=False)
     return model
 
 
