@@ -74,7 +74,7 @@ def run_peeled_lab(config: PeeledConfig, out_dir: str | Path) -> Path:
 
     plt = plots.pyplot()
     panels = [("nc1", "NC1 (within / between)", "log"), ("nc2_features", "NC2 features (ETF distance)", "log"),
-              ("nc3", "NC3 (W vs class means)", "log"), ("min_margin", "minimum sample margin", "symlog")]
+              ("nc3", "NC3 (W vs class means)", "log"), ("min_margin", "minimum sample margin", "linear")]
     r = config.run
     lines = [f"# Layer-peeled lab: {config.name}", "",
              f"K = {r.num_classes} classes × {r.per_class} samples, d = {r.dim}, {r.steps} steps of full-batch GD "
