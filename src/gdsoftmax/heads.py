@@ -1,0 +1,171 @@
+"""Margin heads that own the classifier weight: CosFace, ArcFace, A-Softmax, L-Softmax, Center loss.
+
+A head replaces a model's last linear layer. ``head(features)`` returns *plain* logits (what
+evaluation and post-hoc calibration use); ``head.loss(features, target)`` is the training loss
+with the margin applied to the true class only.
+
+* CosFace / AM-Softmax (Wang et al. 2018): s (cos theta_j - m [j = y]), unit features and weights.
+* ArcFace (Deng et al. 2019): s cos(theta_y + m) for the true class; where theta_y + m > pi the
+  usual monotone fallback cos theta_y - m sin m keeps the target logit decreasing in theta.
+* A-Softmax / SphereFace (Liu et al. 2017): unit weights, ||x|| psi(theta_y) with
+  psi(theta) = (-1)^k cos(m theta) - 2k on [k pi / m, (k+1) pi / m], blended with the plain
+  logit as (lambda cos + psi) / (1 + lambda); lambda anneals from ``lambda_base`` towards
+  ``lambda_min`` as max(lambda_min, lambda_base (1 + gamma t)^-power), a pure function of step t.
+* L-Softmax (Liu et al. 2016): the same psi with unnormalised weights, ||w_y|| ||x|| psi(theta_y).
+* Center loss (Wen et al. 2016): softmax CE plus lambda/2 ||x - c_y||^2; the centres are buffers
+  moved towards their class means at rate alpha, not trained by the optimizer.
+
+>>> import torch
+>>> head = CosFaceHead(8, 3, s=10.0, m=0.3)
+>>> features, target = torch.randn(5, 8), torch.tensor([0, 1, 2, 0, 1])
+>>> head(features).shape, head.loss(features, target).shape
+(torch.Size([5, 3]), torch.Size([]))
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["HEADS", "ArcFaceHead", "CenterLossHead", "CosFaceHead", "LSoftmaxHead", "SphereFaceHead", "build_head"]
+
+
+def _cosine(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """cos theta between each feature and each class weight; (N, K)."""
+    return F.normalize(features, dim=1) @ F.normalize(weight, dim=1).T
+
+
+class _Head(nn.Module):
+    def __init__(self, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, feature_dim))
+        nn.init.xavier_uniform_(self.weight)
+        self.step = 0  # set by the training loop, for heads whose margin anneals
+
+    def _ce(self, logits, target, reduction="mean", ignore_index=-100):
+        return F.cross_entropy(logits, target, reduction=reduction, ignore_index=ignore_index)
+
+
+class CosFaceHead(_Head):
+    def __init__(self, feature_dim, num_classes, s: float = 30.0, m: float = 0.35):
+        super().__init__(feature_dim, num_classes)
+        self.s, self.m = s, m
+
+    def forward(self, features):
+        return self.s * _cosine(features, self.weight)
+
+    def loss(self, features, target, reduction="mean", ignore_index=-100):
+        cos = _cosine(features, self.weight)
+        onehot = F.one_hot(target.clamp_min(0), cos.shape[1]).to(cos.dtype)
+        return self._ce(self.s * (cos - self.m * onehot), target, reduction, ignore_index)
+
+
+class ArcFaceHead(_Head):
+    def __init__(self, feature_dim, num_classes, s: float = 30.0, m: float = 0.5):
+        super().__init__(feature_dim, num_classes)
+        self.s, self.m = s, m
+
+    def forward(self, features):
+        return self.s * _cosine(features, self.weight)
+
+    def loss(self, features, target, reduction="mean", ignore_index=-100):
+        cos = _cosine(features, self.weight).clamp(-1 + 1e-7, 1 - 1e-7)
+        sin = torch.sqrt(1 - cos.square())
+        shifted = cos * math.cos(self.m) - sin * math.sin(self.m)  # cos(theta + m)
+        shifted = torch.where(cos > math.cos(math.pi - self.m), shifted, cos - self.m * math.sin(self.m))
+        onehot = F.one_hot(target.clamp_min(0), cos.shape[1]).bool()
+        return self._ce(self.s * torch.where(onehot, shifted, cos), target, reduction, ignore_index)
+
+
+def psi(cos: torch.Tensor, m: int) -> torch.Tensor:
+    """(-1)^k cos(m theta) - 2k for theta = arccos(cos) in [k pi / m, (k+1) pi / m]: monotone in theta."""
+    theta = torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+    k = torch.floor(m * theta / math.pi).detach()
+    sign = 1 - 2 * torch.remainder(k, 2)  # (-1)^k
+    return sign * torch.cos(m * theta) - 2 * k
+
+
+class SphereFaceHead(_Head):
+    """A-Softmax. ``lambda_at(step)`` is the annealed blend weight."""
+
+    normalise_weight = True
+
+    def __init__(self, feature_dim, num_classes, m: int = 4, lambda_base: float = 1000.0, lambda_min: float = 5.0,
+                 gamma: float = 0.12, power: float = 1.0):
+        super().__init__(feature_dim, num_classes)
+        if not isinstance(m, int) or m < 1:
+            raise ValueError(f"m is an integer angular multiplier >= 1, got {m!r}")
+        self.m, self.lambda_base, self.lambda_min, self.gamma, self.power = m, lambda_base, lambda_min, gamma, power
+
+    def lambda_at(self, step: int) -> float:
+        return max(self.lambda_min, self.lambda_base * (1 + self.gamma * step) ** -self.power)
+
+    def _weight(self):
+        return F.normalize(self.weight, dim=1) if self.normalise_weight else self.weight
+
+    def forward(self, features):
+        return features @ self._weight().T  # ||w|| ||x|| cos theta; ||w|| = 1 for A-Softmax
+
+    def loss(self, features, target, reduction="mean", ignore_index=-100):
+        logits = self.forward(features)  # (N, K)
+        safe = target.clamp_min(0)[:, None]
+        scale = features.norm(dim=1, keepdim=True) * self._weight().norm(dim=1)[safe.squeeze(1)][:, None]
+        cos = logits.gather(1, safe) / scale.clamp_min(1e-12)
+        lam = self.lambda_at(self.step)
+        target_logit = scale * (lam * cos + psi(cos, self.m)) / (1 + lam)
+        return self._ce(logits.scatter(1, safe, target_logit), target, reduction, ignore_index)
+
+
+class LSoftmaxHead(SphereFaceHead):
+    """L-Softmax: A-Softmax's margin with unnormalised weights."""
+
+    normalise_weight = False
+
+
+class CenterLossHead(nn.Module):
+    """Linear classifier + softmax CE, plus lambda/2 * mean ||x - c_y||^2 with centres updated at rate alpha."""
+
+    def __init__(self, feature_dim, num_classes, lam: float = 0.01, alpha: float = 0.5):
+        super().__init__()
+        self.linear = nn.Linear(feature_dim, num_classes)
+        self.register_buffer("centers", torch.zeros(num_classes, feature_dim))
+        self.lam, self.alpha, self.step = lam, alpha, 0
+
+    def forward(self, features):
+        return self.linear(features)
+
+    def loss(self, features, target, reduction="mean", ignore_index=-100):
+        keep = target != ignore_index
+        ce = F.cross_entropy(self.linear(features), target, reduction=reduction, ignore_index=ignore_index)
+        x, y = features[keep], target[keep]
+        pull = 0.5 * (x - self.centers[y]).square().sum(1)  # (n,)
+        center_term = pull.mean() if reduction == "mean" else pull.sum() if reduction == "sum" else None
+        if self.training and len(y):
+            self._update_centers(x.detach(), y)
+        if center_term is None:
+            full = torch.zeros_like(ce)
+            full[keep] = pull
+            return ce + self.lam * full
+        return ce + self.lam * center_term
+
+    @torch.no_grad()
+    def _update_centers(self, x, y):
+        """c_j -= alpha * sum_{i: y_i = j} (c_j - x_i) / (1 + n_j), Wen et al.'s rule."""
+        k = self.centers.shape[0]
+        counts = torch.bincount(y, minlength=k).to(x.dtype)  # (K,)
+        sums = torch.zeros_like(self.centers).index_add_(0, y, x.to(self.centers.dtype))
+        delta = (counts[:, None] * self.centers - sums) / (1 + counts[:, None])
+        self.centers -= self.alpha * delta
+
+
+HEADS = {"cosface": CosFaceHead, "arcface": ArcFaceHead, "sphereface": SphereFaceHead, "lsoftmax": LSoftmaxHead,
+         "center": CenterLossHead}
+
+
+def build_head(name: str, feature_dim: int, num_classes: int, **options) -> nn.Module:
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; choose one of {sorted(HEADS)}")
+    return HEADS[name](feature_dim, num_classes, **options)

@@ -1,0 +1,116 @@
+"""Margin heads against per-sample float64 references, and tiny training runs that learn."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gdsoftmax.heads import HEADS, ArcFaceHead, CenterLossHead, CosFaceHead, LSoftmaxHead, SphereFaceHead, psi
+
+
+def setup(head_cls, seed=0, **options):
+    torch.manual_seed(seed)
+    head = head_cls(6, 4, **options).double()
+    features = torch.randn(9, 6, dtype=torch.float64)
+    target = torch.randint(4, (9,))
+    return head, features, target
+
+
+def ce_of(row_logits, y):
+    return math.log(sum(math.exp(v) for v in row_logits)) - row_logits[y]
+
+
+def cos_between(x, w):
+    x, w = x.detach(), w.detach()
+    return float(x @ w / (x.norm() * w.norm()))
+
+
+def test_cosface_reference():
+    head, x, y = setup(CosFaceHead, s=8.0, m=0.2)
+    losses = []
+    for xi, yi in zip(x, y, strict=True):
+        row = [8.0 * (cos_between(xi, w) - (0.2 if j == yi else 0.0)) for j, w in enumerate(head.weight)]
+        losses.append(ce_of(row, yi))
+    assert head.loss(x, y).item() == pytest.approx(sum(losses) / len(losses), rel=1e-10)
+    assert head(x)[0, 1].item() == pytest.approx(8.0 * cos_between(x[0], head.weight[1]), rel=1e-10)
+
+
+def test_arcface_reference():
+    head, x, y = setup(ArcFaceHead, s=8.0, m=0.5)
+    losses = []
+    for xi, yi in zip(x, y, strict=True):
+        row = []
+        for j, w in enumerate(head.weight):
+            c = cos_between(xi, w)
+            if j == yi:
+                theta = math.acos(c)
+                c = math.cos(theta + 0.5) if theta + 0.5 <= math.pi else c - 0.5 * math.sin(0.5)
+            row.append(8.0 * c)
+        losses.append(ce_of(row, yi))
+    assert head.loss(x, y).item() == pytest.approx(sum(losses) / len(losses), rel=1e-6)
+
+
+def reference_psi(c, m):
+    theta = math.acos(c)
+    k = math.floor(m * theta / math.pi)
+    return (-1) ** k * math.cos(m * theta) - 2 * k
+
+
+@pytest.mark.parametrize("head_cls", [SphereFaceHead, LSoftmaxHead])
+@pytest.mark.parametrize("step", [0, 100, 10**6])
+def test_angular_margin_reference(head_cls, step):
+    head, x, y = setup(head_cls, m=3)
+    head.step = step
+    lam = max(5.0, 1000.0 * (1 + 0.12 * step) ** -1.0)
+    losses = []
+    for xi, yi in zip(x, y, strict=True):
+        row = []
+        for j, w in enumerate(head.weight):
+            w_norm = 1.0 if head_cls is SphereFaceHead else float(w.norm())
+            c = cos_between(xi, w)
+            value = float(xi.norm()) * w_norm * c
+            if j == yi:
+                value = float(xi.norm()) * w_norm * (lam * c + reference_psi(c, 3)) / (1 + lam)
+            row.append(value)
+        losses.append(ce_of(row, yi))
+    assert head.loss(x, y).item() == pytest.approx(sum(losses) / len(losses), rel=1e-6)
+
+
+def test_psi_is_monotone_and_matches_cos_m_theta_near_zero():
+    theta = torch.linspace(0, math.pi, 1001, dtype=torch.float64)
+    values = psi(torch.cos(theta), 4)
+    assert bool((values[1:] <= values[:-1] + 1e-9).all())
+    assert values[0].item() == pytest.approx(1.0, abs=1e-5)  # acos is clamped at 1 - 1e-7 for a finite gradient
+
+
+def test_center_loss_reference_and_update():
+    head, x, y = setup(CenterLossHead, lam=0.1, alpha=0.5)
+    head.centers.copy_(torch.randn_like(head.centers))
+    centers = head.centers.clone()
+    ce = torch.nn.functional.cross_entropy(head(x), y)
+    pull = 0.5 * sum(float((xi - centers[yi]).square().sum()) for xi, yi in zip(x, y, strict=True)) / len(y)
+    assert head.loss(x, y).item() == pytest.approx(ce.item() + 0.1 * pull, rel=1e-10)
+    for j in range(4):  # Wen et al.: c_j -= alpha * sum_i (c_j - x_i) / (1 + n_j)
+        members = x[y == j]
+        expected = centers[j] - 0.5 * (len(members) * centers[j] - members.sum(0)) / (1 + len(members))
+        torch.testing.assert_close(head.centers[j], expected)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_each_head_trains(name):
+    torch.manual_seed(0)
+    x = torch.randn(300, 5)
+    y = (x[:, :3].argmax(1))  # three classes, linearly separable by direction
+    body = torch.nn.Linear(5, 8)
+    options = {"cosface": {"s": 10.0}, "arcface": {"s": 10.0, "m": 0.2}}.get(name, {})
+    head = HEADS[name](8, 3, **options)
+    optimizer = torch.optim.SGD([*body.parameters(), *head.parameters()], lr=0.1, momentum=0.9)
+    for step in range(300):
+        head.step = step
+        optimizer.zero_grad()
+        head.loss(body(x), y).backward()
+        optimizer.step()
+    head.eval()
+    assert (head(body(x)).argmax(1) == y).float().mean() > 0.9
