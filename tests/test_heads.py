@@ -68,7 +68,7 @@ def test_angular_margin_reference(head_cls, step):
     for xi, yi in zip(x, y, strict=True):
         row = []
         for j, w in enumerate(head.weight):
-            w_norm = 1.0 if head_cls is SphereFaceHead else float(w.norm())
+            w_norm = 1.0 if head_cls is SphereFaceHead else float(w.detach().norm())
             c = cos_between(xi, w)
             value = float(xi.norm()) * w_norm * c
             if j == yi:

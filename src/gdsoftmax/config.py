@@ -56,6 +56,8 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
+    name: str = "gdsoftmax"  # or a baseline: focal, flsd53, logitnorm, label_smoothing, cosface, arcface, ...
+    options: dict = field(default_factory=dict)  # the baseline's options, e.g. {gamma = 2.0} for focal
     beta: float | dict = 1.0  # a number, or a schedule table; ramps may give "epochs" instead of "steps"
     tau: float = 1.0
     label_smoothing: float = 0.0
@@ -222,6 +224,12 @@ def _check_values(c: ExperimentConfig) -> None:
         resolve_beta(c.loss.beta, steps_per_epoch=1)
     except ValueError as error:
         raise ConfigError(f"loss.beta: {error}") from error
+    from gdsoftmax.objectives import check_options
+
+    try:
+        check_options(c.loss.name, c.loss.options)
+    except ValueError as error:
+        raise ConfigError(f"loss.name/options: {error}") from error
 
 
 def resolve_beta(beta, steps_per_epoch: int) -> Schedule:

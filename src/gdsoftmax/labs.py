@@ -124,11 +124,12 @@ def run_margin_lab(config_path: str | Path, out_dir: str | Path, overrides=(), p
     run_sweep(config, out_dir, progress=progress)
     root = sweep_root(out_dir, config)
     groups: dict[str, list] = {}
-    for run in load_runs(root):
+    runs = sorted(load_runs(root), key=lambda r: (r.constant_beta is None, -(r.constant_beta or 0), r.setting))
+    for run in runs:
         groups.setdefault(setting_label(run.beta), []).append(run)
     plt = plots.pyplot()
-    keys = [("train_normalized_margin", "normalized margin  min q / ‖θ‖^L", "symlog"),
-            ("train_smoothed_margin", "smoothed margin (CE)", "symlog"),
+    keys = [("train_normalized_margin", "normalized margin  min q / ‖θ‖^L (epochs ≥ 20)", "linear"),
+            ("train_smoothed_margin", "smoothed margin (CE) (epochs ≥ 20)", "linear"),
             ("train_parameter_norm", "parameter norm ‖θ‖", "log"), ("train_ce", "train cross-entropy", "log")]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 3.8))
     lines = [f"# Normalized-margin lab: {config.name}", "",
@@ -137,11 +138,13 @@ def run_margin_lab(config_path: str | Path, out_dir: str | Path, overrides=(), p
              f"seeds per setting: {max(len(g) for g in groups.values())}. Final epoch, mean ± std over seeds.", "",
              "| setting | train acc % | min margin | normalized margin | smoothed margin | ‖θ‖ |",
              "|---|---|---|---|---|---|"]
+    late: dict[str, list[float]] = {key: [] for key, _, _ in keys}
     for (label, runs), color in zip(groups.items(), plots.palette(len(groups)), strict=True):
         epochs = [row["epoch"] for row in runs[0].rows]
         for ax, (key, title, scale) in zip(axes, keys, strict=True):
             _band(ax, epochs, [[row[key] for row in run.rows] for run in runs], color, label, scale)
             ax.set(title=title, xlabel="epoch", xscale="log")
+            late[key] += [row[key] for run in runs for row in run.rows if row["epoch"] >= 20]
         final = [run.rows[-1] for run in runs]
 
         def cell(key, scale=1.0, final=final):
@@ -151,6 +154,10 @@ def run_margin_lab(config_path: str | Path, out_dir: str | Path, overrides=(), p
         lines.append(f"| {label} | {cell('train_acc', 100)} | {cell('train_min_margin')} | "
                      f"{cell('train_normalized_margin')} | {cell('train_smoothed_margin')} | "
                      f"{cell('train_parameter_norm')} |")
+    for ax, (key, _, scale) in zip(axes, keys, strict=True):
+        if scale == "linear" and late[key]:  # margins matter once the data are separated
+            low, high = min(late[key]), max(late[key])
+            ax.set(xlim=(20, None), ylim=(low - 0.05 * (high - low), high + 0.05 * (high - low)))
     axes[0].legend(fontsize=7)
     fig.suptitle("Margins of a homogeneous network under CE and β-softmax (band: min–max over seeds)")
     fig.tight_layout()

@@ -41,7 +41,7 @@ from gdsoftmax.config import ExperimentConfig, resolve_beta, to_dict
 from gdsoftmax.data import Dataset, augment_batch, load_dataset
 from gdsoftmax.margins import margin_statistics
 from gdsoftmax.models import build_model
-from gdsoftmax.modules import GradientDecayLoss
+from gdsoftmax.objectives import build_objective
 
 __all__ = ["learning_rate", "run_experiment"]
 
@@ -72,10 +72,12 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
 
     # ---- model, loss, optimizer
     model = build_model(config.model.name, data.image_shape, data.num_classes,
-                        config.model.penultimate_dim or None, **config.model.options).to(world.device)
+                        config.model.penultimate_dim or None, **config.model.options)
+    objective = build_objective(config.loss.name, config.loss.options, model,  # may install a margin head
+                                beta=resolve_beta(config.loss.beta, steps_per_epoch), tau=config.loss.tau,
+                                label_smoothing=config.loss.label_smoothing)
+    model = model.to(world.device)
     trained = world.wrap(model)
-    beta_at = resolve_beta(config.loss.beta, steps_per_epoch)
-    criterion = GradientDecayLoss(beta_at(0), tau=config.loss.tau, label_smoothing=config.loss.label_smoothing)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.train.lr, momentum=config.train.momentum,
                                 weight_decay=config.train.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
@@ -108,15 +110,13 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
         order = torch.randperm(n_train, generator=generator)
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
-            criterion.beta = beta_at(step)
             index = order[i * batch_size : (i + 1) * batch_size]
             images = data.train.images[index.to(world.device)]  # (B, C, H, W) uint8, the global batch
             if config.data.augment:
                 images = augment_batch(images, generator)
             mine = slice(world.rank, None, world.size)  # this process's share of the global batch
             x, y = data.normalize(images[mine]), data.train.labels[index.to(world.device)][mine]
-            logits = trained(x)  # (b, K)
-            loss = criterion(logits, y)
+            loss, logits = objective(trained, x, y, step)  # logits (b, K)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.train.grad_clip > 0:
@@ -136,7 +136,7 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
             margins = {f"train_{k}": v for k, v in stats.items() if k != "order"}
         if epoch + 1 in record_epochs:
             records[epoch + 1] = per_sample_record(model, data, config)
-        row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "beta": criterion.beta,
+        row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "beta": getattr(objective, "beta", None),
                "lr": learning_rate(config, epoch), "train_loss": loss_sum / count, "train_ce": ce_sum / count,
                "train_acc": correct / count, "val_ce": val["ce"], "val_acc": val["acc"], "test_ce": test["ce"],
                "test_acc": test["acc"], **margins, "wall_time": time.perf_counter() - started}
@@ -147,7 +147,7 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
             _append_line(metrics_path, json.dumps(row))
             save_checkpoint(checkpoint_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                "step": (epoch + 1) * steps_per_epoch, "beta": criterion.beta, "lr": learning_rate(config, epoch),
+                "step": (epoch + 1) * steps_per_epoch, "lr": learning_rate(config, epoch),
                 "elapsed": row["wall_time"], "rng": capture_rng_state(generator),
                 "records": {str(k): v for k, v in records.items()},
             })
