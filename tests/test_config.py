@@ -95,6 +95,22 @@ def test_sweep_cells_are_named_from_their_values():
     assert resolve_beta(cells[0][1].loss.beta, 10) == Constant(0.1)
 
 
+def test_sweep_variants_set_several_keys_per_cell():
+    config = parse_config({"name": "v", "sweep": {"seed": [0, 1], "variants": [
+        {"label": "ce", "loss.beta": 1.0},
+        {"label": "focal", "loss.name": "focal", "loss.options": {"gamma": 3.0}},
+        {"loss.name": "cosface"}]}})
+    cells = dict(expand_sweep(config))
+    assert list(cells) == ["ce_seed=0", "ce_seed=1", "focal_seed=0", "focal_seed=1", "name=cosface_seed=0",
+                           "name=cosface_seed=1"]
+    assert cells["focal_seed=1"].loss.options == {"gamma": 3.0}
+    assert cells["focal_seed=1"].seed == 1
+    with pytest.raises(ConfigError, match=r"variants\[0\] must be a table"):
+        parse_config({"sweep": {"variants": [{"label": "x"}]}})
+    with pytest.raises(ConfigError, match="not an option of the focal loss"):
+        parse_config({"sweep": {"variants": [{"loss.name": "focal", "loss.options": {"s": 1.0}}]}})
+
+
 def test_resolved_config_round_trips(tmp_path):
     import tomli_w
 

@@ -142,12 +142,28 @@ def parse_config(raw: dict) -> ExperimentConfig:
     for key, values in config.sweep.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"sweep.{key} must be a non-empty list of values")
+        if key == "variants":
+            for i, variant in enumerate(values):
+                if not isinstance(variant, dict) or not set(variant) - {"label"}:
+                    raise ConfigError(f"sweep.variants[{i}] must be a table of dotted keys, e.g. "
+                                      '{ label = "focal", "loss.name" = "focal" }')
+                if "label" in variant and not re.fullmatch(r"[A-Za-z0-9_.=+-]+", str(variant["label"])):
+                    raise ConfigError(f"sweep.variants[{i}].label may hold only letters, digits and _ . = + -")
+                _check_values(_build(ExperimentConfig, _apply(config, variant), ""))
+            continue
         for value in values:  # every cell must be valid before any runs
-            cell = copy.deepcopy(to_dict(config))
-            set_dotted(cell, key, value)
-            cell["sweep"] = {}
-            _check_values(_build(ExperimentConfig, cell, ""))
+            _check_values(_build(ExperimentConfig, _apply(config, {key: value}), ""))
     return config
+
+
+def _apply(config: ExperimentConfig, assignments: dict) -> dict:
+    """The raw config with dotted ``assignments`` applied and no sweep (a ``label`` key is skipped)."""
+    cell = copy.deepcopy(to_dict(config))
+    cell["sweep"] = {}
+    for key, value in assignments.items():
+        if key != "label":
+            set_dotted(cell, key, value)
+    return cell
 
 
 def build_dataclass(cls, raw: dict):
@@ -233,7 +249,19 @@ def _check_values(c: ExperimentConfig) -> None:
 
 
 def resolve_beta(beta, steps_per_epoch: int) -> Schedule:
-    """The beta schedule of a config; a ramp may give ``epochs`` instead of ``steps``."""
+    """The beta schedule of a config; a ramp may give ``epochs`` instead of ``steps``.
+
+    ``{kind = "pid", ...}`` gives the adaptive controller of :mod:`gdsoftmax.adaptive`.
+    """
+    if isinstance(beta, dict) and beta.get("kind") == "pid":
+        from gdsoftmax.adaptive import PIDController
+
+        options = {k: v for k, v in beta.items() if k != "kind"}
+        names = [f.name for f in dataclasses.fields(PIDController) if f.name != "state"]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} for a 'pid' controller; it takes {names}")
+        return PIDController(**options)
     if isinstance(beta, dict) and "epochs" in beta:
         beta = dict(beta)
         epochs = beta.pop("epochs")
@@ -249,15 +277,16 @@ def expand_sweep(config: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]
     """The grid of a config's [sweep] table as (cell name, cell config) pairs, in a fixed order."""
     if not config.sweep:
         return [(config.name, config)]
-    keys = list(config.sweep)
+    keys = [k for k in config.sweep if k != "variants"]
     cells = []
-    for values in itertools.product(*(config.sweep[k] for k in keys)):
-        raw = to_dict(config)
-        raw["sweep"] = {}
-        for key, value in zip(keys, values, strict=True):
-            set_dotted(raw, key, value)
-        name = "_".join(f"{key.split('.')[-1]}={_label(value)}" for key, value in zip(keys, values, strict=True))
-        cells.append((name, parse_config(raw)))
+    for variant in config.sweep.get("variants", [{}]):
+        prefix = [str(variant.get("label") or "_".join(f"{k.split('.')[-1]}={_label(v)}"
+                                                         for k, v in variant.items()))] if variant else []
+        for values in itertools.product(*(config.sweep[k] for k in keys)):
+            assignments = {**variant, **dict(zip(keys, values, strict=True))}
+            name = "_".join(prefix + [f"{key.split('.')[-1]}={_label(value)}"
+                                      for key, value in zip(keys, values, strict=True)])
+            cells.append((name, parse_config(_apply(config, assignments))))
     return cells
 
 

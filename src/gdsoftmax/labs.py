@@ -117,7 +117,7 @@ def run_peeled_lab(config: PeeledConfig, out_dir: str | Path) -> Path:
 
 def run_margin_lab(config_path: str | Path, out_dir: str | Path, overrides=(), progress: bool = True) -> Path:
     """Run the margin sweep (train.track_margin on) and plot margins against epochs per beta."""
-    from gdsoftmax.report import load_runs, setting_label
+    from gdsoftmax.report import load_runs
     from gdsoftmax.sweep import run_sweep, sweep_root
 
     config = load_config(config_path, [*overrides, "train.track_margin=true"])
@@ -126,7 +126,7 @@ def run_margin_lab(config_path: str | Path, out_dir: str | Path, overrides=(), p
     groups: dict[str, list] = {}
     runs = sorted(load_runs(root), key=lambda r: (r.constant_beta is None, -(r.constant_beta or 0), r.setting))
     for run in runs:
-        groups.setdefault(setting_label(run.beta), []).append(run)
+        groups.setdefault(run.label, []).append(run)
     plt = plots.pyplot()
     keys = [("train_normalized_margin", "normalized margin  min q / ‖θ‖^L (epochs ≥ 20)", "linear"),
             ("train_smoothed_margin", "smoothed margin (CE) (epochs ≥ 20)", "linear"),

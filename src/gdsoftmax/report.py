@@ -46,13 +46,28 @@ class Run:
 
     @property
     def constant_beta(self) -> float | None:
+        """beta of a plain beta-softmax run; None for schedules, controllers and other losses."""
+        if self.config.loss.name != "gdsoftmax":
+            return None
         return float(self.beta) if isinstance(self.beta, int | float) else None
+
+    @property
+    def is_warmup(self) -> bool:
+        return self.config.loss.name == "gdsoftmax" and isinstance(self.beta, dict) and "end" in self.beta
+
+    @property
+    def label(self) -> str:
+        if self.constant_beta is not None or self.is_warmup:
+            return setting_label(self.beta)
+        return self.setting  # another loss or an adaptive beta: its sweep label
 
 
 def setting_label(beta) -> str:
     if isinstance(beta, int | float):
         return f"β = {beta:g}"
-    return f"β {beta['kind']} {beta['start']:g}→{beta['end']:g}"
+    if "end" in beta:
+        return f"β {beta['kind']} {beta['start']:g}→{beta['end']:g}"
+    return f"β {beta['kind']}"
 
 
 def load_runs(sweep_dir: str | Path) -> list[Run]:
@@ -110,7 +125,9 @@ def _groups(runs: list[Run]) -> dict[str, list[Run]]:
 
 
 def _order_key(run: Run):
-    return (0, -run.constant_beta) if run.constant_beta is not None else (1, run.setting)
+    if run.constant_beta is not None:
+        return (0, -run.constant_beta, "")
+    return (1 if run.is_warmup else 2, 0, run.setting)
 
 
 def _cell(group, key, scale=100.0, digits=2):
@@ -152,14 +169,15 @@ def _claims(groups: dict[str, list[Run]], baseline: list[Run] | None) -> list[li
     for claim, applies, key, scale, sign in specs:
         for group in groups.values():
             beta = group[0].constant_beta
-            kind = "warmup" if beta is None else "small" if beta < 1 else "large" if beta > 1 else None
+            kind = ("warmup" if group[0].is_warmup else None) if beta is None else \
+                "small" if beta < 1 else "large" if beta > 1 else None
             if kind != applies:
                 continue
             paired = [r for r in group if r.config.seed in seeds]
             base = [next(b for b in baseline if b.config.seed == r.config.seed) for r in paired]
             c = paired_comparison([r.values[key] for r in paired], [b.values[key] for b in base])
             treat, ref = mean_std([r.values[key] for r in paired]), mean_std([b.values[key] for b in base])
-            table.append([claim, setting_label(group[0].beta), f"{scale * treat[0]:.3g}", f"{scale * ref[0]:.3g}",
+            table.append([claim, group[0].label, f"{scale * treat[0]:.3g}", f"{scale * ref[0]:.3g}",
                           f"{scale * c.difference:+.3g}", f"{c.effect_size:+.2f}", f"{c.p_value:.3g}",
                           verdict(c, sign)])
     return table
@@ -198,7 +216,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
               "adaptive ECE %", "NLL", "Brier", "conf − acc %", "margin"]
     rows = []
     for group in groups.values():
-        rows.append([setting_label(group[0].beta), len(group), _cell(group, "test accuracy"),
+        rows.append([group[0].label, len(group), _cell(group, "test accuracy"),
                      _versus(group, baseline, "test accuracy"), _cell(group, "test ece"),
                      _versus(group, baseline, "test ece"), _cell(group, "test mce"),
                      _cell(group, "test adaptive_ece"), _cell(group, "test nll", 1, 3),
@@ -206,7 +224,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     lines += ["## Final test metrics", "", _markdown_table(header, rows), ""]
 
     if has_val:
-        rows = [[setting_label(g[0].beta), _cell(g, "test ece"), _cell(g, "temperature ece"), _cell(g, "vector ece"),
+        rows = [[g[0].label, _cell(g, "test ece"), _cell(g, "temperature ece"), _cell(g, "vector ece"),
                  _cell(g, "test mce"), _cell(g, "temperature mce"), _cell(g, "vector mce"), _cell(g, "T", 1, 2)]
                 for g in groups.values()]
         lines += ["## Post-hoc calibration (fitted on the validation split, applied to test)", "",
@@ -223,17 +241,17 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
                                     f"{first.data.dataset}: calibration against β")
             lines += ["![ECE and MCE against beta](calibration_trend.png)", ""]
 
-    rows = [[setting_label(g[0].beta)] + [format_mean_std([r.values["intervals"][i] for r in g], 1, 0)
+    rows = [[g[0].label] + [format_mean_std([r.values["intervals"][i] for r in g], 1, 0)
                                           for i in range(5)] for g in groups.values()]
     lines += ["## Table 1: training samples by final true-class probability", "",
               _markdown_table(["setting"] + [f"({a:g}, {b:g}]" for a, b in plots.INTERVALS], rows), ""]
-    plots.interval_bars([(setting_label(g[0].beta), [np.mean([r.values["intervals"][i] for r in g])
+    plots.interval_bars([(g[0].label, [np.mean([r.values["intervals"][i] for r in g])
                                                      for i in range(5)]) for g in groups.values()],
                         out / "confidence_intervals.png", "Training samples by final p_c (mean over seeds)")
     lines += ["![confidence intervals](confidence_intervals.png)", ""]
 
     early = EARLY_EPOCH
-    rows = [[setting_label(g[0].beta), _cell(g, "early train_ce", 1, 4), _cell(g, "early test_acc"),
+    rows = [[g[0].label, _cell(g, "early train_ce", 1, 4), _cell(g, "early test_acc"),
              _versus(g, baseline, "early test_acc"), _cell(g, "curriculum spread", 1, 3)] for g in groups.values()]
     lines += ["## Convergence and training dynamics", "",
               _markdown_table(["setting", f"train CE @ epoch {early}", f"test acc % @ epoch {early}",
@@ -241,12 +259,12 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     curves = []
     for g in groups.values():
         length = min(len(r.rows) for r in g)
-        curves.append((setting_label(g[0].beta), [row["epoch"] for row in g[0].rows[:length]],
+        curves.append((g[0].label, [row["epoch"] for row in g[0].rows[:length]],
                        [[row["train_ce"] for row in r.rows[:length]] for r in g],
                        [[row["test_acc"] for row in r.rows[:length]] for r in g]))
     plots.learning_curves(curves, out / "learning_curves.png", f"{first.data.dataset}: convergence by β")
     lines += ["![learning curves](learning_curves.png)", ""]
-    dynamics = [(setting_label(g[0].beta), g[0].samples["epochs"], g[0].samples["p_true"]) for g in groups.values()]
+    dynamics = [(g[0].label, g[0].samples["epochs"], g[0].samples["p_true"]) for g in groups.values()]
     if len(dynamics) > 4:  # largest and smallest constant β, β = 1 and the first warm-up keep it readable
         constant = [i for i, g in enumerate(groups.values()) if g[0].constant_beta is not None]
         schedules = [i for i, g in enumerate(groups.values()) if g[0].constant_beta is None]
@@ -256,13 +274,13 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     plots.confidence_dynamics(dynamics, out / "confidence_dynamics.png")
     lines += ["![confidence dynamics](confidence_dynamics.png)", ""]
 
-    panels = [(setting_label(g[0].beta), g[0].values["bins"], g[0].values["test ece"], g[0].values["test mce"])
+    panels = [(g[0].label, g[0].values["bins"], g[0].values["test ece"], g[0].values["test mce"])
               for g in groups.values()]
     plots.reliability_diagrams(panels, out / "reliability.png", f"Reliability diagrams, test set (seed "
                                                                   f"{groups[next(iter(groups))][0].config.seed})")
     lines += ["## Reliability diagrams", "", "![reliability diagrams](reliability.png)", ""]
     if "test_features" in runs[0].predictions and runs[0].predictions["test_features"].shape[1] == 2:
-        plots.feature_scatter([(setting_label(g[0].beta), g[0].predictions["test_features"],
+        plots.feature_scatter([(g[0].label, g[0].predictions["test_features"],
                                 g[0].predictions["test_labels"]) for g in groups.values()], out / "features.png")
         lines += ["## 2-D features", "", "![features](features.png)", ""]
     betas = sorted({g[0].constant_beta for g in groups.values() if g[0].constant_beta is not None})

@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gdsoftmax.adaptive import PIDController, gradient_scale
 from gdsoftmax.checkpoint import (
     atomic_write_bytes,
     capture_rng_state,
@@ -83,6 +84,9 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
     generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
     record_epochs = sorted({e for e in config.train.record_epochs if e <= config.train.epochs} | {config.train.epochs})
 
+    controller = objective.beta_at if isinstance(getattr(objective, "beta_at", None), PIDController) else None
+    lr_factor = 1.0  # adaptive beta with lr_compensation rescales the step size
+
     # ---- resume
     start_epoch, elapsed, records = 0, 0.0, {}
     checkpoint_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
@@ -93,6 +97,9 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
         restore_rng_state(state["rng"], generator)
         start_epoch, elapsed = int(state["epoch"]), float(state["elapsed"])
         records = {int(k): v for k, v in state["records"].items()}
+        lr_factor = float(state.get("lr_factor", 1.0))
+        if controller is not None:
+            controller.load_state_dict(state["controller"])
     if world.is_main:
         atomic_write_bytes(run_dir / "config.toml", tomli_w.dumps(_toml_safe(to_dict(config))).encode())
         rows = _metric_rows_up_to(metrics_path, start_epoch)  # drop rows from after the checkpoint
@@ -103,8 +110,9 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
     bar = tqdm(range(start_epoch, config.train.epochs), desc=config.name, initial=start_epoch,
                total=config.train.epochs, disable=not (progress and world.is_main), leave=False, unit="epoch")
     for epoch in bar:
+        epoch_lr = learning_rate(config, epoch) * lr_factor
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, epoch)
+            group["lr"] = epoch_lr
         trained.train()
         totals = torch.zeros(4, dtype=torch.float64, device=world.device)  # loss, ce, correct, count
         order = torch.randperm(n_train, generator=generator)
@@ -130,6 +138,11 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
         loss_sum, ce_sum, correct, count = totals.tolist()
 
         val, test = evaluate(model, data, "val", config), evaluate(model, data, "test", config)
+        if controller is not None:  # adaptive beta: one PID step on the validation calibration gap
+            val_logits, _ = _forward_all(model, data, "val", config)
+            controller.update(val["conf"] - val["acc"])
+            if controller.lr_compensation:
+                lr_factor = 1.0 / gradient_scale(val_logits, data.val.labels, controller(0), config.loss.tau)
         margins = {}
         if config.train.track_margin:
             stats = margin_statistics(model, data.normalize(data.train.images), data.train.labels)
@@ -137,7 +150,7 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
         if epoch + 1 in record_epochs:
             records[epoch + 1] = per_sample_record(model, data, config)
         row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "beta": getattr(objective, "beta", None),
-               "lr": learning_rate(config, epoch), "train_loss": loss_sum / count, "train_ce": ce_sum / count,
+               "lr": epoch_lr, "train_loss": loss_sum / count, "train_ce": ce_sum / count,
                "train_acc": correct / count, "val_ce": val["ce"], "val_acc": val["acc"], "test_ce": test["ce"],
                "test_acc": test["acc"], **margins, "wall_time": time.perf_counter() - started}
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.4f}")
@@ -147,9 +160,10 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
             _append_line(metrics_path, json.dumps(row))
             save_checkpoint(checkpoint_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                "step": (epoch + 1) * steps_per_epoch, "lr": learning_rate(config, epoch),
+                "step": (epoch + 1) * steps_per_epoch, "lr": epoch_lr,
                 "elapsed": row["wall_time"], "rng": capture_rng_state(generator),
-                "records": {str(k): v for k, v in records.items()},
+                "records": {str(k): v for k, v in records.items()}, "lr_factor": lr_factor,
+                "controller": controller.state_dict() if controller is not None else {},
             })
         world.barrier()
     bar.close()
@@ -189,8 +203,9 @@ def evaluate(model, data: Dataset, split_name: str, config: ExperimentConfig) ->
     logits, _ = _forward_all(model, data, split_name, config)
     labels = getattr(data, split_name).labels
     if len(labels) == 0:
-        return {"acc": float("nan"), "ce": float("nan")}
-    return {"acc": (logits.argmax(1) == labels).float().mean().item(), "ce": F.cross_entropy(logits, labels).item()}
+        return {"acc": float("nan"), "ce": float("nan"), "conf": float("nan")}
+    return {"acc": (logits.argmax(1) == labels).float().mean().item(), "ce": F.cross_entropy(logits, labels).item(),
+            "conf": torch.softmax(logits / config.loss.tau, 1).amax(1).mean().item()}
 
 
 def per_sample_record(model, data: Dataset, config: ExperimentConfig) -> dict:
