@@ -49,7 +49,7 @@ def test_report_has_every_section_and_figure(sweep, tmp_path):
     claims = text.split("## Claims")[1]
     rows = [line for line in claims.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
     verdicts = [row.rsplit("|", 2)[-2].strip() for row in rows]
-    assert len(verdicts) == 5 + 2 + 2  # 5 claims about β < 1 (one setting), 2 about β > 1, 2 about the warm-up
+    assert len(verdicts) == 6 + 2 + 3  # 6 claims about β < 1 (one setting), 2 about β > 1, 3 about the warm-up
     assert set(verdicts) <= {"confirmed", "refuted", "inconclusive"}
     assert "± " in text
 
