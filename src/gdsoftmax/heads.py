@@ -49,13 +49,21 @@ class _Head(nn.Module):
         return F.cross_entropy(logits, target, reduction=reduction, ignore_index=ignore_index)
 
 
-class CosFaceHead(_Head):
-    def __init__(self, feature_dim, num_classes, s: float = 30.0, m: float = 0.35):
+class _ScaledCosineHead(_Head):
+    """Unit features and class weights; plain logits s cos theta_j."""
+
+    default_m = 0.0
+
+    def __init__(self, feature_dim, num_classes, s: float = 30.0, m: float | None = None):
         super().__init__(feature_dim, num_classes)
-        self.s, self.m = s, m
+        self.s, self.m = s, self.default_m if m is None else m
 
     def forward(self, features):
         return self.s * _cosine(features, self.weight)
+
+
+class CosFaceHead(_ScaledCosineHead):
+    default_m = 0.35
 
     def loss(self, features, target, reduction="mean", ignore_index=-100):
         cos = _cosine(features, self.weight)
@@ -63,13 +71,8 @@ class CosFaceHead(_Head):
         return self._ce(self.s * (cos - self.m * onehot), target, reduction, ignore_index)
 
 
-class ArcFaceHead(_Head):
-    def __init__(self, feature_dim, num_classes, s: float = 30.0, m: float = 0.5):
-        super().__init__(feature_dim, num_classes)
-        self.s, self.m = s, m
-
-    def forward(self, features):
-        return self.s * _cosine(features, self.weight)
+class ArcFaceHead(_ScaledCosineHead):
+    default_m = 0.5
 
     def loss(self, features, target, reduction="mean", ignore_index=-100):
         cos = _cosine(features, self.weight).clamp(-1 + 1e-7, 1 - 1e-7)
