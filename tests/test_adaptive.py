@@ -44,6 +44,8 @@ def test_config_form_and_errors():
     assert controller(0) == 0.5
     with pytest.raises(ConfigError, match=r"unknown key.*gain"):
         parse_config({"loss": {"beta": {"kind": "pid", "gain": 1.0}}})
+    with pytest.raises(ConfigError, match=r"data\.val_size must be > 0"):
+        parse_config({"data": {"val_size": 0}, "loss": {"beta": {"kind": "pid"}}})
     with pytest.raises(ConfigError, match="min <= start <= max"):
         parse_config({"loss": {"beta": {"kind": "pid", "start": 1000.0}}})
 

@@ -240,6 +240,8 @@ def _check_values(c: ExperimentConfig) -> None:
         resolve_beta(c.loss.beta, steps_per_epoch=1)
     except ValueError as error:
         raise ConfigError(f"loss.beta: {error}") from error
+    if isinstance(c.loss.beta, dict) and c.loss.beta.get("kind") == "pid":
+        _check(c.data.val_size > 0, "data.val_size", "must be > 0: adaptive beta measures calibration on it")
     from gdsoftmax.objectives import check_options
 
     try:
