@@ -78,6 +78,22 @@ def test_angular_margin_reference(head_cls, step):
     assert head.loss(x, y).item() == pytest.approx(sum(losses) / len(losses), rel=1e-6)
 
 
+def test_functional_forms_match_the_heads():
+    from gdsoftmax.heads import angular_margin_loss, arcface_loss, center_loss, cosface_loss
+
+    head, x, y = setup(CosFaceHead, s=8.0, m=0.2)
+    torch.testing.assert_close(cosface_loss(x, head.weight, y, 8.0, 0.2), head.loss(x, y))
+    head, x, y = setup(ArcFaceHead, s=8.0, m=0.5)
+    torch.testing.assert_close(arcface_loss(x, head.weight, y, 8.0, 0.5), head.loss(x, y))
+    head, x, y = setup(SphereFaceHead, m=3)
+    torch.testing.assert_close(angular_margin_loss(x, head.weight, y, 3, head.lambda_at(0)), head.loss(x, y))
+    centers = torch.randn(4, 6, dtype=torch.float64)
+    y_ignored = y.clone()
+    y_ignored[0] = -100
+    expected = 0.5 * (x[1:] - centers[y[1:]]).square().sum(1).mean()
+    torch.testing.assert_close(center_loss(x, centers, y_ignored), expected)
+
+
 def test_psi_is_monotone_and_matches_cos_m_theta_near_zero():
     theta = torch.linspace(0, math.pi, 1001, dtype=torch.float64)
     values = psi(torch.cos(theta), 4)

@@ -8,7 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gdsoftmax.losses import FocalLoss, LogitNormLoss, flsd53_loss, focal_loss, label_smoothing_loss, logit_norm_loss
+from gdsoftmax.losses import (
+    FLSD53Loss,
+    FocalLoss,
+    LabelSmoothingLoss,
+    LogitNormLoss,
+    flsd53_loss,
+    focal_loss,
+    label_smoothing_loss,
+    logit_norm_loss,
+)
 
 
 def case(seed=0, n=7, k=5, scale=3.0):
@@ -68,6 +77,10 @@ def test_label_smoothing_and_modules():
     torch.testing.assert_close(FocalLoss(gamma=2.0)(logits, target), focal_loss(logits, target, 2.0))
     torch.testing.assert_close(LogitNormLoss(t=0.1)(logits, target), logit_norm_loss(logits, target, 0.1))
     assert "gamma=2.0" in repr(FocalLoss(gamma=2.0))
+    expected = flsd53_loss(logits, target, reduction="sum")
+    torch.testing.assert_close(FLSD53Loss(reduction="sum")(logits, target), expected)
+    expected = label_smoothing_loss(logits, target, 0.2)
+    torch.testing.assert_close(LabelSmoothingLoss(smoothing=0.2)(logits, target), expected)
 
 
 def test_bad_input():

@@ -30,12 +30,56 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HEADS", "ArcFaceHead", "CenterLossHead", "CosFaceHead", "LSoftmaxHead", "SphereFaceHead", "build_head"]
+__all__ = ["HEADS", "ArcFaceHead", "CenterLossHead", "CosFaceHead", "LSoftmaxHead", "SphereFaceHead",
+           "angular_margin_loss", "arcface_loss", "build_head", "center_loss", "cosface_loss"]
 
 
 def _cosine(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """cos theta between each feature and each class weight; (N, K)."""
     return F.normalize(features, dim=1) @ F.normalize(weight, dim=1).T
+
+
+def cosface_loss(features, weight, target, s: float = 30.0, m: float = 0.35, *, reduction="mean",
+                 ignore_index=-100):
+    """CE of s (cos theta_j - m [j = y]); features (N, d), weight (K, d), target (N,)."""
+    cos = _cosine(features, weight)
+    onehot = F.one_hot(target.clamp_min(0), cos.shape[1]).to(cos.dtype)
+    return F.cross_entropy(s * (cos - m * onehot), target, reduction=reduction, ignore_index=ignore_index)
+
+
+def arcface_loss(features, weight, target, s: float = 30.0, m: float = 0.5, *, reduction="mean", ignore_index=-100):
+    """CE of s cos(theta_y + m) for the true class and s cos theta_j for the others."""
+    cos = _cosine(features, weight).clamp(-1 + 1e-7, 1 - 1e-7)
+    sin = torch.sqrt(1 - cos.square())
+    shifted = cos * math.cos(m) - sin * math.sin(m)  # cos(theta + m)
+    # past theta + m = pi, cos(theta + m) would rise again; keep the target logit decreasing in theta
+    shifted = torch.where(cos > math.cos(math.pi - m), shifted, cos - m * math.sin(m))
+    onehot = F.one_hot(target.clamp_min(0), cos.shape[1]).bool()
+    return F.cross_entropy(s * torch.where(onehot, shifted, cos), target, reduction=reduction,
+                           ignore_index=ignore_index)
+
+
+def angular_margin_loss(features, weight, target, m: int = 4, lam: float = 0.0, *, normalise_weight: bool = True,
+                        reduction="mean", ignore_index=-100):
+    """A-Softmax (``normalise_weight=True``) or L-Softmax: the true logit ||w|| ||x|| psi(theta) blended
+    with the plain one as (lam cos + psi) / (1 + lam)."""
+    weight = F.normalize(weight, dim=1) if normalise_weight else weight
+    logits = features @ weight.T  # (N, K)
+    safe = target.clamp_min(0)[:, None]
+    scale = features.norm(dim=1, keepdim=True) * weight.norm(dim=1)[safe.squeeze(1)][:, None]
+    cos = logits.gather(1, safe) / scale.clamp_min(1e-12)
+    target_logit = scale * (lam * cos + psi(cos, m)) / (1 + lam)
+    return F.cross_entropy(logits.scatter(1, safe, target_logit), target, reduction=reduction,
+                           ignore_index=ignore_index)
+
+
+def center_loss(features, centers, target, *, ignore_index=-100, reduction="mean"):
+    """lambda-free centre term 1/2 ||x_i - c_{y_i}||^2 per sample (add lambda times it to a CE)."""
+    keep = target != ignore_index
+    pull = 0.5 * (features - centers[target.clamp_min(0)]).square().sum(1) * keep
+    if reduction == "none":
+        return pull
+    return pull.sum() / keep.sum().clamp_min(1) if reduction == "mean" else pull.sum()
 
 
 class _Head(nn.Module):
@@ -44,9 +88,6 @@ class _Head(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_classes, feature_dim))
         nn.init.xavier_uniform_(self.weight)
         self.step = 0  # set by the training loop, for heads whose margin anneals
-
-    def _ce(self, logits, target, reduction="mean", ignore_index=-100):
-        return F.cross_entropy(logits, target, reduction=reduction, ignore_index=ignore_index)
 
 
 class _ScaledCosineHead(_Head):
@@ -66,21 +107,16 @@ class CosFaceHead(_ScaledCosineHead):
     default_m = 0.35
 
     def loss(self, features, target, reduction="mean", ignore_index=-100):
-        cos = _cosine(features, self.weight)
-        onehot = F.one_hot(target.clamp_min(0), cos.shape[1]).to(cos.dtype)
-        return self._ce(self.s * (cos - self.m * onehot), target, reduction, ignore_index)
+        return cosface_loss(features, self.weight, target, self.s, self.m, reduction=reduction,
+                            ignore_index=ignore_index)
 
 
 class ArcFaceHead(_ScaledCosineHead):
     default_m = 0.5
 
     def loss(self, features, target, reduction="mean", ignore_index=-100):
-        cos = _cosine(features, self.weight).clamp(-1 + 1e-7, 1 - 1e-7)
-        sin = torch.sqrt(1 - cos.square())
-        shifted = cos * math.cos(self.m) - sin * math.sin(self.m)  # cos(theta + m)
-        shifted = torch.where(cos > math.cos(math.pi - self.m), shifted, cos - self.m * math.sin(self.m))
-        onehot = F.one_hot(target.clamp_min(0), cos.shape[1]).bool()
-        return self._ce(self.s * torch.where(onehot, shifted, cos), target, reduction, ignore_index)
+        return arcface_loss(features, self.weight, target, self.s, self.m, reduction=reduction,
+                            ignore_index=ignore_index)
 
 
 def psi(cos: torch.Tensor, m: int) -> torch.Tensor:
@@ -106,20 +142,14 @@ class SphereFaceHead(_Head):
     def lambda_at(self, step: int) -> float:
         return max(self.lambda_min, self.lambda_base * (1 + self.gamma * step) ** -self.power)
 
-    def _weight(self):
-        return F.normalize(self.weight, dim=1) if self.normalise_weight else self.weight
-
     def forward(self, features):
-        return features @ self._weight().T  # ||w|| ||x|| cos theta; ||w|| = 1 for A-Softmax
+        weight = F.normalize(self.weight, dim=1) if self.normalise_weight else self.weight
+        return features @ weight.T  # ||w|| ||x|| cos theta; ||w|| = 1 for A-Softmax
 
     def loss(self, features, target, reduction="mean", ignore_index=-100):
-        logits = self.forward(features)  # (N, K)
-        safe = target.clamp_min(0)[:, None]
-        scale = features.norm(dim=1, keepdim=True) * self._weight().norm(dim=1)[safe.squeeze(1)][:, None]
-        cos = logits.gather(1, safe) / scale.clamp_min(1e-12)
-        lam = self.lambda_at(self.step)
-        target_logit = scale * (lam * cos + psi(cos, self.m)) / (1 + lam)
-        return self._ce(logits.scatter(1, safe, target_logit), target, reduction, ignore_index)
+        return angular_margin_loss(features, self.weight, target, self.m, self.lambda_at(self.step),
+                                   normalise_weight=self.normalise_weight, reduction=reduction,
+                                   ignore_index=ignore_index)
 
 
 class LSoftmaxHead(SphereFaceHead):
@@ -141,18 +171,12 @@ class CenterLossHead(nn.Module):
         return self.linear(features)
 
     def loss(self, features, target, reduction="mean", ignore_index=-100):
-        keep = target != ignore_index
         ce = F.cross_entropy(self.linear(features), target, reduction=reduction, ignore_index=ignore_index)
-        x, y = features[keep], target[keep]
-        pull = 0.5 * (x - self.centers[y]).square().sum(1)  # (n,)
-        center_term = pull.mean() if reduction == "mean" else pull.sum() if reduction == "sum" else None
-        if self.training and len(y):
-            self._update_centers(x.detach(), y)
-        if center_term is None:
-            full = torch.zeros_like(ce)
-            full[keep] = pull
-            return ce + self.lam * full
-        return ce + self.lam * center_term
+        pull = center_loss(features, self.centers, target, ignore_index=ignore_index, reduction=reduction)
+        keep = target != ignore_index
+        if self.training and bool(keep.any()):  # centres move after the loss saw them, as in Wen et al.
+            self._update_centers(features[keep].detach(), target[keep])
+        return ce + self.lam * pull
 
     @torch.no_grad()
     def _update_centers(self, x, y):

@@ -24,7 +24,8 @@ from torch import nn
 
 from gdsoftmax import _validation as v
 
-__all__ = ["FocalLoss", "LogitNormLoss", "flsd53_loss", "focal_loss", "label_smoothing_loss", "logit_norm_loss"]
+__all__ = ["FLSD53Loss", "FocalLoss", "LabelSmoothingLoss", "LogitNormLoss", "flsd53_loss", "focal_loss",
+           "label_smoothing_loss", "logit_norm_loss"]
 
 
 def _reduce(per_sample: torch.Tensor, target: torch.Tensor, weight, ignore_index: int, reduction: str):
@@ -125,3 +126,15 @@ class LogitNormLoss(_LogitLoss):
     """``LogitNormLoss(t=0.04)``; see :func:`logit_norm_loss`."""
 
     function = staticmethod(logit_norm_loss)
+
+
+class FLSD53Loss(_LogitLoss):
+    """``FLSD53Loss()``; see :func:`flsd53_loss`."""
+
+    function = staticmethod(flsd53_loss)
+
+
+class LabelSmoothingLoss(_LogitLoss):
+    """``LabelSmoothingLoss(smoothing=0.1)``; see :func:`label_smoothing_loss`."""
+
+    function = staticmethod(label_smoothing_loss)
