@@ -71,6 +71,8 @@ def test_train_with_overrides(config, tmp_path, capsys):
     (["--set", "train.epochs=0"], "train.epochs must be >= 1"),
     (["--set", "trian.epochs=3"], "unknown key 'trian'"),
     (["--shard", "2/2"], "--shard"),
+    pytest.param(["--set", "train.device=cuda"], "no CUDA device is available",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")),
     (["--set", "data.dataset=mnist", "--set", "data.download=false"], "MNIST not found under"),
 ])
 def test_errors_are_one_clear_line(config, tmp_path, capsys, args, message):

@@ -291,6 +291,9 @@ class _Distributed:
         if device_name == "auto":
             device_name = "cuda" if torch.cuda.is_available() else "cpu"
         cuda = device_name.startswith("cuda")
+        if cuda and not torch.cuda.is_available():
+            raise ValueError(f"train.device is {device_name!r} but no CUDA device is available here; "
+                             "use train.device=auto (or cpu)")
         if size == 1:
             return cls(0, 1, torch.device(device_name))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
