@@ -17,7 +17,7 @@ demo: $(BIN)/.installed
 	$(BIN)/gdsoftmax sweep configs/digits_sweep.toml --out runs
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 test: lint
 	$(BIN)/python -m pytest -q
