@@ -1,9 +1,9 @@
 """Benchmark: gradient_decay_loss against eager F.cross_entropy, forward + backward.
 
 Times are medians of repeats, and every ratio is against F.cross_entropy measured in the same
-process, side by side. Peak extra memory is measured in a fresh subprocess per case (the
-maximum resident set size after the call, minus what the inputs already took), relative to
-the size of the logits.
+process, side by side. Peak extra memory is measured in a fresh subprocess per case (the peak
+resident set size during the call minus what the inputs already took), relative to the size of
+the logits.
 
     python bench/bench_loss.py                 # all shapes; writes bench/results/loss.{json,md}
     python bench/bench_loss.py --quick         # small shapes only
@@ -42,18 +42,23 @@ def median_seconds(fn, logits, target, repeats: int) -> float:
 
 
 def peak_extra_memory(method: str, n: int, c: int) -> float:
-    """Peak RSS growth of one forward+backward, in units of the logits' size (fresh process)."""
+    """Peak RSS growth of one forward+backward, in units of the logits' size (fresh process, Linux)."""
+    # A child inherits its parent's high-water mark across fork and exec, so the child resets its
+    # own (clear_refs 5) and reads VmHWM, in kB, from /proc (Linux).
     code = f"""
-import resource, torch, torch.nn.functional as F
+import torch, torch.nn.functional as F
 from gdsoftmax import gradient_decay_loss
+def status(key):
+    line = next(l for l in open('/proc/self/status') if l.startswith(key))
+    return int(line.split()[1]) * 1024
 torch.manual_seed(0)
 x = torch.randn({n}, {c}).requires_grad_(True)
 t = torch.randint({c}, ({n},))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+open('/proc/self/clear_refs', 'w').write('5')
+before = status('VmRSS')
 loss = {'F.cross_entropy(x, t)' if method == 'F.cross_entropy' else 'gradient_decay_loss(x, t, 0.1)'}
 loss.backward()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((after - before) * 1024 / (x.numel() * 4))
+print((status('VmHWM') - before) / (x.numel() * 4))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
@@ -73,8 +78,8 @@ def main(argv=None) -> int:
         for fn in METHODS.values():  # warm-up
             median_seconds(fn, logits, target, 2)
         times = {name: median_seconds(fn, logits, target, repeats) for name, fn in METHODS.items()}
-        # ru_maxrss is a lifetime peak, and importing torch peaks at a few hundred MB: only logits
-        # far larger than that (1 GB at 8192 x 32000) give a meaningful reading
+        # RSS moves in allocator-sized steps: only logits much larger than that (1 GB at
+        # 8192 x 32000) give a meaningful reading
         memory = {name: peak_extra_memory(name, n, c) for name in METHODS} if n * c >= 10**8 else {}
         base = times["F.cross_entropy"]
         for name, seconds in times.items():
