@@ -23,11 +23,20 @@ import torch
 import torch.nn.functional as F
 
 from gdsoftmax import gradient_decay_loss
+from gdsoftmax.fused import fused_gradient_decay_loss
 
 SHAPES = [(100, 10), (4096, 10), (4096, 1000), (8192, 32000)]
 METHODS = {
     "F.cross_entropy": lambda x, t: F.cross_entropy(x, t),
     "gradient_decay_loss β=0.1": lambda x, t: gradient_decay_loss(x, t, 0.1),
+    "fused β=0.1": lambda x, t: fused_gradient_decay_loss(x, t, 0.1),
+    "fused in-place β=0.1": lambda x, t: fused_gradient_decay_loss(x, t, 0.1, inplace=True),
+}
+CALLS = {  # the same calls, as source for the memory subprocess
+    "F.cross_entropy": "F.cross_entropy(x, t)",
+    "gradient_decay_loss β=0.1": "gradient_decay_loss(x, t, 0.1)",
+    "fused β=0.1": "fused_gradient_decay_loss(x, t, 0.1)",
+    "fused in-place β=0.1": "fused_gradient_decay_loss(x, t, 0.1, inplace=True)",
 }
 
 
@@ -48,6 +57,7 @@ def peak_extra_memory(method: str, n: int, c: int) -> float:
     code = f"""
 import torch, torch.nn.functional as F
 from gdsoftmax import gradient_decay_loss
+from gdsoftmax.fused import fused_gradient_decay_loss
 def status(key):
     line = next(l for l in open('/proc/self/status') if l.startswith(key))
     return int(line.split()[1]) * 1024
@@ -56,7 +66,7 @@ x = torch.randn({n}, {c}).requires_grad_(True)
 t = torch.randint({c}, ({n},))
 open('/proc/self/clear_refs', 'w').write('5')
 before = status('VmRSS')
-loss = {'F.cross_entropy(x, t)' if method == 'F.cross_entropy' else 'gradient_decay_loss(x, t, 0.1)'}
+loss = {CALLS[method]}
 loss.backward()
 print((status('VmHWM') - before) / (x.numel() * 4))
 """

@@ -1,0 +1,99 @@
+"""A fused beta-loss for class-index targets: the gradient is written during the forward pass.
+
+One pass over row chunks computes, per row, J = log(S_other + beta e_c) - s'_c on the shifted
+logits s' = (z - max z) / tau and, when the input needs a gradient, writes
+dJ/dz = w / tau * (e_i / D for i != c, -S_other / D for c) into a buffer of the logits' size:
+no softmax copy is kept. The reduction's scale (1 / sum of weights for "mean") is folded into
+the buffer, so the usual ``loss.backward()`` hands the buffer over without another pass.
+``inplace=True`` writes the gradient into the logits themselves (as Liger-Kernel and
+flash-attention's cross-entropy do): the input is overwritten and double backward is refused.
+
+Status: opt-in, not yet behind :func:`gdsoftmax.gradient_decay_loss` (see bench/).
+
+>>> import torch
+>>> z = torch.randn(6, 5, requires_grad=True)
+>>> t = torch.tensor([0, 1, 2, 3, 4, 0])
+>>> from gdsoftmax import gradient_decay_loss
+>>> torch.allclose(fused_gradient_decay_loss(z, t, 0.1), gradient_decay_loss(z, t, 0.1))
+True
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gdsoftmax import _validation as v
+from gdsoftmax.functional import target_class_loss
+
+__all__ = ["fused_gradient_decay_loss"]
+
+CHUNK_BYTES = 8 << 20  # rows per chunk so that a chunk of float32 logits is about 8 MB
+
+
+class _FusedTargetLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, index, row_weight, beta, tau, scale, inplace):
+        n, c = logits.shape
+        needs_grad = ctx.needs_input_grad[0]
+        grad = (logits if inplace else torch.empty_like(logits)) if needs_grad else None
+        total = torch.zeros((), dtype=logits.dtype, device=logits.device)
+        rows = max(1, CHUNK_BYTES // max(1, c * logits.element_size()))
+        scratch = None if needs_grad else torch.empty(min(rows, n), c, dtype=logits.dtype, device=logits.device)
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            z, idx, w = logits[start:stop], index[start:stop, None], row_weight[start:stop, None]
+            z_max = z.amax(1, keepdim=True)  # (r, 1)
+            shifted_target = (z.gather(1, idx) - z_max) / tau  # read before an in-place overwrite
+            buf = grad[start:stop] if needs_grad else scratch[: stop - start]
+            torch.sub(z, z_max, out=buf).div_(tau).exp_()  # e = exp(s'), all <= 1
+            e_target = buf.gather(1, idx)
+            buf.scatter_(1, idx, 0.0)
+            s_other = buf.sum(1, keepdim=True)  # summed without the target: exact as p_c -> 1
+            denominator = s_other + beta * e_target
+            total += (w * (denominator.log() - shifted_target)).sum()
+            if needs_grad:
+                buf.div_(denominator).scatter_(1, idx, -s_other / denominator).mul_(w * (scale / tau))
+        ctx.save_for_backward(grad, None if inplace else logits, index, row_weight)
+        ctx.beta, ctx.tau, ctx.scale, ctx.inplace = beta, tau, scale, inplace
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad, logits, index, row_weight = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: recompute through the differentiable composite
+            if ctx.inplace:
+                raise RuntimeError("inplace=True overwrote the logits, so double backward is not possible")
+            # differentiate with respect to the saved input itself, so the result stays on its graph
+            loss = (row_weight * target_class_loss(logits, index[:, None], ctx.beta, ctx.tau)).sum() * ctx.scale
+            (g,) = torch.autograd.grad(loss, logits, create_graph=True)
+            return g * grad_output, None, None, None, None, None, None
+        if grad_output.numel() == 1 and float(grad_output) == 1.0:
+            return grad, None, None, None, None, None, None  # the usual loss.backward(): no extra pass
+        return grad * grad_output, None, None, None, None, None, None
+
+
+def fused_gradient_decay_loss(input, target, beta: float = 1.0, *, tau: float = 1.0, weight=None,
+                              ignore_index: int = -100, reduction: str = "mean", inplace: bool = False):
+    """The beta-loss of (N, C) logits and (N,) class indices, reduced to a scalar ("mean" or "sum")."""
+    beta, tau = v.check_positive("beta", beta), v.check_positive("tau", tau)
+    if v.check_reduction(reduction) == "none":
+        raise ValueError("the fused loss reduces inside its kernel; use reduction='mean' or 'sum'")
+    kind = v.check_input_and_target(input, target, v.check_ignore_index(ignore_index))
+    if kind.probabilities or kind.unbatched or input.dim() != 2:
+        raise ValueError("the fused loss takes (N, C) logits and (N,) class indices")
+    if input.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"the fused loss computes in the input's dtype; got {input.dtype}, use float32 or float64")
+    v.check_weight(weight, input.shape[1], input.dtype)
+    v.check_class_indices(target, input.shape[1], ignore_index)
+    index = target.long()
+    ignored = index == ignore_index
+    safe = index.masked_fill(ignored, 0)
+    row_weight = (~ignored).to(input.dtype) if weight is None else weight[safe].masked_fill(ignored, 0.0)
+    scale = 1.0
+    if reduction == "mean":
+        total = float(row_weight.sum())
+        if total == 0:  # as F.cross_entropy: NaN, with a zero gradient
+            return (input * 0).sum() + float("nan")
+        scale = 1.0 / total
+    logits = input if input.is_contiguous() else input.contiguous()
+    return _FusedTargetLoss.apply(logits, safe, row_weight, beta, tau, scale, inplace)

@@ -1,0 +1,91 @@
+"""The fused beta-loss: values and gradients against the float64 reference, memory-relevant paths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gdsoftmax import gradient_decay_loss
+from gdsoftmax.fused import fused_gradient_decay_loss
+from reference import reference_loss
+
+
+@pytest.mark.parametrize("beta", [1e-6, 0.01, 1.0, 50.0, 1e6])
+@pytest.mark.parametrize("tau", [0.5, 2.0])
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_matches_float64_reference(beta, tau, scale, reduction, weighted):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(37, 11, generator=g) * scale
+    target = torch.randint(11, (37,), generator=g)
+    target[::5] = -100
+    weight = torch.rand(11, generator=g) + 0.5 if weighted else None
+    x = logits.clone().requires_grad_(True)
+    loss = fused_gradient_decay_loss(x, target, beta, tau=tau, weight=weight, reduction=reduction)
+    loss.backward()
+    ref, ref_grad = reference_loss(logits, target, beta, tau=tau, weight=weight, reduction=reduction)
+    wmax = 1.0 if weight is None else weight.max().item()
+    per_sample = 4 * (1e-6 + 1.2e-7 * logits.abs().max().item() / tau) * wmax
+    atol = per_sample * (37 if reduction == "sum" else 1)
+    torch.testing.assert_close(loss.double(), ref, rtol=0, atol=atol)
+    torch.testing.assert_close(x.grad.double(), ref_grad, rtol=0, atol=4e-7 * wmax / tau)
+
+
+def test_equals_the_composite_and_cross_entropy():
+    logits, target = torch.randn(300, 20, dtype=torch.float64), torch.randint(20, (300,))
+    a, b = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    fused_gradient_decay_loss(a, target, 0.3).backward()
+    gradient_decay_loss(b, target, 0.3).backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    c = logits.clone().requires_grad_(True)
+    fused_gradient_decay_loss(c, target, 1.0).backward()
+    d = logits.clone().requires_grad_(True)
+    F.cross_entropy(d, target).backward()
+    torch.testing.assert_close(c.grad, d.grad)
+
+
+def test_chunks_cover_every_row(monkeypatch):
+    import gdsoftmax.fused as fused
+
+    monkeypatch.setattr(fused, "CHUNK_BYTES", 3 * 7 * 4)  # 3 rows per chunk, 10 rows
+    logits, target = torch.randn(10, 7, requires_grad=True), torch.randint(7, (10,))
+    fused.fused_gradient_decay_loss(logits, target, 0.2, reduction="sum").backward()
+    expected = logits.detach().clone().requires_grad_(True)
+    gradient_decay_loss(expected, target, 0.2, reduction="sum").backward()
+    torch.testing.assert_close(logits.grad, expected.grad)
+
+
+def test_scaled_upstream_gradient_and_gradgradcheck():
+    logits = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(4, (8,))
+    (3.0 * fused_gradient_decay_loss(logits, target, 0.5)).backward()
+    expected = logits.detach().clone().requires_grad_(True)
+    (3.0 * gradient_decay_loss(expected, target, 0.5)).backward()
+    torch.testing.assert_close(logits.grad, expected.grad)
+    x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda z: fused_gradient_decay_loss(z, target[:6], 0.5), (x,))
+
+
+def test_inplace_overwrites_the_logits_with_their_gradient():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(5, 7)
+    x, target = torch.randn(16, 5), torch.randint(7, (16,))
+    fused_gradient_decay_loss(layer(x), target, 0.1, inplace=True).backward()
+    fused_weight_grad = layer.weight.grad.clone()
+    layer.zero_grad()
+    gradient_decay_loss(layer(x), target, 0.1).backward()
+    torch.testing.assert_close(fused_weight_grad, layer.weight.grad)
+
+
+def test_all_ignored_and_bad_input():
+    x = torch.randn(3, 4, requires_grad=True)
+    loss = fused_gradient_decay_loss(x, torch.full((3,), -100))
+    loss.backward()
+    assert torch.isnan(loss)
+    assert torch.equal(x.grad, torch.zeros_like(x))
+    with pytest.raises(ValueError, match="reduction='mean' or 'sum'"):
+        fused_gradient_decay_loss(x, torch.zeros(3, dtype=torch.long), reduction="none")
+    with pytest.raises(IndexError, match="out of bounds"):
+        fused_gradient_decay_loss(x, torch.full((3,), 9))
