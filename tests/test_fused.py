@@ -89,3 +89,33 @@ def test_all_ignored_and_bad_input():
         fused_gradient_decay_loss(x, torch.zeros(3, dtype=torch.long), reduction="none")
     with pytest.raises(IndexError, match="out of bounds"):
         fused_gradient_decay_loss(x, torch.full((3,), 9))
+
+
+def test_gradient_decay_loss_dispatches_to_the_kernel_where_it_applies(monkeypatch):
+    import gdsoftmax.fused as fused
+
+    calls = []
+    original = fused.fused_target_loss
+    monkeypatch.setattr(fused, "fused_target_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
+    logits, target = torch.randn(5, 4), torch.randint(4, (5,))
+    gradient_decay_loss(logits, target, 0.2)
+    gradient_decay_loss(logits, target, 0.2, reduction="sum")
+    assert len(calls) == 2
+    gradient_decay_loss(logits, target, 0.2, reduction="none")  # composite
+    gradient_decay_loss(logits, target, 0.2, label_smoothing=0.1)  # composite
+    gradient_decay_loss(logits.half(), target, 0.2)  # computed in float32 by the composite
+    gradient_decay_loss(torch.randn(2, 4, 3), torch.randint(4, (2, 3)), 0.2)  # spatial: composite
+    assert len(calls) == 2
+
+
+def test_vmap_and_functional_grad_still_work():
+    from torch.func import grad, vmap
+
+    logits, target = torch.randn(3, 6, 4), torch.randint(4, (3, 6))
+    per_batch = vmap(lambda z, t: gradient_decay_loss(z, t, 0.2))(logits, target)
+    expected = torch.stack([gradient_decay_loss(z, t, 0.2) for z, t in zip(logits, target, strict=True)])
+    torch.testing.assert_close(per_batch, expected)
+    g = grad(lambda z: gradient_decay_loss(z, target[0], 0.2))(logits[0])
+    x = logits[0].clone().requires_grad_(True)
+    gradient_decay_loss(x, target[0], 0.2).backward()
+    torch.testing.assert_close(g, x.grad)

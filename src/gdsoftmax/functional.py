@@ -91,6 +91,11 @@ def gradient_decay_loss(
         else:
             sample_weight = class_weight.expand_as(logits).gather(1, safe_index).squeeze(1)
             sample_weight = sample_weight.masked_fill(ignored, 0.0)
+        if _fused_applies(logits, input, label_smoothing, reduction):
+            # one chunked pass that also writes the gradient (gdsoftmax.fused); same formulas
+            from gdsoftmax.fused import fused_target_loss
+
+            return fused_target_loss(logits, safe_index.squeeze(1), sample_weight, beta, tau, reduction)
         if label_smoothing > 0.0:
             # (1 - eps) * one-hot + eps / C, weighted per class: PyTorch's label-smoothed CE
             # is exactly the expectation of -log p under this distribution.
@@ -113,6 +118,17 @@ def gradient_decay_loss(
     else:
         loss = _safe_mean(per_sample.sum(), normaliser)
     return loss.to(input.dtype)
+
+
+def _fused_applies(logits: torch.Tensor, input: torch.Tensor, label_smoothing: float, reduction: str) -> bool:
+    """The fused kernel covers (N, C) float32/64 class-index losses reduced to a scalar, outside
+    torch.func transforms and compilation (it is a custom Function without vmap or jvp rules)."""
+    if logits.dim() != 2 or label_smoothing > 0.0 or reduction == "none" or logits.dtype != input.dtype:
+        return False
+    if logits.dtype not in (torch.float32, torch.float64) or torch.compiler.is_compiling():
+        return False
+    is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return not (is_wrapped is not None and is_wrapped(input))
 
 
 def target_class_loss(logits: torch.Tensor, index: torch.Tensor, beta: float, tau: float) -> torch.Tensor:

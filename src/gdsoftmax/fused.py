@@ -8,7 +8,9 @@ the buffer, so the usual ``loss.backward()`` hands the buffer over without anoth
 ``inplace=True`` writes the gradient into the logits themselves (as Liger-Kernel and
 flash-attention's cross-entropy do): the input is overwritten and double backward is refused.
 
-Status: opt-in, not yet behind :func:`gdsoftmax.gradient_decay_loss` (see bench/).
+:func:`gdsoftmax.gradient_decay_loss` runs this kernel for (N, C) float32/float64 logits with
+class-index targets, "mean" or "sum" and no label smoothing, outside torch.func transforms (the
+custom Function has no vmap rule); every other case uses the composite of PyTorch ops.
 
 >>> import torch
 >>> z = torch.randn(6, 5, requires_grad=True)
@@ -25,7 +27,7 @@ import torch
 from gdsoftmax import _validation as v
 from gdsoftmax.functional import target_class_loss
 
-__all__ = ["fused_gradient_decay_loss"]
+__all__ = ["fused_gradient_decay_loss", "fused_target_loss"]
 
 CHUNK_BYTES = 8 << 20  # rows per chunk so that a chunk of float32 logits is about 8 MB
 
@@ -72,9 +74,26 @@ class _FusedTargetLoss(torch.autograd.Function):
         return grad * grad_output, None, None, None, None, None, None
 
 
+def fused_target_loss(logits, index, row_weight, beta: float, tau: float, reduction: str, inplace: bool = False):
+    """The kernel entry, arguments already checked: logits (N, C) float32/64, index (N,) in range
+    (ignored rows read class 0), row_weight (N,) with 0 for ignored rows; reduction "mean" or "sum"."""
+    scale = 1.0
+    if reduction == "mean":
+        total = float(row_weight.sum())
+        if total == 0:  # as F.cross_entropy: NaN, with a zero gradient
+            return (logits * 0).sum() + float("nan")
+        scale = 1.0 / total
+    logits = logits if logits.is_contiguous() else logits.contiguous()
+    return _FusedTargetLoss.apply(logits, index, row_weight, beta, tau, scale, inplace)
+
+
 def fused_gradient_decay_loss(input, target, beta: float = 1.0, *, tau: float = 1.0, weight=None,
                               ignore_index: int = -100, reduction: str = "mean", inplace: bool = False):
-    """The beta-loss of (N, C) logits and (N,) class indices, reduced to a scalar ("mean" or "sum")."""
+    """The beta-loss of (N, C) logits and (N,) class indices, reduced to a scalar ("mean" or "sum").
+
+    :func:`gdsoftmax.gradient_decay_loss` already uses this kernel where it applies; call this
+    directly for ``inplace=True``.
+    """
     beta, tau = v.check_positive("beta", beta), v.check_positive("tau", tau)
     if v.check_reduction(reduction) == "none":
         raise ValueError("the fused loss reduces inside its kernel; use reduction='mean' or 'sum'")
@@ -89,11 +108,4 @@ def fused_gradient_decay_loss(input, target, beta: float = 1.0, *, tau: float = 
     ignored = index == ignore_index
     safe = index.masked_fill(ignored, 0)
     row_weight = (~ignored).to(input.dtype) if weight is None else weight[safe].masked_fill(ignored, 0.0)
-    scale = 1.0
-    if reduction == "mean":
-        total = float(row_weight.sum())
-        if total == 0:  # as F.cross_entropy: NaN, with a zero gradient
-            return (input * 0).sum() + float("nan")
-        scale = 1.0 / total
-    logits = input if input.is_contiguous() else input.contiguous()
-    return _FusedTargetLoss.apply(logits, safe, row_weight, beta, tau, scale, inplace)
+    return fused_target_loss(input, safe, row_weight, beta, tau, reduction, inplace)
