@@ -119,3 +119,47 @@ def test_vmap_and_functional_grad_still_work():
     x = logits[0].clone().requires_grad_(True)
     gradient_decay_loss(x, target[0], 0.2).backward()
     torch.testing.assert_close(g, x.grad)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 64])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("beta", [0.01, 1.0, 20.0])
+def test_fused_linear_matches_matmul_then_loss(chunk_rows, with_bias, reduction, beta):
+    from gdsoftmax.fused import fused_linear_gradient_decay_loss
+
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(23, 5, generator=g, dtype=torch.float64)
+    weight = torch.randn(9, 5, generator=g, dtype=torch.float64)
+    bias = torch.randn(9, generator=g, dtype=torch.float64) if with_bias else None
+    target = torch.randint(9, (23,), generator=g)
+    target[::4] = -100
+    inputs = [t.clone().requires_grad_(True) for t in (hidden, weight) + ((bias,) if with_bias else ())]
+    loss = fused_linear_gradient_decay_loss(inputs[0], inputs[1], target, beta, bias=inputs[2] if with_bias else None,
+                                            tau=0.7, reduction=reduction, chunk_rows=chunk_rows)
+    (2.5 * loss).backward()  # an upstream gradient other than 1
+    expected = [t.clone().requires_grad_(True) for t in (hidden, weight) + ((bias,) if with_bias else ())]
+    logits = expected[0] @ expected[1].T + (expected[2] if with_bias else 0)
+    reference = gradient_decay_loss(logits, target, beta, tau=0.7, reduction=reduction)
+    (2.5 * reference).backward()
+    torch.testing.assert_close(loss, reference)
+    for ours, theirs in zip(inputs, expected, strict=True):
+        torch.testing.assert_close(ours.grad, theirs.grad)
+
+
+def test_fused_linear_edge_cases():
+    from gdsoftmax.fused import fused_linear_gradient_decay_loss
+
+    h, w = torch.randn(4, 3, requires_grad=True), torch.randn(5, 3, requires_grad=True)
+    loss = fused_linear_gradient_decay_loss(h, w, torch.full((4,), -100))
+    loss.backward()
+    assert torch.isnan(loss)
+    assert torch.equal(h.grad, torch.zeros_like(h))
+    with pytest.raises(ValueError, match=r"hidden \(N, H\) and weight \(V, H\)"):
+        fused_linear_gradient_decay_loss(h, torch.randn(5, 4), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(IndexError, match="out of bounds"):
+        fused_linear_gradient_decay_loss(h, w, torch.full((4,), 7))
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    loss = fused_linear_gradient_decay_loss(x, w.double().detach(), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="no double backward"):
+        torch.autograd.grad(loss, x, create_graph=True)

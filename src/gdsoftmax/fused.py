@@ -27,9 +27,25 @@ import torch
 from gdsoftmax import _validation as v
 from gdsoftmax.functional import target_class_loss
 
-__all__ = ["fused_gradient_decay_loss", "fused_target_loss"]
+__all__ = ["fused_gradient_decay_loss", "fused_linear_gradient_decay_loss", "fused_target_loss"]
 
 CHUNK_BYTES = 8 << 20  # rows per chunk so that a chunk of float32 logits is about 8 MB
+
+
+def _chunk_loss(z, out, idx, w, beta: float, tau: float, grad_scale: float | None) -> torch.Tensor:
+    """Sum of w * J over the rows of z (r, C); with ``grad_scale`` it also writes
+    grad_scale * d(w J)/dz into ``out`` (which may be z itself). Returns a 0-dim tensor."""
+    z_max = z.amax(1, keepdim=True)  # (r, 1)
+    shifted_target = (z.gather(1, idx) - z_max) / tau  # read before an in-place overwrite
+    torch.sub(z, z_max, out=out).div_(tau).exp_()  # e = exp(s'), all <= 1
+    e_target = out.gather(1, idx)
+    out.scatter_(1, idx, 0.0)
+    s_other = out.sum(1, keepdim=True)  # summed without the target: exact as p_c -> 1
+    denominator = s_other + beta * e_target
+    total = (w * (denominator.log() - shifted_target)).sum()
+    if grad_scale is not None:
+        out.div_(denominator).scatter_(1, idx, -s_other / denominator).mul_(w * (grad_scale / tau))
+    return total
 
 
 class _FusedTargetLoss(torch.autograd.Function):
@@ -43,18 +59,9 @@ class _FusedTargetLoss(torch.autograd.Function):
         scratch = None if needs_grad else torch.empty(min(rows, n), c, dtype=logits.dtype, device=logits.device)
         for start in range(0, n, rows):
             stop = min(n, start + rows)
-            z, idx, w = logits[start:stop], index[start:stop, None], row_weight[start:stop, None]
-            z_max = z.amax(1, keepdim=True)  # (r, 1)
-            shifted_target = (z.gather(1, idx) - z_max) / tau  # read before an in-place overwrite
-            buf = grad[start:stop] if needs_grad else scratch[: stop - start]
-            torch.sub(z, z_max, out=buf).div_(tau).exp_()  # e = exp(s'), all <= 1
-            e_target = buf.gather(1, idx)
-            buf.scatter_(1, idx, 0.0)
-            s_other = buf.sum(1, keepdim=True)  # summed without the target: exact as p_c -> 1
-            denominator = s_other + beta * e_target
-            total += (w * (denominator.log() - shifted_target)).sum()
-            if needs_grad:
-                buf.div_(denominator).scatter_(1, idx, -s_other / denominator).mul_(w * (scale / tau))
+            out = grad[start:stop] if needs_grad else scratch[: stop - start]
+            total += _chunk_loss(logits[start:stop], out, index[start:stop, None], row_weight[start:stop, None],
+                                 beta, tau, scale if needs_grad else None)
         ctx.save_for_backward(grad, None if inplace else logits, index, row_weight)
         ctx.beta, ctx.tau, ctx.scale, ctx.inplace = beta, tau, scale, inplace
         return total * scale
@@ -109,3 +116,79 @@ def fused_gradient_decay_loss(input, target, beta: float = 1.0, *, tau: float = 
     safe = index.masked_fill(ignored, 0)
     row_weight = (~ignored).to(input.dtype) if weight is None else weight[safe].masked_fill(ignored, 0.0)
     return fused_target_loss(input, safe, row_weight, beta, tau, reduction, inplace)
+
+
+class _FusedLinearLoss(torch.autograd.Function):
+    """Loss of ``hidden @ weight.T + bias`` computed in row chunks; gradients of hidden, weight and
+    bias are accumulated in the same pass, so the (N, V) logits never exist at once."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, index, row_weight, beta, tau, scale, chunk_rows):
+        needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        needs_grad = needs_hidden or needs_weight or needs_bias
+        grad_hidden = torch.empty_like(hidden) if needs_hidden else None
+        grad_weight = torch.zeros_like(weight) if needs_weight else None
+        grad_bias = torch.zeros_like(bias) if needs_bias else None
+        total = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            stop = min(hidden.shape[0], start + chunk_rows)
+            h = hidden[start:stop]  # (r, H)
+            logits = h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)  # (r, V)
+            total += _chunk_loss(logits, logits, index[start:stop, None], row_weight[start:stop, None], beta, tau,
+                                 scale if needs_grad else None)
+            if needs_hidden:
+                torch.mm(logits, weight, out=grad_hidden[start:stop])  # logits now hold d loss / d logits
+            if needs_weight:
+                grad_weight.addmm_(logits.T, h)
+            if needs_bias:
+                grad_bias += logits.sum(0)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the fused linear loss has no double backward; use matmul + gradient_decay_loss")
+        grads = ctx.saved_tensors
+        if not (grad_output.numel() == 1 and float(grad_output) == 1.0):
+            grads = tuple(None if g is None else g * grad_output for g in grads)
+        return (*grads, None, None, None, None, None, None)
+
+
+def fused_linear_gradient_decay_loss(hidden, weight, target, beta: float = 1.0, *, bias=None, tau: float = 1.0,
+                                     ignore_index: int = -100, reduction: str = "mean", chunk_rows: int | None = None):
+    """The beta-loss of ``hidden @ weight.T + bias`` for large vocabularies, without the full logits.
+
+    hidden (N, H), weight (V, H), bias (V,) or None, target (N,) class indices. The rows are
+    processed ``chunk_rows`` at a time (default: about 64 MB of logits per chunk), and the
+    gradients for hidden, weight and bias are accumulated during the forward pass.
+
+    >>> h, w = torch.randn(8, 4, requires_grad=True), torch.randn(6, 4, requires_grad=True)
+    >>> t = torch.randint(6, (8,))
+    >>> from gdsoftmax import gradient_decay_loss
+    >>> torch.allclose(fused_linear_gradient_decay_loss(h, w, t, 0.1), gradient_decay_loss(h @ w.T, t, 0.1))
+    True
+    """
+    beta, tau = v.check_positive("beta", beta), v.check_positive("tau", tau)
+    if v.check_reduction(reduction) == "none":
+        raise ValueError("the fused linear loss reduces inside its kernel; use reduction='mean' or 'sum'")
+    ignore_index = v.check_ignore_index(ignore_index)
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(f"need hidden (N, H) and weight (V, H), got {tuple(hidden.shape)} and {tuple(weight.shape)}")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if target.shape != hidden.shape[:1]:
+        raise ValueError(f"target must have shape ({hidden.shape[0]},), got {tuple(target.shape)}")
+    v.check_class_indices(target, weight.shape[0], ignore_index)
+    index = target.long()
+    ignored = index == ignore_index
+    row_weight = (~ignored).to(hidden.dtype)
+    scale = 1.0
+    if reduction == "mean":
+        total = float(row_weight.sum())
+        if total == 0:
+            return (hidden * 0).sum() + (weight * 0).sum() + float("nan")
+        scale = 1.0 / total
+    rows = chunk_rows or max(1, (64 << 20) // (weight.shape[0] * hidden.element_size()))
+    return _FusedLinearLoss.apply(hidden.contiguous(), weight.contiguous(), bias, index.masked_fill(ignored, 0),
+                                  row_weight, beta, tau, scale, rows)
