@@ -118,12 +118,12 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
         order = torch.randperm(n_train, generator=generator)
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
-            index = order[i * batch_size : (i + 1) * batch_size]
-            images = data.train.images[index.to(world.device)]  # (B, C, H, W) uint8, the global batch
+            index = order[i * batch_size : (i + 1) * batch_size].to(world.device)
+            images = data.train.images[index]  # (B, C, H, W) uint8, the global batch
             if config.data.augment:
                 images = augment_batch(images, generator)
             mine = slice(world.rank, None, world.size)  # this process's share of the global batch
-            x, y = data.normalize(images[mine]), data.train.labels[index.to(world.device)][mine]
+            x, y = data.normalize(images[mine]), data.train.labels[index][mine]
             loss, logits = objective(trained, x, y, step)  # logits (b, K)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -137,9 +137,8 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
         world.all_reduce(totals)
         loss_sum, ce_sum, correct, count = totals.tolist()
 
-        val, test = evaluate(model, data, "val", config), evaluate(model, data, "test", config)
+        (val, val_logits), (test, _) = evaluate(model, data, "val", config), evaluate(model, data, "test", config)
         if controller is not None:  # adaptive beta: one PID step on the validation calibration gap
-            val_logits, _ = _forward_all(model, data, "val", config)
             controller.update(val["conf"] - val["acc"])
             if controller.lr_compensation:
                 lr_factor = 1.0 / gradient_scale(val_logits, data.val.labels, controller(0), config.loss.tau)
@@ -198,14 +197,16 @@ def _forward_all(model, data: Dataset, split_name: str, config: ExperimentConfig
     return logits, feats
 
 
-def evaluate(model, data: Dataset, split_name: str, config: ExperimentConfig) -> dict:
-    """Accuracy and plain cross-entropy of a split (NaN for an empty split)."""
+def evaluate(model, data: Dataset, split_name: str, config: ExperimentConfig) -> tuple[dict, torch.Tensor]:
+    """Accuracy, plain cross-entropy and mean confidence of a split (NaN when empty), and its logits (N, K)."""
     logits, _ = _forward_all(model, data, split_name, config)
     labels = getattr(data, split_name).labels
     if len(labels) == 0:
-        return {"acc": float("nan"), "ce": float("nan"), "conf": float("nan")}
-    return {"acc": (logits.argmax(1) == labels).float().mean().item(), "ce": F.cross_entropy(logits, labels).item(),
-            "conf": torch.softmax(logits / config.loss.tau, 1).amax(1).mean().item()}
+        return {"acc": float("nan"), "ce": float("nan"), "conf": float("nan")}, logits
+    metrics = {"acc": (logits.argmax(1) == labels).float().mean().item(),
+               "ce": F.cross_entropy(logits, labels).item(),
+               "conf": torch.softmax(logits / config.loss.tau, 1).amax(1).mean().item()}
+    return metrics, logits
 
 
 def per_sample_record(model, data: Dataset, config: ExperimentConfig) -> dict:
