@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "cell resumes from its last checkpoint.")
     add_run_options(sweep)
     sweep.add_argument("--shard", default="0/1", metavar="I/N", help="run only cells I, I+N, I+2N, ... (0-based)")
+    sweep.add_argument("--max-stack", type=int, default=32, metavar="M",
+                       help="train up to M cells that differ only in beta and seed as one stacked model "
+                            "(vmap over their parameters; same results as separate runs, several times "
+                            "faster for small models). 1 trains every cell alone. Default: 32")
     report = commands.add_parser("report", help="write report.md with tables, figures and claim verdicts for a sweep",
                                  description="Read every finished run under SWEEP_DIR and write report.md beside "
                                              "its PNGs: metrics as mean ± std over seeds, paired tests against "
@@ -126,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             results = [{"cell": config.name, **result}]
             print(f"results in {run_dir}")
         else:
-            results = run_sweep(config, args.out, shard=parse_shard(args.shard), progress=not args.no_progress)
+            if args.max_stack < 1:
+                raise ValueError(f"--max-stack must be at least 1, got {args.max_stack}")
+            results = run_sweep(config, args.out, shard=parse_shard(args.shard), progress=not args.no_progress,
+                                max_stack=args.max_stack)
     except (ConfigError, DataNotFoundError, ValueError) as error:
         print(f"gdsoftmax {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -32,9 +32,10 @@ __all__ = ["fused_gradient_decay_loss", "fused_linear_gradient_decay_loss", "fus
 CHUNK_BYTES = 8 << 20  # rows per chunk so that a chunk of float32 logits is about 8 MB
 
 
-def _chunk_loss(z, out, idx, w, beta: float, tau: float, grad_scale: float | None) -> torch.Tensor:
-    """Sum of w * J over the rows of z (r, C); with ``grad_scale`` it also writes
-    grad_scale * d(w J)/dz into ``out`` (which may be z itself). Returns a 0-dim tensor."""
+def _chunk_loss(z, out, idx, w, beta, tau: float, grad_scale: float | None) -> torch.Tensor:
+    """w * J for each row of z (r, C), as (r, 1); with ``grad_scale`` it also writes
+    grad_scale * d(w J)/dz into ``out`` (which may be z itself). ``w`` and ``beta`` are numbers
+    or per-row columns (r, 1)."""
     z_max = z.amax(1, keepdim=True)  # (r, 1)
     shifted_target = (z.gather(1, idx) - z_max) / tau  # read before an in-place overwrite
     torch.sub(z, z_max, out=out).div_(tau).exp_()  # e = exp(s'), all <= 1
@@ -42,10 +43,10 @@ def _chunk_loss(z, out, idx, w, beta: float, tau: float, grad_scale: float | Non
     out.scatter_(1, idx, 0.0)
     s_other = out.sum(1, keepdim=True)  # summed without the target: exact as p_c -> 1
     denominator = s_other + beta * e_target
-    total = (w * (denominator.log() - shifted_target)).sum()
+    row_loss = w * (denominator.log() - shifted_target)  # (r, 1)
     if grad_scale is not None:
         out.div_(denominator).scatter_(1, idx, -s_other / denominator).mul_(w * (grad_scale / tau))
-    return total
+    return row_loss
 
 
 class _FusedTargetLoss(torch.autograd.Function):
@@ -61,7 +62,7 @@ class _FusedTargetLoss(torch.autograd.Function):
             stop = min(n, start + rows)
             out = grad[start:stop] if needs_grad else scratch[: stop - start]
             total += _chunk_loss(logits[start:stop], out, index[start:stop, None], row_weight[start:stop, None],
-                                 beta, tau, scale if needs_grad else None)
+                                 beta, tau, scale if needs_grad else None).sum()
         ctx.save_for_backward(grad, None if inplace else logits, index, row_weight)
         ctx.beta, ctx.tau, ctx.scale, ctx.inplace = beta, tau, scale, inplace
         return total * scale
@@ -135,7 +136,7 @@ class _FusedLinearLoss(torch.autograd.Function):
             h = hidden[start:stop]  # (r, H)
             logits = h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)  # (r, V)
             total += _chunk_loss(logits, logits, index[start:stop, None], row_weight[start:stop, None], beta, tau,
-                                 scale if needs_grad else None)
+                                 scale if needs_grad else None).sum()
             if needs_hidden:
                 torch.mm(logits, weight, out=grad_hidden[start:stop])  # logits now hold d loss / d logits
             if needs_weight:

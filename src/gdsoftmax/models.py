@@ -13,6 +13,7 @@ Every model is ``features -> [optional bottleneck] -> classifier``:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -41,7 +42,7 @@ class Classifier(nn.Module):
 
 def fcnn(image_shape, num_classes, penultimate_dim=None, hidden=(50, 20)):
     """The paper's MNIST network: flatten, then fully connected layers of 50 and 20 ReLU units."""
-    layers, width = [nn.Flatten()], int(torch.tensor(image_shape).prod())
+    layers, width = [nn.Flatten()], math.prod(image_shape)
     for units in hidden:
         layers += [nn.Linear(width, units), nn.ReLU()]
         width = units
@@ -50,7 +51,7 @@ def fcnn(image_shape, num_classes, penultimate_dim=None, hidden=(50, 20)):
 
 def homogeneous_mlp(image_shape, num_classes, penultimate_dim=None, hidden=(64, 32)) -> Classifier:
     """A bias-free ReLU MLP, homogeneous of order (number of linear layers) in its parameters."""
-    layers, width = [nn.Flatten()], int(torch.tensor(image_shape).prod())
+    layers, width = [nn.Flatten()], math.prod(image_shape)
     for units in hidden:
         layers += [nn.Linear(width, units, bias=False), nn.ReLU()]
         width = units

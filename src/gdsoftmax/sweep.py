@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from gdsoftmax.batched import plan_stacks, run_stacked
 from gdsoftmax.config import ExperimentConfig, expand_sweep
 from gdsoftmax.data import load_dataset
 from gdsoftmax.trainer import run_experiment
@@ -39,26 +40,46 @@ def cell_directory(root: Path, name: str) -> Path:
 
 
 def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int, int] = (0, 1),
-              progress: bool = True, log=print) -> list[dict]:
-    """Run (or resume) this shard's cells; finished cells are read back, not rerun."""
+              progress: bool = True, log=print, max_stack: int = 32) -> list[dict]:
+    """Run (or resume) this shard's cells; finished cells are read back, not rerun.
+
+    Cells that differ only in beta and seed train together as one stacked model, up to
+    ``max_stack`` at a time (:mod:`gdsoftmax.batched`; 1 turns this off); the others one by one.
+    """
     root = sweep_root(out_dir, config)
     cells = expand_sweep(config)[shard[0] :: shard[1]]
     log(f"{config.name}: {len(cells)} cell(s) in {root}" + (f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""))
     datasets: dict[tuple, object] = {}  # load each data set once for all cells that share it
-    results = []
-    for name, cell in tqdm(cells, desc="sweep", disable=not progress, unit="run"):
-        run_dir = cell_directory(root, name)
-        done = run_dir / "result.json"
-        if done.exists():
-            results.append({"cell": name, **json.loads(done.read_text())})
-            continue
+
+    def data_for(cell: ExperimentConfig):
         key = (cell.data.dataset, cell.data.data_dir, cell.data.val_size, cell.data.split_seed)
         if key not in datasets:
             datasets[key] = load_dataset(cell.data.dataset, cell.data.data_dir or None, download=cell.data.download,
                                          val_size=cell.data.val_size, split_seed=cell.data.split_seed)
-        cell.name = name
-        results.append({"cell": name, **run_experiment(cell, run_dir, data=datasets[key], progress=progress)})
-    return results
+        return datasets[key]
+
+    finished, pending = {}, []
+    for name, cell in cells:
+        run_dir = cell_directory(root, name)
+        if (run_dir / "result.json").exists():
+            finished[name] = json.loads((run_dir / "result.json").read_text())
+        else:
+            cell.name = name
+            pending.append((name, cell, run_dir))
+    groups = plan_stacks(pending, lambda c: (data_for(c).image_shape, data_for(c).num_classes), max_stack)
+    bar = tqdm(total=len(pending), desc="sweep", disable=not progress, unit="run")
+    for group in groups:
+        data = data_for(group[0][1])
+        if len(group) == 1:
+            name, cell, run_dir = group[0]
+            finished[name] = run_experiment(cell, run_dir, data=data, progress=progress)
+        else:
+            log(f"training {len(group)} runs as one stacked model: {', '.join(name for name, _, _ in group)}")
+            summaries = run_stacked([c for _, c, _ in group], [d for _, _, d in group], data, progress=progress)
+            finished.update({name: s for (name, _, _), s in zip(group, summaries, strict=True)})
+        bar.update(len(group))
+    bar.close()
+    return [{"cell": name, **finished[name]} for name, _ in cells]
 
 
 def _pct(value) -> str:

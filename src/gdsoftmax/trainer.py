@@ -89,7 +89,7 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
 
     # ---- resume
     start_epoch, elapsed, records = 0, 0.0, {}
-    checkpoint_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
+    checkpoint_path = run_dir / "checkpoint.pt"
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path, map_location=world.device)
         model.load_state_dict(state["model"])
@@ -101,9 +101,7 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
         if controller is not None:
             controller.load_state_dict(state["controller"])
     if world.is_main:
-        atomic_write_bytes(run_dir / "config.toml", tomli_w.dumps(_toml_safe(to_dict(config))).encode())
-        rows = _metric_rows_up_to(metrics_path, start_epoch)  # drop rows from after the checkpoint
-        atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        open_run_directory(run_dir, config, start_epoch)
 
     # ---- train
     started = time.perf_counter() - elapsed
@@ -137,7 +135,7 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
         world.all_reduce(totals)
         loss_sum, ce_sum, correct, count = totals.tolist()
 
-        (val, val_logits), (test, _) = evaluate(model, data, "val", config), evaluate(model, data, "test", config)
+        scores, val, val_logits = evaluation_scores(model, data, config)
         if controller is not None:  # adaptive beta: one PID step on the validation calibration gap
             controller.update(val["conf"] - val["acc"])
             if controller.lr_compensation:
@@ -150,14 +148,10 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
             records[epoch + 1] = per_sample_record(model, data, config)
         row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "beta": getattr(objective, "beta", None),
                "lr": epoch_lr, "train_loss": loss_sum / count, "train_ce": ce_sum / count,
-               "train_acc": correct / count, "val_ce": val["ce"], "val_acc": val["acc"], "test_ce": test["ce"],
-               "test_acc": test["acc"], **margins, "wall_time": time.perf_counter() - started}
+               "train_acc": correct / count, **scores, **margins, "wall_time": time.perf_counter() - started}
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.4f}")
         if world.is_main:
-            # The row first, then the checkpoint: a crash in between re-runs this epoch and the
-            # resume drops this row, so rows are never missing nor duplicated.
-            _append_line(metrics_path, json.dumps(row))
-            save_checkpoint(checkpoint_path, {
+            write_epoch(run_dir, row, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                 "step": (epoch + 1) * steps_per_epoch, "lr": epoch_lr,
                 "elapsed": row["wall_time"], "rng": capture_rng_state(generator),
@@ -168,16 +162,44 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
     bar.close()
 
     # ---- final files
-    rows = _metric_rows_up_to(metrics_path, config.train.epochs) if world.is_main else []
-    summary = _summary(config, rows)
-    if world.is_main:
-        _save_npz(run_dir / "samples.npz", epochs=np.array(sorted(records)),
-                  p_true=np.stack([records[e]["p_true"].numpy() for e in sorted(records)]),
-                  correct=np.stack([records[e]["correct"].numpy() for e in sorted(records)]),
-                  labels=data.train.labels.cpu().numpy())
-        _save_npz(run_dir / "predictions.npz", **final_predictions(model, data, config))
-        atomic_write_bytes(run_dir / "result.json", json.dumps(summary, indent=2).encode())
+    summary = finish_run(run_dir, config, model, data, records) if world.is_main else _summary(config, [])
     world.close()
+    return summary
+
+
+# ---- the steps around training, shared with gdsoftmax.batched ---------------------------------
+
+
+def open_run_directory(run_dir: Path, config: ExperimentConfig, start_epoch: int) -> None:
+    """Write the resolved config and drop metric rows from after the checkpoint being resumed."""
+    atomic_write_bytes(run_dir / "config.toml", tomli_w.dumps(_toml_safe(to_dict(config))).encode())
+    rows = _metric_rows_up_to(run_dir / "metrics.jsonl", start_epoch)
+    atomic_write_bytes(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+def evaluation_scores(model, data: Dataset, config: ExperimentConfig) -> tuple[dict, dict, torch.Tensor]:
+    """The metric-row entries for validation and test, the validation metrics and logits (N, K)."""
+    (val, val_logits), (test, _) = evaluate(model, data, "val", config), evaluate(model, data, "test", config)
+    scores = {"val_ce": val["ce"], "val_acc": val["acc"], "test_ce": test["ce"], "test_acc": test["acc"]}
+    return scores, val, val_logits
+
+
+def write_epoch(run_dir: Path, row: dict, checkpoint: dict) -> None:
+    """The row first, then the checkpoint: a crash in between re-runs this epoch and the resume
+    drops this row, so rows are never missing nor duplicated."""
+    _append_line(run_dir / "metrics.jsonl", json.dumps(row))
+    save_checkpoint(run_dir / "checkpoint.pt", checkpoint)
+
+
+def finish_run(run_dir: Path, config: ExperimentConfig, model, data: Dataset, records: dict) -> dict:
+    """Write samples.npz, predictions.npz and, last, result.json (which marks the run finished)."""
+    summary = _summary(config, _metric_rows_up_to(run_dir / "metrics.jsonl", config.train.epochs))
+    _save_npz(run_dir / "samples.npz", epochs=np.array(sorted(records)),
+              p_true=np.stack([records[e]["p_true"].numpy() for e in sorted(records)]),
+              correct=np.stack([records[e]["correct"].numpy() for e in sorted(records)]),
+              labels=data.train.labels.cpu().numpy())
+    _save_npz(run_dir / "predictions.npz", **final_predictions(model, data, config))
+    atomic_write_bytes(run_dir / "result.json", json.dumps(summary, indent=2).encode())
     return summary
 
 
