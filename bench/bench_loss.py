@@ -1,11 +1,12 @@
 """Benchmark: gradient_decay_loss against eager F.cross_entropy, forward + backward.
 
-Times are medians of repeats, and every ratio is against F.cross_entropy measured in the same
-process, side by side. Peak extra memory is measured in a fresh subprocess per case (the peak
-resident set size during the call minus what the inputs already took), relative to the size of
-the logits, for two producers of the logits: a leaf tensor (the gradient must land in its
-``.grad``, so an in-place gradient is copied there) and the output of a matmul, as in a model
-(the gradient flows on into the matmul's backward, so an in-place gradient needs no copy).
+Times are medians of repeats of loss + gradient (torch.autograd.grad with respect to the
+logits), and every ratio is against F.cross_entropy measured in the same process, side by
+side. Peak extra memory is measured in a fresh subprocess per case (the peak resident set size
+during the call minus what the inputs already took), relative to the size of the logits, for
+two producers of the logits: a leaf tensor (the gradient must land in its ``.grad``, so an
+in-place gradient is copied there) and the output of a matmul, as in a model (the gradient
+flows on into the matmul's backward, so an in-place gradient needs no copy).
 
 A "floor" row at the small shapes shows what the least possible Python-level composition
 costs: F.cross_entropy on logits with log beta added at the target (the same loss), no checks.
@@ -62,11 +63,14 @@ PRODUCERS = {  # how the memory subprocess makes the logits x, before the high-w
 
 
 def median_seconds(fn, logits, target, repeats: int) -> float:
+    """Median time of loss + gradient. The gradient is taken with autograd.grad, as a layer
+    below the logits would receive it, rather than accumulated into a leaf's .grad (which for an
+    in-place gradient, living in the logits' own buffer, would add a full copy)."""
     times = []
     for _ in range(repeats):
-        x = logits.detach().requires_grad_(True)
+        x = logits.clone().requires_grad_(True)  # a fresh copy: the in-place method overwrites it
         start = time.perf_counter()
-        fn(x, target).backward()
+        torch.autograd.grad(fn(x, target), x)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

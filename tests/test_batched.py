@@ -15,7 +15,7 @@ from gdsoftmax.checkpoint import load_checkpoint
 from gdsoftmax.config import parse_config
 from gdsoftmax.data import load_dataset
 from gdsoftmax.models import build_model
-from gdsoftmax.sweep import run_sweep
+from gdsoftmax.sweep import format_summary, run_sweep
 from gdsoftmax.trainer import run_experiment
 from reference import reference_loss
 
@@ -200,6 +200,10 @@ def test_sweep_stacks_cells_automatically(tmp_path):
     assert any("6 runs as one stacked model" in m for m in messages)
     alone = run_sweep(parse_config(spec), tmp_path / "alone", progress=False, log=messages.append, max_stack=1)
     assert [r["cell"] for r in stacked] == [r["cell"] for r in alone]
+    assert {r["stacked_runs"] for r in stacked} == {6}
+    assert {r["stacked_runs"] for r in alone} == {1}
+    assert "the time is the group's" in format_summary(stacked)
+    assert "the time is the group's" not in format_summary(alone)
     for a, b in zip(stacked, alone, strict=True):
         assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-6)
         assert a["train_ce"] == pytest.approx(b["train_ce"], rel=1e-5)

@@ -283,7 +283,7 @@ def run_stacked(configs: list[ExperimentConfig], run_dirs: list[str | Path], dat
             })
         bar.set_postfix(runs=runs)
     bar.close()
-    return [finish_run(run_dir, config, member, data, rec)
+    return [finish_run(run_dir, config, member, data, rec, stacked_runs=runs)
             for config, run_dir, member, rec in zip(configs, run_dirs, members, records, strict=True)]
 
 

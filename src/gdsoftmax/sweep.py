@@ -91,8 +91,12 @@ def format_summary(results: list[dict]) -> str:
     lines = [f"{'run':<40} {'epochs':>6} {'train CE':>9} {'train %':>8} {'best val %':>10} {'test %':>7} "
              f"{'time s':>7}"]
     for r in results:
+        stacked = r.get("stacked_runs", 1) > 1
         lines.append(f"{r['cell']:<40} {r['epochs']:>6} {r['train_ce']:>9.4f} {_pct(r['train_acc']):>8} "
-                     f"{_pct(r['best_val_acc']):>10} {_pct(r['test_acc']):>7} {r['wall_time'] or 0:>7.1f}")
+                     f"{_pct(r['best_val_acc']):>10} {_pct(r['test_acc']):>7} {r['wall_time'] or 0:>7.1f}"
+                     + ("*" if stacked else ""))
+    if any(r.get("stacked_runs", 1) > 1 for r in results):
+        lines.append("* trained as one stacked model with the other cells of its group: the time is the group's")
     groups: dict[str, list[dict]] = {}
     for r in results:
         setting = "_".join(part for part in r["cell"].split("_") if not part.startswith("seed="))

@@ -191,9 +191,11 @@ def write_epoch(run_dir: Path, row: dict, checkpoint: dict) -> None:
     save_checkpoint(run_dir / "checkpoint.pt", checkpoint)
 
 
-def finish_run(run_dir: Path, config: ExperimentConfig, model, data: Dataset, records: dict) -> dict:
+def finish_run(run_dir: Path, config: ExperimentConfig, model, data: Dataset, records: dict,
+               stacked_runs: int = 1) -> dict:
     """Write samples.npz, predictions.npz and, last, result.json (which marks the run finished)."""
     summary = _summary(config, _metric_rows_up_to(run_dir / "metrics.jsonl", config.train.epochs))
+    summary["stacked_runs"] = stacked_runs  # > 1: wall_time is that of the whole stack
     _save_npz(run_dir / "samples.npz", epochs=np.array(sorted(records)),
               p_true=np.stack([records[e]["p_true"].numpy() for e in sorted(records)]),
               correct=np.stack([records[e]["correct"].numpy() for e in sorted(records)]),
