@@ -159,7 +159,8 @@ def test_stacked_runs_equal_separate_runs(tmp_path, digits):
     for c, a, b in zip(configs, separate, stacked, strict=True):
         assert_same_run(tmp_path / "separate" / c.name, tmp_path / "stacked" / c.name, tolerance=1e-5)
         assert a.keys() == b.keys()
-        for key in a.keys() - {"wall_time"}:
+        assert (a["stacked_runs"], b["stacked_runs"]) == (1, len(configs))
+        for key in a.keys() - {"wall_time", "stacked_runs"}:
             assert a[key] == (pytest.approx(b[key], rel=1e-5, abs=1e-5) if isinstance(a[key], float) else b[key])
 
 
