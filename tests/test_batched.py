@@ -151,8 +151,27 @@ def assert_same_run(a: Path, b: Path, tolerance: float) -> None:
 CELLS = [("small", 0.01, 0), ("warm", {"kind": "linear", "start": 0.01, "end": 1.0, "epochs": 3}, 1), ("big", 5.0, 2)]
 
 
-def test_stacked_runs_equal_separate_runs(tmp_path, digits):
+@pytest.mark.parametrize(("name", "options"), [("fcnn", {}), ("fcnn", {"penultimate_dim": 2}),
+                                               ("homogeneous_mlp", {})])
+def test_matmul_forward_equals_vmap_of_the_model(name, options):
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(build_model(name, (1, 8, 8), 10, options.get("penultimate_dim")))
+    params, _ = torch.func.stack_module_state(models)
+    x = torch.randn(3, 5, 1, 8, 8)
+    forward = batched._matmul_forward(models[0])
+    assert forward is not None
+    expected = torch.stack([models[m](x[m]) for m in range(3)])
+    torch.testing.assert_close(forward(params, x), expected, rtol=1e-6, atol=1e-6)
+    assert batched._matmul_forward(build_model("small_cnn", (3, 32, 32), 10)) is None
+
+
+@pytest.mark.parametrize("path", ["matmul", "vmap"])
+def test_stacked_runs_equal_separate_runs(tmp_path, digits, path, monkeypatch):
     # beta = 0.01 at lr 0.05 makes gradient clipping act, which is where rounding could creep in
+    if path == "vmap":  # the generic path that models other than the MLPs take
+        monkeypatch.setattr(batched, "_matmul_forward", lambda model: None)
     configs = [config(name, beta, seed) for name, beta, seed in CELLS]
     separate = [run_experiment(c, tmp_path / "separate" / c.name, data=digits, progress=False) for c in configs]
     stacked = run_stacked(configs, [tmp_path / "stacked" / c.name for c in configs], digits, progress=False)

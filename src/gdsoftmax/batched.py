@@ -3,9 +3,10 @@
 For small models most of a training step is per-operator overhead, so a sweep over beta (and
 seeds) wastes its time launching tiny kernels. Here M runs with the same data, architecture and
 recipe are trained together: their parameters are stacked along a new leading dimension
-(``torch.func.stack_module_state``), the forward pass is ``vmap`` of the shared architecture,
-one fused kernel computes all M losses with a beta per run, and SGD steps the stacked tensors
-(elementwise, so the same as one optimizer per run), with gradient clipping per run.
+(``torch.func.stack_module_state``), the forward pass is batched matrix products for the MLPs
+and ``vmap`` of the shared architecture otherwise, one fused kernel computes all M losses with
+a beta per run, and SGD steps the stacked tensors (elementwise, so the same as one optimizer per
+run), with gradient clipping per run.
 
 Each run keeps everything that makes it itself: its seed (initial weights and data order), its
 beta schedule, its run directory with the same files :mod:`gdsoftmax.trainer` writes, and its own
@@ -45,7 +46,7 @@ from gdsoftmax.checkpoint import capture_rng_state, load_checkpoint, restore_rng
 from gdsoftmax.config import ExperimentConfig, resolve_beta, to_dict
 from gdsoftmax.data import Dataset, Split
 from gdsoftmax.fused import _chunk_loss
-from gdsoftmax.models import build_model
+from gdsoftmax.models import Classifier, build_model
 from gdsoftmax.objectives import build_objective
 from gdsoftmax.trainer import (
     _Distributed,
@@ -149,6 +150,37 @@ class _Member(nn.Module):
         return {name: p[self.index].detach().clone() for name, p in self.params.items()}
 
 
+def _matmul_forward(model: nn.Module):
+    """A forward over stacked parameters by batched matrix products, for the MLP classifiers
+    (Flatten / Linear / ReLU chains); None for any other model, which then goes through vmap.
+    Same arithmetic as vmap, fewer operator calls (about 15 % of a step on MNIST)."""
+    if not isinstance(model, Classifier) or not isinstance(model.body, nn.Sequential):
+        return None
+    prefix = {module: name for name, module in model.named_modules()}
+    steps = []
+    for module in [*model.body, model.bottleneck, model.classifier]:
+        if isinstance(module, nn.Linear):
+            steps.append(prefix[module])
+        elif isinstance(module, nn.ReLU) or (isinstance(module, nn.Flatten) and
+                                             (module.start_dim, module.end_dim) == (1, -1)):
+            steps.append(type(module))
+        elif not isinstance(module, nn.Identity):
+            return None
+
+    def forward(params: dict, x: torch.Tensor) -> torch.Tensor:  # x (M, B, ...) -> logits (M, B, K)
+        for step in steps:
+            if step is nn.Flatten:
+                x = x.flatten(2)
+            elif step is nn.ReLU:
+                x = x.relu()
+            else:
+                weight, bias = params[f"{step}.weight"].transpose(1, 2), params.get(f"{step}.bias")
+                x = torch.bmm(x, weight) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, weight)
+        return x
+
+    return forward
+
+
 def _clip_per_run(grads: list[torch.Tensor], max_norm: float) -> None:
     """clip_grad_norm_ for each run separately: grads are stacked (M, ...)."""
     m = grads[0].shape[0]
@@ -205,7 +237,7 @@ def run_stacked(configs: list[ExperimentConfig], run_dirs: list[str | Path], dat
     params, _ = stack_module_state(models)  # {name: (M, ...)}, leaves that require grad
     base = copy.deepcopy(models[0]).to("meta")
     members = [_Member(base, params, m) for m in range(runs)]
-    forward = vmap(lambda p, x: functional_call(base, p, (x,)))
+    forward = _matmul_forward(base) or vmap(lambda p, x: functional_call(base, p, (x,)))
     optimizer = torch.optim.SGD(params.values(), lr=first.train.lr, momentum=first.train.momentum,
                                 weight_decay=first.train.weight_decay)
     del models
