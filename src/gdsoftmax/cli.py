@@ -17,7 +17,7 @@ confident (a large margin); beta > 1 decays it early (better calibration).
 
 EPILOG = """\
 examples:
-  gdsoftmax sweep configs/digits_sweep.toml                 # the embedded default, about a minute
+  gdsoftmax sweep configs/digits_sweep.toml                 # the embedded default, about 15 seconds
   gdsoftmax sweep configs/mnist_fcnn.toml --data-dir ../shared/datasets
   gdsoftmax train configs/mnist_fcnn.toml --set loss.beta=0.1 --set train.epochs=5
   gdsoftmax sweep configs/cifar10_deep.toml --shard 0/4     # one machine's quarter of the grid
