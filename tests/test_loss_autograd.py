@@ -8,6 +8,9 @@ from torch.autograd import gradcheck, gradgradcheck
 
 from gdsoftmax import gradient_decay_loss
 
+# every test here runs on each implementation: C++ operator, fused kernel, composite (conftest.py)
+pytestmark = pytest.mark.usefixtures("kernel")
+
 MODES = ["index-weight-ignore", "index-smoothing", "probability", "spatial-probability-smoothing"]
 
 

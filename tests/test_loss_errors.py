@@ -10,6 +10,9 @@ import torch.nn.functional as F
 
 from gdsoftmax import GradientDecayLoss, gradient_decay_loss
 
+# every test here runs on each implementation: C++ operator, fused kernel, composite (conftest.py)
+pytestmark = pytest.mark.usefixtures("kernel")
+
 X = torch.randn(3, 5)
 T = torch.tensor([0, 1, 4])
 

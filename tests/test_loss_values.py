@@ -11,6 +11,9 @@ import torch.nn.functional as F
 from gdsoftmax import GradientDecayLoss, gradient_decay_loss
 from reference import reference_loss
 
+# every test here runs on each implementation: C++ operator, fused kernel, composite (conftest.py)
+pytestmark = pytest.mark.usefixtures("kernel")
+
 BETAS = [1e-6, 1e-3, 0.01, 0.1, 1.0, 5.0, 50.0, 1e6]
 TAUS = [0.5, 1.0, 2.0]
 SCALES = [1.0, 100.0, 1e4]

@@ -75,12 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--data-dir", help="folder holding the data sets (margin lab)")
     lab.add_argument("--no-progress", action="store_true", help="no progress bars")
     commands.add_parser("theory", help="print loss, gradient magnitude and inflection points for several beta")
+    commands.add_parser("build-native", help="compile the optional C++ loss operator for small CPU batches",
+                        description="Compile gdsoftmax's C++ beta-loss operator (about 30 s; needs a C++ "
+                                    "compiler and ninja). Once built, gradient_decay_loss uses it for small "
+                                    "CPU batches, where it is faster than F.cross_entropy; the build is "
+                                    "cached, and GDSOFTMAX_NATIVE=0 turns it off.")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "build-native":
+        from gdsoftmax.native import main as build_native
+
+        return build_native()
     if args.command == "theory":
         from gdsoftmax.demo import main as theory_table
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from gdsoftmax import _validation as v
+from gdsoftmax import native as _native
 
 __all__ = ["gradient_decay_loss"]
 
@@ -82,6 +83,11 @@ def gradient_decay_loss(
         per_sample = _ExpectedLoss.apply(logits, weighted_q, beta, tau)  # (N, d...)
         normaliser = torch.tensor(float(per_sample.numel()), dtype=compute_dtype, device=logits.device)
     else:
+        if _native_applies(logits, input, label_smoothing, reduction):
+            # small CPU batches: one compiled operator (gdsoftmax.native), which checks the targets
+            return _native.load().beta_loss(logits, target.reshape(-1).long(),
+                                            None if weight is None else weight.to(compute_dtype),
+                                            beta, tau, ignore_index, reduction == "mean")
         v.check_class_indices(target, num_classes, ignore_index)
         index = target.long()
         ignored = index == ignore_index  # (N, d...)
@@ -129,6 +135,15 @@ def _fused_applies(logits: torch.Tensor, input: torch.Tensor, label_smoothing: f
         return False
     is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
     return not (is_wrapped is not None and is_wrapped(input))
+
+
+NATIVE_MAX_ELEMENTS = 16384  # above this the chunked fused kernel is faster (bench/bench_loss.py)
+
+
+def _native_applies(logits: torch.Tensor, input: torch.Tensor, label_smoothing: float, reduction: str) -> bool:
+    """The compiled operator covers what the fused kernel covers, on the CPU, for small batches."""
+    return (logits.device.type == "cpu" and logits.numel() <= NATIVE_MAX_ELEMENTS and logits.is_contiguous()
+            and _fused_applies(logits, input, label_smoothing, reduction) and _native.available())
 
 
 def target_class_loss(logits: torch.Tensor, index: torch.Tensor, beta: float, tau: float) -> torch.Tensor:
