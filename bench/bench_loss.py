@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gdsoftmax import gradient_decay_loss
+from gdsoftmax import gradient_decay_loss, native
+from gdsoftmax.functional import NATIVE_MAX_ELEMENTS
 from gdsoftmax.fused import fused_gradient_decay_loss
 
 SHAPES = [(100, 10), (4096, 10), (4096, 1000), (8192, 32000)]
@@ -100,8 +101,18 @@ print((status('VmHWM') - before) / (x.numel() * 4))
     return float(out.strip().splitlines()[-1])
 
 
+def native_status() -> str:
+    """Build the optional C++ operator (gdsoftmax.native) so that gradient_decay_loss can use it."""
+    try:
+        native.build()
+    except Exception as error:  # measured without it, and the table says so
+        return f"not built ({str(error).splitlines()[0][:80]})"
+    return f"built; gradient_decay_loss uses it up to {NATIVE_MAX_ELEMENTS} elements"
+
+
 def measure(quick: bool = False) -> list[dict]:
     """One row per (shape, method): median ms, ratio to CE, and peak extra memory / logits."""
+    status = native_status()
     rows = []
     for n, c in SHAPES[:-1] if quick else SHAPES:
         torch.manual_seed(0)
@@ -121,7 +132,7 @@ def measure(quick: bool = False) -> list[dict]:
         big = n * c >= 10**8
         base = times["F.cross_entropy"]
         for name, seconds in times.items():
-            rows.append({"shape": f"{n}x{c}", "method": name, "median_ms": 1e3 * seconds,
+            rows.append({"shape": f"{n}x{c}", "method": name, "median_ms": 1e3 * seconds, "native": status,
                          "time_vs_ce": seconds / base,
                          "memory_leaf": peak_extra_memory(name, n, c, "leaf") if big and name in CALLS else None,
                          "memory_matmul": peak_extra_memory(name, n, c, "matmul") if big and name in CALLS else None})
@@ -131,7 +142,8 @@ def measure(quick: bool = False) -> list[dict]:
 def table(rows: list[dict]) -> str:
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, forward + backward, "
              "median of repeats; ratios against F.cross_entropy in the same run. Peak extra memory in units "
-             "of the logits, for logits that are a leaf tensor / the output of a matmul.", "",
+             "of the logits, for logits that are a leaf tensor / the output of a matmul. C++ operator: "
+             f"{rows[0]['native'] if rows else '—'}.", "",
              "| shape | method | median ms | time / CE | extra memory, leaf | extra memory, from matmul |",
              "|---|---|---|---|---|---|"]
     for r in rows:
