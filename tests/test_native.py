@@ -5,6 +5,8 @@ by the loss tests (the ``kernel`` fixture in conftest.py runs each of them on it
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -79,3 +81,11 @@ def test_without_a_compiler_the_python_kernels_serve(fresh_native, monkeypatch, 
     err = capsys.readouterr().err
     assert "Ninja is required" in err
     assert "pip install ninja" in err
+
+
+def test_pip_ninja_is_found_without_an_activated_venv(monkeypatch):
+    ninja = pytest.importorskip("ninja")
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    monkeypatch.setenv("PATH", "/nowhere")
+    native._put_ninja_on_path()
+    assert os.environ["PATH"].split(os.pathsep)[0] == ninja.BIN_DIR

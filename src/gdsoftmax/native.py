@@ -15,6 +15,7 @@ ninja (``pip install ninja``) and takes about a minute; the build is cached by P
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,11 +34,24 @@ def _build_directory() -> Path:
     return Path(_get_build_directory(NAME, verbose=False))
 
 
+def _put_ninja_on_path() -> None:
+    """torch's extension builder runs ``ninja`` from PATH; the pip package puts it beside the
+    venv's python, which is not on PATH when the venv is used without activating it."""
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
 def build(verbose: bool = False):
     """Compile (or load the cached build of) the operator; raises if it cannot be built."""
     global _module, _tried
     from torch.utils.cpp_extension import load as load_extension
 
+    _put_ninja_on_path()
     _module = load_extension(NAME, [str(SOURCE)], extra_cflags=["-O3"], verbose=verbose)
     _tried = True
     return _module
