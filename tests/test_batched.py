@@ -143,9 +143,10 @@ def assert_same_run(a: Path, b: Path, tolerance: float) -> None:
     for name in ("samples.npz", "predictions.npz"):
         with np.load(a / name) as fa, np.load(b / name) as fb:
             assert sorted(fa.files) == sorted(fb.files)
-            for key in fa.files:
+            for key in fa.files:  # p_true is stored as float16: allow one float16 step near 1
+                slack = 1e-3 if fa[key].dtype == np.float16 else tolerance * 10
                 np.testing.assert_allclose(fa[key].astype(np.float64), fb[key].astype(np.float64),
-                                           rtol=tolerance, atol=tolerance * 10)
+                                           rtol=tolerance, atol=slack)
 
 
 CELLS = [("small", 0.01, 0), ("warm", {"kind": "linear", "start": 0.01, "end": 1.0, "epochs": 3}, 1), ("big", 5.0, 2)]

@@ -137,7 +137,7 @@ def _fused_applies(logits: torch.Tensor, input: torch.Tensor, label_smoothing: f
     return not (is_wrapped is not None and is_wrapped(input))
 
 
-NATIVE_MAX_ELEMENTS = 16384  # above this the chunked fused kernel is faster (bench/bench_loss.py)
+NATIVE_MAX_ELEMENTS = 65536  # above this the chunked fused kernel is faster (measured up to 64 x 1000)
 
 
 def _native_applies(logits: torch.Tensor, input: torch.Tensor, label_smoothing: float, reduction: str) -> bool:

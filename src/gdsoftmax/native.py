@@ -4,7 +4,7 @@ For (N, C) CPU logits the Python-level fused kernel (:mod:`gdsoftmax.fused`) cos
 operator dispatches; at 100 x 10 that is 3.5x ``F.cross_entropy``, which is one C++ call. This
 module compiles ``csrc/beta_loss.cpp`` (the same formulas, one operator with a C++ autograd node)
 with ``torch.utils.cpp_extension`` the first time it is asked to, which needs a C++ compiler and
-ninja (``pip install ninja``) and takes about a minute; the build is cached by PyTorch
+ninja (``pip install ninja``) and takes about 30 seconds; the build is cached by PyTorch
 (``~/.cache/torch_extensions``), so later processes load it in a fraction of a second.
 
 :func:`gdsoftmax.gradient_decay_loss` uses the operator for small CPU batches once it is built:
@@ -46,13 +46,24 @@ def _put_ninja_on_path() -> None:
     os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
+def _compiler_flags() -> list[str]:
+    """-O3, and AVX2 for ATen's Vectorized exp where this CPU has it (2-3x faster rows; a build
+    is for the machine it is made on, like every torch.utils.cpp_extension JIT build)."""
+    import torch
+
+    flags = ["-O3"]
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        flags += ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    return flags
+
+
 def build(verbose: bool = False):
     """Compile (or load the cached build of) the operator; raises if it cannot be built."""
     global _module, _tried
     from torch.utils.cpp_extension import load as load_extension
 
     _put_ninja_on_path()
-    _module = load_extension(NAME, [str(SOURCE)], extra_cflags=["-O3"], verbose=verbose)
+    _module = load_extension(NAME, [str(SOURCE)], extra_cflags=_compiler_flags(), verbose=verbose)
     _tried = True
     return _module
 
@@ -76,6 +87,12 @@ def load():
 
 
 def available() -> bool:
+    """Whether gradient_decay_loss can use the operator in this process.
+
+    >>> from gdsoftmax import native
+    >>> native.available() in (True, False)
+    True
+    """
     return load() is not None
 
 

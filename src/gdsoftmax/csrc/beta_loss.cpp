@@ -3,7 +3,10 @@
 // one dispatch instead of the ~20 of the Python-level kernel (gdsoftmax.fused). Same formulas:
 // on s' = (z - max z) / tau, J = log(S_other + beta e_c) - s'_c and
 // dJ/dz = w / tau * (e_i / D for i != c, -S_other / D for c), with D = S_other + beta e_c.
-// Rows are accumulated in double. Double backward recomputes the loss from differentiable ops.
+// exp runs on ATen's Vectorized (AVX2 where the build enables it); sums over a row and over
+// rows are accumulated in double. Double backward recomputes the loss from differentiable ops.
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
 #include <torch/extension.h>
 
 #include <cmath>
@@ -34,35 +37,36 @@ double total_weight(const torch::Tensor& target, const torch::Tensor& weight, in
 template <typename scalar_t>
 double loss_and_gradient(const torch::Tensor& logits, const torch::Tensor& target, const torch::Tensor& weight,
                          double beta, double tau, int64_t ignore_index, double scale, scalar_t* grad) {
+  using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t n = logits.size(0), c = logits.size(1);
   const scalar_t* z = logits.data_ptr<scalar_t>();
   const int64_t* t = target.data_ptr<int64_t>();
   const scalar_t* w = weight.numel() > 0 ? weight.data_ptr<scalar_t>() : nullptr;
+  const scalar_t tau_ = static_cast<scalar_t>(tau);
   std::vector<double> row_loss(n, 0.0);
   at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
-    std::vector<double> e(c);
+    std::vector<scalar_t> buffer(grad ? 0 : c);
     for (int64_t i = begin; i < end; ++i) {
       const scalar_t* row = z + i * c;
-      scalar_t* g = grad ? grad + i * c : nullptr;
+      scalar_t* e = grad ? grad + i * c : buffer.data();  // exp(s') first, the gradient after
       if (t[i] == ignore_index) {
-        if (g) std::fill(g, g + c, scalar_t(0));
+        if (grad) std::fill(e, e + c, scalar_t(0));
         continue;
       }
       const int64_t k = t[i];
-      double top = -std::numeric_limits<double>::infinity();
-      for (int64_t j = 0; j < c; ++j) top = std::max(top, static_cast<double>(row[j]));
-      double others = 0.0;
-      for (int64_t j = 0; j < c; ++j) {
-        e[j] = std::exp((static_cast<double>(row[j]) - top) / tau);
-        if (j != k) others += e[j];  // summed without the target: exact as p_c -> 1
-      }
-      const double denominator = others + beta * e[k];
+      const scalar_t top = at::vec::reduce_all<scalar_t>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); },
+                                                         row, c);
+      at::vec::map([top, tau_](Vec x) { return ((x - Vec(top)) / Vec(tau_)).exp(); }, e, row, c);
+      double others = 0.0;  // summed without the target: exact as p_c -> 1
+      for (int64_t j = 0; j < c; ++j) others += j == k ? 0.0 : static_cast<double>(e[j]);
+      const double denominator = others + beta * static_cast<double>(e[k]);
       const double wi = w ? static_cast<double>(w[k]) : 1.0;
-      row_loss[i] = wi * (std::log(denominator) - (static_cast<double>(row[k]) - top) / tau);
-      if (g) {
-        const double factor = wi * scale / tau / denominator;
-        for (int64_t j = 0; j < c; ++j) g[j] = static_cast<scalar_t>(factor * e[j]);
-        g[k] = static_cast<scalar_t>(-factor * others);
+      const double shifted_target = static_cast<double>((row[k] - top) / tau_);
+      row_loss[i] = wi * (std::log(denominator) - shifted_target);
+      if (grad) {
+        const scalar_t factor = static_cast<scalar_t>(wi * scale / tau / denominator);
+        at::vec::map([factor](Vec x) { return x * Vec(factor); }, e, e, c);
+        e[k] = static_cast<scalar_t>(-wi * scale / tau / denominator * others);
       }
     }
   });
