@@ -14,6 +14,7 @@ ninja (``pip install ninja``) and takes about 30 seconds; the build is cached by
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -28,10 +29,21 @@ _module = None
 _tried = False
 
 
-def _build_directory() -> Path:
-    from torch.utils.cpp_extension import _get_build_directory
+def _cpp_extension():
+    """torch.utils.cpp_extension, imported without its import-time CUDA_HOME notice, which says
+    nothing about a CPU operator and would otherwise greet every process on its first loss call."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension as cpp_extension
+    finally:
+        logger.setLevel(level)
+    return cpp_extension
 
-    return Path(_get_build_directory(NAME, verbose=False))
+
+def _build_directory() -> Path:
+    return Path(_cpp_extension()._get_build_directory(NAME, verbose=False))
 
 
 def _put_ninja_on_path() -> None:
@@ -60,10 +72,8 @@ def _compiler_flags() -> list[str]:
 def build(verbose: bool = False):
     """Compile (or load the cached build of) the operator; raises if it cannot be built."""
     global _module, _tried
-    from torch.utils.cpp_extension import load as load_extension
-
     _put_ninja_on_path()
-    _module = load_extension(NAME, [str(SOURCE)], extra_cflags=_compiler_flags(), verbose=verbose)
+    _module = _cpp_extension().load(NAME, [str(SOURCE)], extra_cflags=_compiler_flags(), verbose=verbose)
     _tried = True
     return _module
 
