@@ -154,7 +154,7 @@ CELLS = [("small", 0.01, 0), ("warm", {"kind": "linear", "start": 0.01, "end": 1
 
 @pytest.mark.parametrize(("name", "options"), [("fcnn", {}), ("fcnn", {"penultimate_dim": 2}),
                                                ("homogeneous_mlp", {})])
-def test_matmul_forward_equals_vmap_of_the_model(name, options):
+def test_matmul_forward_equals_each_models_own_forward(name, options):
     models = []
     for seed in range(3):
         torch.manual_seed(seed)
