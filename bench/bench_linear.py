@@ -22,7 +22,7 @@ import torch
 RUN_ONE = """
 import sys, time, torch
 from gdsoftmax import gradient_decay_loss
-from gdsoftmax.fused import fused_linear_gradient_decay_loss
+from gdsoftmax.loss.fused import fused_linear_gradient_decay_loss
 def status(key):
     return int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1]) * 1024
 n, h, v = {n}, {h}, {v}

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from gdsoftmax import gradient_decay_loss, native
-from gdsoftmax.functional import NATIVE_MAX_ELEMENTS
-from gdsoftmax.fused import fused_gradient_decay_loss
+from gdsoftmax.loss.functional import NATIVE_MAX_ELEMENTS
+from gdsoftmax.loss.fused import fused_gradient_decay_loss
 
 SHAPES = [(100, 10), (4096, 10), (4096, 1000), (8192, 32000)]
 LOG_BETA = math.log(0.1)
@@ -84,7 +84,7 @@ def peak_extra_memory(method: str, n: int, c: int, producer: str = "leaf") -> fl
     code = f"""
 import torch, torch.nn.functional as F
 from gdsoftmax import gradient_decay_loss
-from gdsoftmax.fused import fused_gradient_decay_loss
+from gdsoftmax.loss.fused import fused_gradient_decay_loss
 def status(key):
     line = next(l for l in open('/proc/self/status') if l.startswith(key))
     return int(line.split()[1]) * 1024

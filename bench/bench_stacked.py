@@ -2,7 +2,8 @@
 
 Both sides are the project's real training loops with everything a run does per epoch
 (training steps, per-step metrics, validation and test evaluation, metric rows, checkpoints):
-``run_experiment`` for one run, ``run_stacked`` for six runs of the paper's grid (bench/mnist_six.toml).
+``run_experiment`` for one run, ``train`` of six configs (stacked) for six runs of the paper's grid
+(bench/mnist_six.toml).
 Time per model-step = epoch wall time / (runs x steps per epoch); medians over the epochs after
 the first (which pays one-off costs). ``--sweep`` also times the whole 6 x 100-epoch sweep
 through ``gdsoftmax sweep``.
@@ -26,10 +27,9 @@ from pathlib import Path
 
 import torch
 
-from gdsoftmax.batched import run_stacked
-from gdsoftmax.config import expand_sweep, load_config
-from gdsoftmax.data import load_dataset
-from gdsoftmax.trainer import run_experiment
+from gdsoftmax.engine.config import expand_sweep, load_config
+from gdsoftmax.engine.data import load_dataset
+from gdsoftmax.engine.trainer import run_experiment, train
 
 CONFIG = Path(__file__).parent / "mnist_six.toml"
 
@@ -53,7 +53,7 @@ def measure(data_dir: str, epochs: int = 4) -> dict:
         single = Path(tmp) / "single"
         run_experiment(configs[2], single, data=data, progress=False)  # beta = 0.1, one run alone
         stacked = [Path(tmp) / "stacked" / c.name for c in configs]
-        run_stacked(configs, stacked, data, progress=False)
+        train(configs, stacked, data=data, progress=False)
         single_epoch = statistics.median(epoch_seconds(single))
         stacked_epoch = statistics.median(epoch_seconds(stacked[0]))
     runs = len(configs)

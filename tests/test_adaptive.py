@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 
-from gdsoftmax.adaptive import PIDController, gradient_scale
-from gdsoftmax.checkpoint import load_checkpoint
-from gdsoftmax.config import ConfigError, parse_config, resolve_beta
-from gdsoftmax.trainer import run_experiment
+from gdsoftmax.engine.adaptive import PIDController, gradient_scale
+from gdsoftmax.engine.beta import BetaSetting
+from gdsoftmax.engine.checkpoint import load_checkpoint
+from gdsoftmax.engine.config import ConfigError, parse_config
+from gdsoftmax.engine.trainer import run_experiment
 
 
 def test_pid_rule_by_hand():
@@ -39,7 +40,7 @@ def test_state_round_trip():
 
 
 def test_config_form_and_errors():
-    controller = resolve_beta({"kind": "pid", "start": 0.5, "kp": 1.0}, steps_per_epoch=10)
+    controller = BetaSetting({"kind": "pid", "start": 0.5, "kp": 1.0}).schedule(steps_per_epoch=10)
     assert isinstance(controller, PIDController)
     assert controller(0) == 0.5
     with pytest.raises(ConfigError, match=r"unknown key.*gain"):

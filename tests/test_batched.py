@@ -1,4 +1,4 @@
-"""Stacked sweep training (gdsoftmax.batched): the loss, grouping, and equality with separate runs."""
+"""Stacked sweep training (gdsoftmax.engine.stacked): the loss, grouping, and equality with separate runs."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-import gdsoftmax.batched as batched
-from gdsoftmax.batched import is_stateless, plan_stacks, run_stacked, stacked_beta_loss, stacking_key
-from gdsoftmax.checkpoint import load_checkpoint
-from gdsoftmax.config import parse_config
-from gdsoftmax.data import load_dataset
-from gdsoftmax.models import build_model
-from gdsoftmax.sweep import format_summary, run_sweep
-from gdsoftmax.trainer import run_experiment
+import gdsoftmax.engine.stacked as stacking
+from gdsoftmax.engine.checkpoint import load_checkpoint
+from gdsoftmax.engine.config import parse_config
+from gdsoftmax.engine.data import load_dataset
+from gdsoftmax.engine.models import build_model
+from gdsoftmax.engine.rundir import RunDirectory
+from gdsoftmax.engine.stacked import is_stateless, plan_stacks, stacking_key
+from gdsoftmax.engine.sweep import format_summary, run_sweep
+from gdsoftmax.engine.trainer import run_experiment, train
+from gdsoftmax.loss.fused import stacked_beta_loss
 from reference import reference_loss
 
 
@@ -77,7 +79,7 @@ def test_clipping_per_run_equals_clip_grad_norm_on_each_run():
             p.grad = g[m].clone()
         torch.nn.utils.clip_grad_norm_(params, 3.0)
         expected.append([p.grad for p in params])
-    batched._clip_per_run(grads, 3.0)
+    stacking._clip_per_run(grads, 3.0)
     for m in range(3):
         for g, e in zip(grads, expected[m], strict=True):
             torch.testing.assert_close(g[m], e, rtol=1e-6, atol=0)
@@ -161,21 +163,21 @@ def test_matmul_forward_equals_each_models_own_forward(name, options):
         models.append(build_model(name, (1, 8, 8), 10, options.get("penultimate_dim")))
     params, _ = torch.func.stack_module_state(models)
     x = torch.randn(3, 5, 1, 8, 8)
-    forward = batched._matmul_forward(models[0])
+    forward = stacking._matmul_forward(models[0])
     assert forward is not None
     expected = torch.stack([models[m](x[m]) for m in range(3)])
     torch.testing.assert_close(forward(params, x), expected, rtol=1e-6, atol=1e-6)
-    assert batched._matmul_forward(build_model("small_cnn", (3, 32, 32), 10)) is None
+    assert stacking._matmul_forward(build_model("small_cnn", (3, 32, 32), 10)) is None
 
 
 @pytest.mark.parametrize("path", ["matmul", "vmap"])
 def test_stacked_runs_equal_separate_runs(tmp_path, digits, path, monkeypatch):
     # beta = 0.01 at lr 0.05 makes gradient clipping act, which is where rounding could creep in
     if path == "vmap":  # the generic path that models other than the MLPs take
-        monkeypatch.setattr(batched, "_matmul_forward", lambda model: None)
+        monkeypatch.setattr(stacking, "_matmul_forward", lambda model: None)
     configs = [config(name, beta, seed) for name, beta, seed in CELLS]
     separate = [run_experiment(c, tmp_path / "separate" / c.name, data=digits, progress=False) for c in configs]
-    stacked = run_stacked(configs, [tmp_path / "stacked" / c.name for c in configs], digits, progress=False)
+    stacked = train(configs, [tmp_path / "stacked" / c.name for c in configs], data=digits, progress=False)
     for c, a, b in zip(configs, separate, stacked, strict=True):
         assert_same_run(tmp_path / "separate" / c.name, tmp_path / "stacked" / c.name, tolerance=1e-5)
         assert a.keys() == b.keys()
@@ -186,20 +188,20 @@ def test_stacked_runs_equal_separate_runs(tmp_path, digits, path, monkeypatch):
 
 def test_an_interrupted_stacked_run_resumes_exactly_stacked_or_alone(tmp_path, digits, monkeypatch):
     configs = [config(name, beta, seed, epochs=4) for name, beta, seed in CELLS]
-    run_stacked(configs, [tmp_path / "whole" / c.name for c in configs], digits, progress=False)
+    train(configs, [tmp_path / "whole" / c.name for c in configs], data=digits, progress=False)
 
-    real_write, calls = batched.write_epoch, []
+    real_append, calls = RunDirectory.append, []
 
-    def crash_after_epoch_two(run_dir, row, checkpoint):
-        if row["epoch"] == 3 and len(calls) == 7:  # epoch 3 written for one run only, then killed
+    def crash_after_epoch_two(run, row, checkpoint):
+        if row.epoch == 3 and len(calls) == 7:  # epoch 3 written for one run only, then killed
             raise KeyboardInterrupt
-        calls.append(run_dir)
-        real_write(run_dir, row, checkpoint)
+        calls.append(run.path)
+        real_append(run, row, checkpoint)
 
-    monkeypatch.setattr(batched, "write_epoch", crash_after_epoch_two)
+    monkeypatch.setattr(RunDirectory, "append", crash_after_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        run_stacked(configs, [tmp_path / "cut" / c.name for c in configs], digits, progress=False)
-    monkeypatch.setattr(batched, "write_epoch", real_write)
+        train(configs, [tmp_path / "cut" / c.name for c in configs], data=digits, progress=False)
+    monkeypatch.setattr(RunDirectory, "append", real_append)
     assert [r["epoch"] for r in read_rows(tmp_path / "cut" / "small")] == [1, 2, 3]
     assert [r["epoch"] for r in read_rows(tmp_path / "cut" / "warm")] == [1, 2]
     # runs at different epochs do not stack; each resumes alone from its own checkpoint
@@ -207,7 +209,7 @@ def test_an_interrupted_stacked_run_resumes_exactly_stacked_or_alone(tmp_path, d
                        lambda c: (digits.image_shape, digits.num_classes), max_runs=8)
     assert [[c.name for _, c, _ in group] for group in plan] == [["small"], ["warm", "big"]]
     run_experiment(configs[0], tmp_path / "cut" / "small", data=digits, progress=False)
-    run_stacked(configs[1:], [tmp_path / "cut" / c.name for c in configs[1:]], digits, progress=False)
+    train(configs[1:], [tmp_path / "cut" / c.name for c in configs[1:]], data=digits, progress=False)
     for c in configs:
         assert_same_run(tmp_path / "whole" / c.name, tmp_path / "cut" / c.name, tolerance=1e-6)
 

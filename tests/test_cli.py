@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gdsoftmax.cli import main
-from gdsoftmax.sweep import cell_directory, parse_shard
+from gdsoftmax.engine.sweep import cell_directory, parse_shard
 
 SWEEP = """
 name = "cli"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gdsoftmax.config import ConfigError, expand_sweep, load_config, parse_config, parse_override, resolve_beta
-from gdsoftmax.schedules import Constant, Linear
+from gdsoftmax.engine.config import ConfigError, expand_sweep, load_config, parse_config, parse_override
+from gdsoftmax.loss.schedules import Constant, Linear
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
 
@@ -16,7 +16,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     if path.name.startswith("lab_peeled"):  # the layer-peeled lab has a schema of its own
-        from gdsoftmax.labs import load_peeled_config
+        from gdsoftmax.labs.peeled_lab import load_peeled_config
 
         assert load_peeled_config(path).settings
         return
@@ -67,7 +67,7 @@ def test_overrides_are_toml_values(tmp_path):
     assert config.train.epochs == 7
     assert config.data.dataset == "digits"
     assert config.train.lr_milestones == [0.3]
-    assert resolve_beta(config.loss.beta, steps_per_epoch=10) == Linear(0.1, 1.0, 20)
+    assert config.loss.beta.schedule(steps_per_epoch=10) == Linear(0.1, 1.0, 20)
     assert parse_override("loss.beta=0.5") == ("loss.beta", 0.5)
     swept = load_config(path, ["sweep.loss.beta=[0.1, 1.0]", "sweep.seed=[0, 1, 2]"])
     assert swept.sweep == {"loss.beta": [0.1, 1.0], "seed": [0, 1, 2]}
@@ -92,7 +92,7 @@ def test_sweep_cells_are_named_from_their_values():
     assert cells[1][1].seed == 1
     assert cells[1][1].loss.beta == 0.1
     assert cells[1][1].sweep == {}
-    assert resolve_beta(cells[0][1].loss.beta, 10) == Constant(0.1)
+    assert cells[0][1].loss.beta.schedule(10) == Constant(0.1)
 
 
 def test_sweep_variants_set_several_keys_per_cell():
@@ -114,7 +114,7 @@ def test_sweep_variants_set_several_keys_per_cell():
 def test_resolved_config_round_trips(tmp_path):
     import tomli_w
 
-    from gdsoftmax.config import to_dict
+    from gdsoftmax.engine.config import to_dict
 
     config = parse_config({"name": "r", "loss": {"beta": {"kind": "step", "start": 1.0, "gamma": 0.5,
                                                           "milestones": [3]}}, "train": {"epochs": 4}})

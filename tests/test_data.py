@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gdsoftmax.data import DataNotFoundError, augment_batch, load_dataset
+from gdsoftmax.engine.data import DataNotFoundError, augment_batch, load_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 needs_shared = pytest.mark.skipif(not (SHARED / "MNIST").exists(), reason="../shared/datasets not present")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from gdsoftmax import gradient_decay_loss
-from gdsoftmax.fused import fused_gradient_decay_loss
+from gdsoftmax.loss.fused import fused_gradient_decay_loss
 from reference import reference_loss
 
 
@@ -47,7 +47,7 @@ def test_equals_the_composite_and_cross_entropy():
 
 
 def test_chunks_cover_every_row(monkeypatch):
-    import gdsoftmax.fused as fused
+    import gdsoftmax.loss.fused as fused
 
     monkeypatch.setattr(fused, "CHUNK_BYTES", 3 * 7 * 4)  # 3 rows per chunk, 10 rows
     logits, target = torch.randn(10, 7, requires_grad=True), torch.randint(7, (10,))
@@ -91,23 +91,50 @@ def test_all_ignored_and_bad_input():
         fused_gradient_decay_loss(x, torch.full((3,), 9))
 
 
-def test_gradient_decay_loss_dispatches_to_the_kernel_where_it_applies(monkeypatch):
-    import gdsoftmax.functional as functional
-    import gdsoftmax.fused as fused
-
-    monkeypatch.setattr(functional, "_native_applies", lambda *args: False)  # tests/test_native.py
-    calls = []
-    original = fused.fused_target_loss
-    monkeypatch.setattr(fused, "fused_target_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
+def test_auto_picks_the_fused_kernel_where_it_applies_and_the_composite_elsewhere(monkeypatch):
+    monkeypatch.setenv("GDSOFTMAX_NATIVE", "0")  # keep "auto" off the C++ operator (tests/test_native.py)
     logits, target = torch.randn(5, 4), torch.randint(4, (5,))
-    gradient_decay_loss(logits, target, 0.2)
-    gradient_decay_loss(logits, target, 0.2, reduction="sum")
-    assert len(calls) == 2
-    gradient_decay_loss(logits, target, 0.2, reduction="none")  # composite
-    gradient_decay_loss(logits, target, 0.2, label_smoothing=0.1)  # composite
-    gradient_decay_loss(logits.half(), target, 0.2)  # computed in float32 by the composite
-    gradient_decay_loss(torch.randn(2, 4, 3), torch.randint(4, (2, 3)), 0.2)  # spatial: composite
-    assert len(calls) == 2
+    fused_fn = "_FusedTargetLossBackward"
+    x = logits.clone().requires_grad_()
+    assert gradient_decay_loss(x, target, 0.2).grad_fn.name() == fused_fn
+    assert gradient_decay_loss(x, target, 0.2, reduction="sum").grad_fn.name() == fused_fn
+    assert gradient_decay_loss(x, target, 0.2, backend="composite").grad_fn.name() != fused_fn
+    assert "Fused" not in gradient_decay_loss(x, target, 0.2, reduction="none").grad_fn.name()
+    assert "Fused" not in gradient_decay_loss(x, target, 0.2, label_smoothing=0.1).grad_fn.name()
+    assert "Fused" not in gradient_decay_loss(x.half(), target, 0.2).grad_fn.name()  # float32 composite
+    spatial = torch.randn(2, 4, 3, requires_grad=True)
+    assert "Fused" not in gradient_decay_loss(spatial, torch.randint(4, (2, 3)), 0.2).grad_fn.name()
+
+
+@pytest.mark.parametrize(("call", "reason"), [
+    (lambda: gradient_decay_loss(torch.randn(5, 4), torch.randint(4, (5,)), reduction="none", backend="fused"),
+     "reduces inside the kernel"),
+    (lambda: gradient_decay_loss(torch.randn(5, 4), torch.randint(4, (5,)), label_smoothing=0.1, backend="fused"),
+     "no label smoothing"),
+    (lambda: gradient_decay_loss(torch.randn(5, 4).half(), torch.randint(4, (5,)), backend="fused"),
+     "float32 or float64"),
+    (lambda: gradient_decay_loss(torch.randn(5, 4, 2), torch.randint(4, (5, 2)), backend="fused"),
+     "class-index targets"),
+    (lambda: gradient_decay_loss(torch.randn(5, 4), torch.softmax(torch.randn(5, 4), 1), backend="fused"),
+     "class-index targets"),
+    (lambda: gradient_decay_loss(torch.randn(5, 4), torch.randint(4, (5,)), backend="cuda"), "must be one of"),
+])
+def test_a_named_backend_that_cannot_compute_the_call_says_why(call, reason):
+    with pytest.raises(ValueError, match=reason):
+        call()
+
+
+def test_module_and_supported_backends_name_the_same_kernels():
+    from gdsoftmax import GradientDecayLoss, supported_backends
+
+    logits, target = torch.randn(5, 4), torch.randint(4, (5,))
+    assert supported_backends(logits, target)[-2:] == ("fused", "composite")
+    assert supported_backends(logits, target, reduction="none") == ("composite",)
+    criterion = GradientDecayLoss(0.3, backend="composite")
+    torch.testing.assert_close(criterion(logits, target), gradient_decay_loss(logits, target, 0.3, backend="fused"))
+    assert "backend='composite'" in repr(criterion)
+    with pytest.raises(ValueError, match="must be one of"):
+        GradientDecayLoss(backend="triton")
 
 
 def test_vmap_and_functional_grad_still_work():
@@ -128,7 +155,7 @@ def test_vmap_and_functional_grad_still_work():
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("beta", [0.01, 1.0, 20.0])
 def test_fused_linear_matches_matmul_then_loss(chunk_rows, with_bias, reduction, beta):
-    from gdsoftmax.fused import fused_linear_gradient_decay_loss
+    from gdsoftmax.loss.fused import fused_linear_gradient_decay_loss
 
     g = torch.Generator().manual_seed(3)
     hidden = torch.randn(23, 5, generator=g, dtype=torch.float64)
@@ -150,7 +177,7 @@ def test_fused_linear_matches_matmul_then_loss(chunk_rows, with_bias, reduction,
 
 
 def test_fused_linear_edge_cases():
-    from gdsoftmax.fused import fused_linear_gradient_decay_loss
+    from gdsoftmax.loss.fused import fused_linear_gradient_decay_loss
 
     h, w = torch.randn(4, 3, requires_grad=True), torch.randn(5, 3, requires_grad=True)
     loss = fused_linear_gradient_decay_loss(h, w, torch.full((4,), -100))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gdsoftmax.heads import HEADS, ArcFaceHead, CenterLossHead, CosFaceHead, LSoftmaxHead, SphereFaceHead, psi
+from gdsoftmax.baselines.heads import HEADS, ArcFaceHead, CenterLossHead, CosFaceHead, LSoftmaxHead, SphereFaceHead, psi
 
 
 def setup(head_cls, seed=0, **options):
@@ -79,7 +79,7 @@ def test_angular_margin_reference(head_cls, step):
 
 
 def test_functional_forms_match_the_heads():
-    from gdsoftmax.heads import angular_margin_loss, arcface_loss, center_loss, cosface_loss
+    from gdsoftmax.baselines.heads import angular_margin_loss, arcface_loss, center_loss, cosface_loss
 
     head, x, y = setup(CosFaceHead, s=8.0, m=0.2)
     torch.testing.assert_close(cosface_loss(x, head.weight, y, 8.0, 0.2), head.loss(x, y))

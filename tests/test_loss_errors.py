@@ -8,10 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gdsoftmax import GradientDecayLoss, gradient_decay_loss
+from gdsoftmax import GradientDecayLoss
 
-# every test here runs on each implementation: C++ operator, fused kernel, composite (conftest.py)
-pytestmark = pytest.mark.usefixtures("kernel")
+# every test calling loss_fn runs on each kernel: C++ operator, fused kernel, composite (conftest.py)
 
 X = torch.randn(3, 5)
 T = torch.tensor([0, 1, 4])
@@ -62,30 +61,30 @@ def raised(fn):
 
 @pytest.mark.parametrize(("name", "x", "t", "kwargs"), CROSS_ENTROPY_ERRORS, ids=[c[0] for c in CROSS_ENTROPY_ERRORS])
 @pytest.mark.parametrize("beta", [1.0, 0.1])
-def test_same_exception_type_as_cross_entropy(name, x, t, kwargs, beta):
+def test_same_exception_type_as_cross_entropy(loss_fn, name, x, t, kwargs, beta):
     expected = raised(lambda: F.cross_entropy(x, t, **kwargs))
     assert expected is not None, f"F.cross_entropy accepts {name}; the case is mis-specified"
-    ours = raised(lambda: gradient_decay_loss(x, t, beta, **kwargs))
+    ours = raised(lambda: loss_fn(x, t, beta, **kwargs))
     assert type(ours) is type(expected), f"{name}: F.cross_entropy raised {expected!r}, we raised {ours!r}"
     assert len(str(ours)) > 20  # a sentence, not a code
 
 
-def test_out_of_bounds_message_names_target_and_range():
+def test_out_of_bounds_message_names_target_and_range(loss_fn):
     with pytest.raises(IndexError, match=r"Target 5 is out of bounds.*\[0, 5\)"):
-        gradient_decay_loss(X, torch.tensor([0, 5, 1]))
+        loss_fn(X, torch.tensor([0, 5, 1]))
 
 
-def test_ignore_index_outside_class_range_is_allowed():
+def test_ignore_index_outside_class_range_is_allowed(loss_fn):
     target = torch.tensor([0, 7, 1])
     expected = F.cross_entropy(X, target, ignore_index=7)
-    torch.testing.assert_close(gradient_decay_loss(X, target, ignore_index=7), expected)
+    torch.testing.assert_close(loss_fn(X, target, ignore_index=7), expected)
 
 
 @pytest.mark.parametrize("name", ["beta", "tau"])
 @pytest.mark.parametrize("value", [0.0, -1.0, math.nan, math.inf, -math.inf])
-def test_non_positive_or_non_finite_beta_tau_raise_value_error_naming_value(name, value):
+def test_non_positive_or_non_finite_beta_tau_raise_value_error_naming_value(loss_fn, name, value):
     with pytest.raises(ValueError, match=rf"{name} must be a finite number > 0, got {value!r}".replace("(", r"\(")):
-        gradient_decay_loss(X, T, **{name: value})
+        loss_fn(X, T, **{name: value})
     with pytest.raises(ValueError, match=name):
         GradientDecayLoss(**{name: value})
 
@@ -98,26 +97,26 @@ def test_module_rejects_bad_beta_on_assignment_and_keeps_old_value():
 
 
 @pytest.mark.parametrize("value", [-0.1, math.nan])
-def test_negative_or_nan_label_smoothing_rejected(value):
+def test_negative_or_nan_label_smoothing_rejected(loss_fn, value):
     # F.cross_entropy silently accepts these; we do not.
     with pytest.raises(ValueError, match="label_smoothing"):
-        gradient_decay_loss(X, T, label_smoothing=value)
+        loss_fn(X, T, label_smoothing=value)
 
 
 @pytest.mark.parametrize("beta", ["0.5", None, True, torch.ones(2)])
-def test_beta_of_wrong_type(beta):
+def test_beta_of_wrong_type(loss_fn, beta):
     with pytest.raises((TypeError, ValueError), match="beta"):
-        gradient_decay_loss(X, T, beta)
+        loss_fn(X, T, beta)
 
 
-def test_beta_may_be_a_scalar_tensor():
-    torch.testing.assert_close(gradient_decay_loss(X, T, torch.tensor(0.3)), gradient_decay_loss(X, T, 0.3))
+def test_beta_may_be_a_scalar_tensor(loss_fn):
+    torch.testing.assert_close(loss_fn(X, T, torch.tensor(0.3)), loss_fn(X, T, 0.3))
 
 
-def test_bad_input_changes_nothing():
+def test_bad_input_changes_nothing(loss_fn):
     x = X.clone().requires_grad_(True)
     with pytest.raises(IndexError):
-        gradient_decay_loss(x, torch.tensor([0, 9, 1]), 0.5)
+        loss_fn(x, torch.tensor([0, 9, 1]), 0.5)
     assert x.grad is None
     assert torch.equal(x.detach(), X)
 
@@ -128,11 +127,11 @@ def test_bad_input_changes_nothing():
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("beta", [0.01, 1.0, 20.0])
-def test_all_targets_ignored(reduction, label_smoothing, beta):
+def test_all_targets_ignored(loss_fn, reduction, label_smoothing, beta):
     x1 = torch.randn(3, 5, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_(True)
     target = torch.full((3,), -100)
-    ours = gradient_decay_loss(x1, target, beta, reduction=reduction, label_smoothing=label_smoothing)
+    ours = loss_fn(x1, target, beta, reduction=reduction, label_smoothing=label_smoothing)
     theirs = F.cross_entropy(x2, target, reduction=reduction, label_smoothing=label_smoothing)
     torch.testing.assert_close(ours, theirs, equal_nan=True)
     if reduction == "mean":
@@ -143,10 +142,10 @@ def test_all_targets_ignored(reduction, label_smoothing, beta):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("probabilities", [False, True])
-def test_empty_batch(reduction, probabilities):
+def test_empty_batch(loss_fn, reduction, probabilities):
     x = torch.randn(0, 5, requires_grad=True)
     target = torch.zeros(0, 5) if probabilities else torch.zeros(0, dtype=torch.long)
-    ours = gradient_decay_loss(x, target, 0.1, reduction=reduction)
+    ours = loss_fn(x, target, 0.1, reduction=reduction)
     theirs = F.cross_entropy(x.detach(), target, reduction=reduction)
     assert ours.shape == theirs.shape
     torch.testing.assert_close(ours.detach(), theirs, equal_nan=True)
@@ -156,18 +155,18 @@ def test_empty_batch(reduction, probabilities):
 
 @pytest.mark.parametrize("beta", [1e-6, 0.3, 1.0, 7.0])
 @pytest.mark.parametrize("probabilities", [False, True])
-def test_single_class_gives_log_beta(beta, probabilities):
+def test_single_class_gives_log_beta(loss_fn, beta, probabilities):
     x = torch.randn(4, 1, dtype=torch.float64, requires_grad=True)
     target = torch.ones(4, 1, dtype=torch.float64) if probabilities else torch.zeros(4, dtype=torch.long)
-    loss = gradient_decay_loss(x, target, beta, reduction="none")
+    loss = loss_fn(x, target, beta, reduction="none")
     torch.testing.assert_close(loss, torch.full((4,), math.log(beta), dtype=torch.float64))
     loss.sum().backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
 
 
-def test_unbatched_target_of_size_one_is_accepted_like_cross_entropy():
+def test_unbatched_target_of_size_one_is_accepted_like_cross_entropy(loss_fn):
     x = torch.randn(5)
     for target in (torch.tensor(2), torch.tensor([2])):
-        ours = gradient_decay_loss(x, target, reduction="none")
+        ours = loss_fn(x, target, reduction="none")
         torch.testing.assert_close(ours, F.cross_entropy(x, target, reduction="none"))
         assert ours.shape == ()

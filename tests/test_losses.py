@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gdsoftmax.losses import (
+from gdsoftmax.baselines.logit_losses import (
     FLSD53Loss,
     FocalLoss,
     LabelSmoothingLoss,

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from gdsoftmax.calibration import compare_post_hoc, fit_temperature, fit_vector_scaling
-from gdsoftmax.metrics import CalibrationAccumulator, calibration_metrics
+from gdsoftmax.analysis.calibration import compare_post_hoc, fit_temperature, fit_vector_scaling
+from gdsoftmax.analysis.metrics import CalibrationAccumulator, calibration_metrics
 
 
 def random_predictions(n=2000, k=10, scale=3.0, seed=0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gdsoftmax.models import MODELS, build_model
+from gdsoftmax.engine.models import MODELS, build_model
 
 # (name, input shape, expected parameter count in millions for 10 classes, 32x32x3 unless noted)
 EXPECTED_MILLIONS = {"resnet18": 11.17, "resnet34": 21.28, "resnet50": 23.52, "vgg16": 14.73, "mobilenet_v1": 3.22}

@@ -47,4 +47,5 @@ def test_import_stays_light():
     code = "import sys, gdsoftmax; print('matplotlib' in sys.modules, 'sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
-    assert gdsoftmax.__all__ == ["GradientDecayLoss", "gradient_decay_loss", "schedules", "theory"]
+    assert gdsoftmax.__all__ == ["BACKENDS", "GradientDecayLoss", "gradient_decay_loss", "schedules",
+                                 "supported_backends", "theory"]

@@ -1,7 +1,7 @@
 """The optional C++ operator: when gradient_decay_loss uses it, and what happens without it.
 
 Its values, gradients, double backward and errors are tested with every other implementation
-by the loss tests (the ``kernel`` fixture in conftest.py runs each of them on it)."""
+by the loss tests (the ``loss_fn`` fixture in conftest.py runs each of them on it)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import os
 import pytest
 import torch
 
-from gdsoftmax import functional, gradient_decay_loss, native
 from gdsoftmax.cli import main
+from gdsoftmax.loss import functional, gradient_decay_loss, native
 
 
 class CountingModule:
@@ -23,9 +23,11 @@ class CountingModule:
         return self.module.beta_loss(*args)
 
 
-def test_small_cpu_batches_use_the_operator_and_large_ones_the_fused_kernel(native_built, monkeypatch):
+def test_auto_uses_the_operator_for_small_cpu_batches_and_the_fused_kernel_for_large_ones(native_built,
+                                                                                          monkeypatch):
     if not native_built:
         pytest.skip("the C++ operator cannot be built here")
+    monkeypatch.delenv("GDSOFTMAX_NATIVE", raising=False)
     counting = CountingModule(native.load())
     monkeypatch.setattr(native, "load", lambda: counting)
     small, target = torch.randn(100, 10, requires_grad=True), torch.randint(10, (100,))
@@ -38,12 +40,18 @@ def test_small_cpu_batches_use_the_operator_and_large_ones_the_fused_kernel(nati
     gradient_decay_loss(small, target, 0.1, label_smoothing=0.1)  # composite
     gradient_decay_loss(small.half(), target, 0.1)  # computed in float32 by the composite
     assert counting.calls == 2
+    gradient_decay_loss(torch.randn(rows, 10), torch.randint(10, (rows,)), 0.1, backend="native")  # asked for
+    assert counting.calls == 3
+    monkeypatch.setenv("GDSOFTMAX_NATIVE", "0")
+    gradient_decay_loss(small, target, 0.1)  # auto stays off it
+    gradient_decay_loss(small, target, 0.1, backend="native")  # a named backend is honoured
+    assert counting.calls == 4
 
 
 def test_the_operator_agrees_with_the_fused_kernel_on_an_mnist_sized_batch(native_built):
     if not native_built:
         pytest.skip("the C++ operator cannot be built here")
-    from gdsoftmax.fused import fused_gradient_decay_loss
+    from gdsoftmax.loss.fused import fused_gradient_decay_loss
 
     logits, target = 5 * torch.randn(100, 10), torch.randint(10, (100,))
     a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
@@ -60,10 +68,25 @@ def fresh_native(monkeypatch):
     return native
 
 
-def test_gdsoftmax_native_0_turns_it_off(fresh_native, monkeypatch):
-    monkeypatch.setenv("GDSOFTMAX_NATIVE", "0")
-    assert fresh_native.load() is None
-    assert not fresh_native.available()
+def test_loading_never_compiles_and_ignores_a_build_of_another_source(fresh_native, monkeypatch, native_built):
+    import torch.utils.cpp_extension as cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("load() must not start a compiler")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    assert fresh_native.available() == native_built  # a current build loads without compiling
+    monkeypatch.setattr(fresh_native, "_module", None)
+    monkeypatch.setattr(fresh_native, "_tried", False)
+    monkeypatch.setattr(fresh_native, "_source_stamp", lambda: "another source")
+    assert fresh_native.load() is None  # a stale build is not loaded (only build() rebuilds it)
+
+
+def test_native_backend_without_a_build_says_how_to_build_it(fresh_native, monkeypatch):
+    monkeypatch.setattr(fresh_native, "_tried", True)  # as if nothing were built
+    with pytest.raises(ValueError, match="gdsoftmax build-native"):
+        gradient_decay_loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), 0.5, backend="native")
+    assert gradient_decay_loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), 0.5).isfinite()  # auto still works
 
 
 def test_without_a_compiler_the_python_kernels_serve(fresh_native, monkeypatch, capsys):
@@ -73,8 +96,7 @@ def test_without_a_compiler_the_python_kernels_serve(fresh_native, monkeypatch, 
         raise RuntimeError("Ninja is required to load C++ extensions")
 
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
-    monkeypatch.setenv("GDSOFTMAX_NATIVE", "1")
-    assert fresh_native.load() is None
+    monkeypatch.setattr(fresh_native, "_tried", True)  # as if nothing were built
     loss = gradient_decay_loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), 0.5)  # still works
     assert torch.isfinite(loss)
     assert main(["build-native"]) == 2

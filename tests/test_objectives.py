@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from gdsoftmax.config import parse_config
-from gdsoftmax.heads import HEADS
-from gdsoftmax.objectives import OBJECTIVES, build_objective
-from gdsoftmax.trainer import run_experiment
+from gdsoftmax.baselines.heads import HEADS
+from gdsoftmax.engine.config import parse_config
+from gdsoftmax.engine.objectives import OBJECTIVES, build_objective
+from gdsoftmax.engine.trainer import run_experiment
 
 
 @pytest.mark.parametrize("name", OBJECTIVES)
@@ -28,7 +28,7 @@ def test_objective_trains_in_the_engine(name, tmp_path):
 
 
 def test_heads_replace_the_classifier_and_keep_plain_logits():
-    from gdsoftmax.models import build_model
+    from gdsoftmax.engine.models import build_model
 
     for name in HEADS:
         model = build_model("fcnn", (1, 8, 8), 10)

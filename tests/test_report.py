@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from gdsoftmax.analysis.stats import mean_std, paired_comparison, verdict
 from gdsoftmax.cli import main
-from gdsoftmax.report import build_report
-from gdsoftmax.stats import mean_std, paired_comparison, verdict
+from gdsoftmax.engine.report import build_report
 
 SWEEP = """
 name = "rep"

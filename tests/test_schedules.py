@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from gdsoftmax.schedules import Constant, Cosine, Exponential, Linear, Step, schedule_from_config
+from gdsoftmax.loss.schedules import Constant, Cosine, Exponential, Linear, Step, schedule_from_config
 
 SCHEDULES = [
     Constant(0.5),

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gdsoftmax.collapse import collapse_metrics, simplex_etf
-from gdsoftmax.functional import gradient_decay_loss
-from gdsoftmax.margins import homogeneous_order, margin_statistics
-from gdsoftmax.models import build_model
-from gdsoftmax.peeled import PeeledRun, asm_loss, logit_gradient, simulate
+from gdsoftmax.analysis.collapse import collapse_metrics, simplex_etf
+from gdsoftmax.analysis.margins import homogeneous_order, margin_statistics
+from gdsoftmax.engine.models import build_model
+from gdsoftmax.labs.peeled import PeeledRun, asm_loss, logit_gradient, simulate
+from gdsoftmax.loss.functional import gradient_decay_loss
 
 
 @pytest.mark.parametrize(("k", "d"), [(3, 3), (4, 8), (10, 12)])

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from gdsoftmax.checkpoint import load_checkpoint
-from gdsoftmax.config import load_config, parse_config
-from gdsoftmax.trainer import learning_rate, run_experiment
+from gdsoftmax.engine.checkpoint import load_checkpoint
+from gdsoftmax.engine.config import load_config, parse_config
+from gdsoftmax.engine.trainer import learning_rate, run_experiment
 
 TINY = """
 name = "tiny"

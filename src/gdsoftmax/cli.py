@@ -1,4 +1,9 @@
-"""The ``gdsoftmax`` command line."""
+"""The ``gdsoftmax`` command line.
+
+Each command imports its layer when it runs (the engine, labs and reports need
+``gdsoftmax[experiments]``), so ``gdsoftmax --help``, ``theory`` and ``build-native`` work with
+the loss alone installed.
+"""
 
 from __future__ import annotations
 
@@ -87,47 +92,58 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "build-native":
-        from gdsoftmax.native import main as build_native
+        from gdsoftmax.loss.native import main as build_native
 
         return build_native()
     if args.command == "theory":
-        from gdsoftmax.demo import main as theory_table
+        from gdsoftmax.labs.theory_table import main as theory_table
 
         return theory_table()
     if args.command == "report":
-        from gdsoftmax.report import build_report
-
-        try:
-            path = build_report(args.sweep_dir, args.out, n_bins=args.bins,
-                                command="gdsoftmax " + " ".join(sys.argv[1:] if argv is None else argv))
-        except (FileNotFoundError, ValueError) as error:
-            print(f"gdsoftmax report: error: {error}", file=sys.stderr)
-            return 2
-        print(f"wrote {path}")
-        return 0
+        return _report(args, "gdsoftmax " + " ".join(sys.argv[1:] if argv is None else argv))
     if args.command == "lab":
-        from gdsoftmax.config import ConfigError
-        from gdsoftmax.labs import load_peeled_config, run_margin_lab, run_peeled_lab
+        return _lab(args)
+    if args.command in ("train", "sweep"):
+        return _train_or_sweep(args)
+    parser.print_help()
+    return 2
 
-        try:
-            if args.which == "peeled":
-                path = run_peeled_lab(load_peeled_config(args.config), args.out)
-            else:
-                extra = [f"data.data_dir={args.data_dir!r}"] if args.data_dir else []
-                path = run_margin_lab(args.config, args.out, extra, progress=not args.no_progress)
-        except (ConfigError, ValueError, FileNotFoundError) as error:
-            print(f"gdsoftmax lab: error: {error}", file=sys.stderr)
-            return 2
-        print(f"wrote {path}")
-        return 0
-    if args.command not in ("train", "sweep"):
-        parser.print_help()
+
+def _report(args, command: str) -> int:
+    from gdsoftmax.engine.report import build_report
+
+    try:
+        path = build_report(args.sweep_dir, args.out, n_bins=args.bins, command=command)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"gdsoftmax report: error: {error}", file=sys.stderr)
         return 2
+    print(f"wrote {path}")
+    return 0
 
-    from gdsoftmax.config import ConfigError, load_config
-    from gdsoftmax.data import DataNotFoundError
-    from gdsoftmax.sweep import format_summary, parse_shard, run_sweep
-    from gdsoftmax.trainer import run_experiment
+
+def _lab(args) -> int:
+    from gdsoftmax.engine.config import ConfigError
+    from gdsoftmax.labs.margin_lab import run_margin_lab
+    from gdsoftmax.labs.peeled_lab import load_peeled_config, run_peeled_lab
+
+    try:
+        if args.which == "peeled":
+            path = run_peeled_lab(load_peeled_config(args.config), args.out)
+        else:
+            extra = [f"data.data_dir={args.data_dir!r}"] if args.data_dir else []
+            path = run_margin_lab(args.config, args.out, extra, progress=not args.no_progress)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        print(f"gdsoftmax lab: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+def _train_or_sweep(args) -> int:
+    from gdsoftmax.engine.config import ConfigError, load_config
+    from gdsoftmax.engine.data import DataNotFoundError
+    from gdsoftmax.engine.sweep import format_summary, parse_shard, run_sweep
+    from gdsoftmax.engine.trainer import run_experiment
 
     overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir!r}"] if args.data_dir else [])
     try:

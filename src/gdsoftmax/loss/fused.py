@@ -8,9 +8,10 @@ the buffer, so the usual ``loss.backward()`` hands the buffer over without anoth
 ``inplace=True`` writes the gradient into the logits themselves (as Liger-Kernel and
 flash-attention's cross-entropy do): the input is overwritten and double backward is refused.
 
-:func:`gdsoftmax.gradient_decay_loss` runs this kernel for (N, C) float32/float64 logits with
+``gradient_decay_loss(..., backend="fused")`` runs this kernel for (N, C) float32/float64 logits with
 class-index targets, "mean" or "sum" and no label smoothing, outside torch.func transforms (the
-custom Function has no vmap rule); every other case uses the composite of PyTorch ops.
+custom Function has no vmap rule); ``backend="auto"`` picks it there unless the native operator
+serves the call.
 
 >>> import torch
 >>> z = torch.randn(6, 5, requires_grad=True)
@@ -24,10 +25,11 @@ from __future__ import annotations
 
 import torch
 
-from gdsoftmax import _validation as v
-from gdsoftmax.functional import target_class_loss
+from gdsoftmax.loss import validation as v
+from gdsoftmax.loss.composite import target_class_loss
 
-__all__ = ["fused_gradient_decay_loss", "fused_linear_gradient_decay_loss", "fused_target_loss"]
+__all__ = ["fused_gradient_decay_loss", "fused_linear_gradient_decay_loss", "fused_target_loss",
+           "stacked_beta_loss"]
 
 CHUNK_BYTES = 8 << 20  # rows per chunk so that a chunk of float32 logits is about 8 MB
 
@@ -193,3 +195,43 @@ def fused_linear_gradient_decay_loss(hidden, weight, target, beta: float = 1.0, 
     rows = chunk_rows or max(1, (64 << 20) // (weight.shape[0] * hidden.element_size()))
     return _FusedLinearLoss.apply(hidden.contiguous(), weight.contiguous(), bias, index.masked_fill(ignored, 0),
                                   row_weight, beta, tau, scale, rows)
+
+
+class _StackedBetaLoss(torch.autograd.Function):
+    """Per-run mean beta-losses of stacked logits; the gradient is written in the forward pass."""
+
+    @staticmethod
+    def forward(ctx, logits, target, beta, tau):
+        m, b, k = logits.shape
+        flat = logits.reshape(m * b, k)  # (M*B, K)
+        grad = torch.empty_like(flat)
+        beta_rows = beta.to(logits.dtype).repeat_interleave(b).unsqueeze(1)  # (M*B, 1)
+        rows = _chunk_loss(flat, grad, target.reshape(m * b, 1), 1.0 / b, beta_rows, tau, 1.0)
+        ctx.save_for_backward(grad)
+        return rows.view(m, b).sum(1)  # (M,)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if torch.is_grad_enabled():
+            raise RuntimeError("stacked_beta_loss has no double backward")
+        (grad,) = ctx.saved_tensors
+        m = grad_output.shape[0]
+        return grad.view(m, -1, grad.shape[1]) * grad_output.view(m, 1, 1), None, None, None
+
+
+def stacked_beta_loss(logits: torch.Tensor, target: torch.Tensor, beta: torch.Tensor, tau: float = 1.0):
+    """Mean beta-loss of each of M runs: logits (M, B, K), target (M, B), beta (M,) -> (M,).
+
+    The kernel of stacked training (M models trained as one): one chunked pass with a beta per
+    run, the gradient written during the forward pass.
+
+    >>> from gdsoftmax.loss import gradient_decay_loss
+    >>> z, t = torch.randn(2, 5, 3), torch.randint(3, (2, 5))
+    >>> losses = stacked_beta_loss(z, t, torch.tensor([0.1, 4.0]))
+    >>> torch.allclose(losses[1], gradient_decay_loss(z[1], t[1], 4.0))
+    True
+    """
+    if logits.dim() != 3 or target.shape != logits.shape[:2] or beta.shape != logits.shape[:1]:
+        raise ValueError(f"need logits (M, B, K), target (M, B) and beta (M,); got {tuple(logits.shape)}, "
+                         f"{tuple(target.shape)} and {tuple(beta.shape)}")
+    return _StackedBetaLoss.apply(logits.contiguous(), target.long(), beta, float(tau))

@@ -1,19 +1,22 @@
 """An optional compiled C++ operator for the beta-loss of small CPU batches.
 
-For (N, C) CPU logits the Python-level fused kernel (:mod:`gdsoftmax.fused`) costs about 20
+For (N, C) CPU logits the Python-level fused kernel (:mod:`gdsoftmax.loss.fused`) costs about 20
 operator dispatches; at 100 x 10 that is 3.5x ``F.cross_entropy``, which is one C++ call. This
 module compiles ``csrc/beta_loss.cpp`` (the same formulas, one operator with a C++ autograd node)
 with ``torch.utils.cpp_extension`` the first time it is asked to, which needs a C++ compiler and
 ninja (``pip install ninja``) and takes about 30 seconds; the build is cached by PyTorch
 (``~/.cache/torch_extensions``), so later processes load it in a fraction of a second.
 
-:func:`gdsoftmax.gradient_decay_loss` uses the operator for small CPU batches once it is built:
-``gdsoftmax build-native`` builds it (or set ``GDSOFTMAX_NATIVE=1`` to build on first use).
-``GDSOFTMAX_NATIVE=0`` turns it off. Without it everything works, on the Python kernels.
+``gdsoftmax build-native`` builds it. Once it is built, ``gradient_decay_loss(..., backend="native")``
+runs it, and ``backend="auto"`` picks it for small CPU batches (``GDSOFTMAX_NATIVE=0`` keeps "auto"
+off it). Loading never compiles: a build made from another source or torch is ignored until
+``build`` runs again. Without it everything works, on the Python kernels.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -21,9 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["available", "build", "load"]
+__all__ = ["available", "build", "enabled", "load"]
 
 NAME = "gdsoftmax_native"
+STAMP = "gdsoftmax_source.sha256"
 SOURCE = Path(__file__).parent / "csrc" / "beta_loss.cpp"
 _module = None
 _tried = False
@@ -69,41 +73,61 @@ def _compiler_flags() -> list[str]:
     return flags
 
 
+def _source_stamp() -> str:
+    """What a build was made from: the source, the flags and torch's version. A build whose stamp
+    differs is not loaded (it would need a rebuild, and only ``build`` compiles)."""
+    import torch
+
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest.update(" ".join(_compiler_flags()).encode() + torch.__version__.encode())
+    return digest.hexdigest()
+
+
 def build(verbose: bool = False):
     """Compile (or load the cached build of) the operator; raises if it cannot be built."""
     global _module, _tried
     _put_ninja_on_path()
     _module = _cpp_extension().load(NAME, [str(SOURCE)], extra_cflags=_compiler_flags(), verbose=verbose)
     _tried = True
+    (_build_directory() / STAMP).write_text(_source_stamp())
     return _module
 
 
 def load():
-    """The compiled module if it is built (or GDSOFTMAX_NATIVE=1 asks to build it), else None."""
+    """The compiled module if ``build`` made it from the current source, else None; never compiles."""
     global _module, _tried
     if _module is not None or _tried:
         return _module
     _tried = True
-    setting = os.environ.get("GDSOFTMAX_NATIVE", "auto")
-    if setting == "0":
-        return None
     try:
-        built = any(_build_directory().glob(f"{NAME}*.so"))
-        if setting == "1" or built:
-            return build()
-    except Exception:  # no compiler, no ninja, a broken cache: the Python kernels serve
+        directory = _build_directory()
+        library = directory / f"{NAME}.so"
+        stamp = directory / STAMP
+        if library.exists() and stamp.exists() and stamp.read_text() == _source_stamp():
+            import torch  # noqa: F401 - the extension links against libtorch, loaded by this import
+
+            spec = importlib.util.spec_from_file_location(NAME, library)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _module = module
+    except Exception:  # a broken cache: the Python kernels serve
         _module = None
     return _module
 
 
 def available() -> bool:
-    """Whether gradient_decay_loss can use the operator in this process.
+    """Whether the operator is built and loads in this process (``backend="native"`` needs it).
 
-    >>> from gdsoftmax import native
+    >>> from gdsoftmax.loss import native
     >>> native.available() in (True, False)
     True
     """
     return load() is not None
+
+
+def enabled() -> bool:
+    """Whether ``backend="auto"`` may use the operator: built, and GDSOFTMAX_NATIVE is not 0."""
+    return os.environ.get("GDSOFTMAX_NATIVE", "auto") != "0" and available()
 
 
 def main() -> int:

@@ -1,8 +1,8 @@
 """What beta does, in numbers: loss and gradient magnitude at a few confidences.
 
 The loss values and gradients are computed by autograd through
-:func:`gdsoftmax.gradient_decay_loss` on 10-class logits in the paper's Fig. 7 setting
-(all other logits equal), and checked against the closed forms in :mod:`gdsoftmax.theory`.
+:func:`gdsoftmax.loss.gradient_decay_loss` on 10-class logits in the paper's Fig. 7 setting
+(all other logits equal), and checked against the closed forms in :mod:`gdsoftmax.loss.theory`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import math
 
 import torch
 
-from gdsoftmax import theory
-from gdsoftmax.functional import gradient_decay_loss
+from gdsoftmax.loss import gradient_decay_loss, theory
 
 BETAS = (0.001, 0.01, 0.1, 1.0, 5.0, 50.0)
 CONFIDENCES = (0.1, 0.5, 0.9, 0.99)

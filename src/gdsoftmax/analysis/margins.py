@@ -9,8 +9,8 @@ bias-free ReLU network with L linear layers is. With q_i = z_{y_i} - max_{j != y
   cross-entropy; it lower-bounds gamma and increases along gradient flow once the data are
   separated (the paper's result for the cross-entropy loss, as we read it).
 
->>> model = homogeneous_mlp((1, 8, 8), 10, hidden=(32,))
->>> x, y = torch.randn(16, 1, 8, 8), torch.randint(10, (16,))
+>>> model = nn.Sequential(nn.Linear(64, 32, bias=False), nn.ReLU(), nn.Linear(32, 10, bias=False))
+>>> x, y = torch.randn(16, 64), torch.randint(10, (16,))
 >>> m = margin_statistics(model, x, y)
 >>> sorted(m)
 ['min_margin', 'normalized_margin', 'order', 'parameter_norm', 'smoothed_margin']
@@ -24,9 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gdsoftmax.models import homogeneous_mlp
-
-__all__ = ["homogeneous_mlp", "homogeneous_order", "margin_statistics"]  # homogeneous_mlp: re-exported
+__all__ = ["homogeneous_order", "margin_statistics"]
 
 
 def homogeneous_order(model: nn.Module) -> int:

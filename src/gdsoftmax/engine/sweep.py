@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from gdsoftmax.batched import plan_stacks, run_stacked
-from gdsoftmax.config import ExperimentConfig, expand_sweep
-from gdsoftmax.data import load_dataset
-from gdsoftmax.trainer import run_experiment
+from gdsoftmax.engine.config import ExperimentConfig, expand_sweep
+from gdsoftmax.engine.data import load_dataset
+from gdsoftmax.engine.rundir import RunDirectory
+from gdsoftmax.engine.stacked import plan_stacks
+from gdsoftmax.engine.trainer import train
 
 __all__ = ["format_summary", "parse_shard", "run_sweep", "sweep_root"]
 
@@ -44,7 +44,7 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     """Run (or resume) this shard's cells; finished cells are read back, not rerun.
 
     Cells that differ only in beta and seed train together as one stacked model, up to
-    ``max_stack`` at a time (:mod:`gdsoftmax.batched`; 1 turns this off); the others one by one.
+    ``max_stack`` at a time (:mod:`gdsoftmax.engine.stacked`; 1 turns this off); the others one by one.
     """
     root = sweep_root(out_dir, config)
     cells = expand_sweep(config)[shard[0] :: shard[1]]
@@ -61,22 +61,19 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     finished, pending = {}, []
     for name, cell in cells:
         run_dir = cell_directory(root, name)
-        if (run_dir / "result.json").exists():
-            finished[name] = json.loads((run_dir / "result.json").read_text())
+        if RunDirectory(run_dir).is_finished:
+            finished[name] = RunDirectory(run_dir).result()
         else:
             cell.name = name
             pending.append((name, cell, run_dir))
     groups = plan_stacks(pending, lambda c: (data_for(c).image_shape, data_for(c).num_classes), max_stack)
     bar = tqdm(total=len(pending), desc="sweep", disable=not progress, unit="run")
     for group in groups:
-        data = data_for(group[0][1])
-        if len(group) == 1:
-            name, cell, run_dir = group[0]
-            finished[name] = run_experiment(cell, run_dir, data=data, progress=progress)
-        else:
+        if len(group) > 1:
             log(f"training {len(group)} runs as one stacked model: {', '.join(name for name, _, _ in group)}")
-            summaries = run_stacked([c for _, c, _ in group], [d for _, _, d in group], data, progress=progress)
-            finished.update({name: s for (name, _, _), s in zip(group, summaries, strict=True)})
+        summaries = train([c for _, c, _ in group], [d for _, _, d in group], data=data_for(group[0][1]),
+                          progress=progress)
+        finished.update({name: s for (name, _, _), s in zip(group, summaries, strict=True)})
         bar.update(len(group))
     bar.close()
     return [{"cell": name, **finished[name]} for name, _ in cells]

@@ -14,7 +14,7 @@ With tau = 1 and p_c the true-class softmax probability:
 
 Derivatives with respect to z_c scale as 1/tau^k for the k-th derivative.
 
->>> from gdsoftmax import theory
+>>> from gdsoftmax.loss import theory
 >>> theory.inflection_point(1.0)
 0.5
 >>> theory.gradient_magnitude(0.5, 1.0)
@@ -28,7 +28,7 @@ import math
 import numpy as np
 import torch
 
-from gdsoftmax._validation import check_positive
+from gdsoftmax.loss.validation import check_positive
 
 __all__ = [
     "equal_logits_profile",

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["HEADS", "ArcFaceHead", "CenterLossHead", "CosFaceHead", "LSoftmaxHead", "SphereFaceHead",
-           "angular_margin_loss", "arcface_loss", "build_head", "center_loss", "cosface_loss"]
+           "angular_margin_loss", "arcface_loss", "center_loss", "cosface_loss"]
 
 
 def _cosine(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -191,8 +191,3 @@ class CenterLossHead(nn.Module):
 HEADS = {"cosface": CosFaceHead, "arcface": ArcFaceHead, "sphereface": SphereFaceHead, "lsoftmax": LSoftmaxHead,
          "center": CenterLossHead}
 
-
-def build_head(name: str, feature_dim: int, num_classes: int, **options) -> nn.Module:
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; choose one of {sorted(HEADS)}")
-    return HEADS[name](feature_dim, num_classes, **options)

@@ -4,12 +4,12 @@ A config names everything a run needs; defaults are the paper's recipe (SGD, mom
 weight decay 1e-4, batch 100, lr / 10 at 50 % and 75 % of the epochs, gradient clipping at 3).
 
 >>> config = parse_config({"name": "demo", "train": {"epochs": 3}, "loss": {"beta": 0.1}})
->>> config.train.epochs, config.train.momentum, config.loss.beta
+>>> config.train.epochs, config.train.momentum, config.loss.beta.constant
 (3, 0.9, 0.1)
 >>> parse_config({"train": {"epoch": 3}})
 Traceback (most recent call last):
 ...
-gdsoftmax.config.ConfigError: unknown key 'train.epoch'; valid keys in [train]: ...
+gdsoftmax.engine.config.ConfigError: unknown key 'train.epoch'; valid keys in [train]: ...
 """
 
 from __future__ import annotations
@@ -26,11 +26,16 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gdsoftmax.data import DATASETS
-from gdsoftmax.models import MODELS
-from gdsoftmax.schedules import Schedule, schedule_from_config
+import tomli_w
 
-__all__ = ["ConfigError", "ExperimentConfig", "expand_sweep", "load_config", "parse_config", "to_dict"]
+from gdsoftmax.engine.beta import BetaSetting
+from gdsoftmax.engine.data import DATASETS
+from gdsoftmax.engine.models import MODELS
+from gdsoftmax.engine.objectives import check_options
+from gdsoftmax.loss import BACKENDS
+
+__all__ = ["ConfigError", "ExperimentConfig", "config_to_toml", "expand_sweep", "load_config", "parse_config",
+           "to_dict"]
 
 
 class ConfigError(ValueError):
@@ -58,9 +63,11 @@ class ModelConfig:
 class LossConfig:
     name: str = "gdsoftmax"  # or a baseline: focal, flsd53, logitnorm, label_smoothing, cosface, arcface, ...
     options: dict = field(default_factory=dict)  # the baseline's options, e.g. {gamma = 2.0} for focal
-    beta: float | dict = 1.0  # a number, or a schedule table; ramps may give "epochs" instead of "steps"
+    # a number, a schedule table (ramps may give "epochs" instead of "steps") or {kind = "pid", ...}
+    beta: BetaSetting = field(default_factory=lambda: BetaSetting(1.0))
     tau: float = 1.0
     label_smoothing: float = 0.0
+    backend: str = "auto"  # the loss kernel: auto, composite, fused or native (gdsoftmax.loss.functional)
 
 
 @dataclass
@@ -92,7 +99,27 @@ class ExperimentConfig:
 
 def to_dict(config) -> dict:
     """The config as plain data (what is written to config.toml beside every result)."""
-    return dataclasses.asdict(config)
+    if isinstance(config, BetaSetting):
+        return copy.deepcopy(config.raw)
+    if dataclasses.is_dataclass(config):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, dict):
+        return {k: to_dict(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [to_dict(v) for v in config]
+    return copy.deepcopy(config)
+
+
+def config_to_toml(config: ExperimentConfig) -> str:
+    """The config as TOML text; ``load_config`` reads it back to an equal config."""
+    return tomli_w.dumps(_toml_safe(to_dict(config)))
+
+
+def _toml_safe(value):
+    """TOML has no null; drop None values (all of ours have defaults)."""
+    if isinstance(value, dict):
+        return {k: _toml_safe(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
@@ -191,6 +218,11 @@ def _build(cls, raw: dict, prefix: str):
 
 
 def _coerce(value, hint, key):
+    if hint is BetaSetting:
+        try:
+            return value if isinstance(value, BetaSetting) else BetaSetting(value)
+        except ValueError as error:
+            raise ConfigError(f"{key}: {error}") from error
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     for kind in allowed:
         origin = typing.get_origin(kind) or kind
@@ -236,43 +268,13 @@ def _check_values(c: ExperimentConfig) -> None:
            "train.device", f"must be auto, cpu, cuda or cuda:N, got {c.train.device!r}")
     _check(c.loss.tau > 0, "loss.tau", "must be > 0")
     _check(0 <= c.loss.label_smoothing <= 1, "loss.label_smoothing", "must be in [0, 1]")
-    try:
-        resolve_beta(c.loss.beta, steps_per_epoch=1)
-    except ValueError as error:
-        raise ConfigError(f"loss.beta: {error}") from error
-    if isinstance(c.loss.beta, dict) and c.loss.beta.get("kind") == "pid":
+    _check(c.loss.backend in BACKENDS, "loss.backend", f"must be one of {BACKENDS}, got {c.loss.backend!r}")
+    if c.loss.beta.is_adaptive:
         _check(c.data.val_size > 0, "data.val_size", "must be > 0: adaptive beta measures calibration on it")
-    from gdsoftmax.objectives import check_options
-
     try:
         check_options(c.loss.name, c.loss.options)
     except ValueError as error:
         raise ConfigError(f"loss.name/options: {error}") from error
-
-
-def resolve_beta(beta, steps_per_epoch: int) -> Schedule:
-    """The beta schedule of a config; a ramp may give ``epochs`` instead of ``steps``.
-
-    ``{kind = "pid", ...}`` gives the adaptive controller of :mod:`gdsoftmax.adaptive`.
-    """
-    if isinstance(beta, dict) and beta.get("kind") == "pid":
-        from gdsoftmax.adaptive import PIDController
-
-        options = {k: v for k, v in beta.items() if k != "kind"}
-        names = [f.name for f in dataclasses.fields(PIDController) if f.name != "state"]
-        unknown = sorted(set(options) - set(names))
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown} for a 'pid' controller; it takes {names}")
-        return PIDController(**options)
-    if isinstance(beta, dict) and "epochs" in beta:
-        beta = dict(beta)
-        epochs = beta.pop("epochs")
-        if "steps" in beta:
-            raise ValueError("give either steps or epochs, not both")
-        if not isinstance(epochs, int | float) or epochs <= 0:
-            raise ValueError(f"epochs must be > 0, got {epochs!r}")
-        beta["steps"] = max(1, round(epochs * steps_per_epoch))
-    return schedule_from_config(beta)
 
 
 def expand_sweep(config: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:

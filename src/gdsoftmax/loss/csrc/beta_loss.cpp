@@ -1,6 +1,6 @@
 // The beta-loss of (N, C) CPU logits and class indices, reduced to a scalar, as one C++ operator
 // with a C++ autograd node: the gradient is written during the forward pass, so small batches pay
-// one dispatch instead of the ~20 of the Python-level kernel (gdsoftmax.fused). Same formulas:
+// one dispatch instead of the ~20 of the Python-level kernel (gdsoftmax.loss.fused). Same formulas:
 // on s' = (z - max z) / tau, J = log(S_other + beta e_c) - s'_c and
 // dJ/dz = w / tau * (e_i / D for i != c, -S_other / D for c), with D = S_other + beta e_c.
 // exp runs on ATen's Vectorized (AVX2 where the build enables it); sums over a row and over

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gdsoftmax import theory
+from gdsoftmax.loss import theory
 
-__all__ = ["calibration_trend", "confidence_dynamics", "feature_scatter", "gradient_curves", "interval_bars",
+__all__ = ["band", "calibration_trend", "confidence_dynamics", "feature_scatter", "gradient_curves", "interval_bars",
            "learning_curves", "reliability_diagrams"]
 
 
@@ -199,3 +199,11 @@ def calibration_trend(rows, path, title):
         ax.legend(fontsize=7)
     fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def band(ax, x, values, color, label, scale="linear"):
+    """The mean over seeds as a line, and their min–max as a shaded band."""
+    values = np.asarray(values, dtype=np.float64)
+    ax.plot(x, values.mean(0), color=color, label=label)
+    ax.fill_between(x, values.min(0), values.max(0), color=color, alpha=0.15)
+    ax.set_yscale(scale)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gdsoftmax.metrics import CalibrationReport, calibration_metrics
+from gdsoftmax.analysis.metrics import CalibrationReport, calibration_metrics
 
 __all__ = ["PostHocResult", "apply_vector_scaling", "compare_post_hoc", "fit_temperature", "fit_vector_scaling"]
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gdsoftmax._validation import check_positive
+from gdsoftmax.loss.validation import check_positive
 
 __all__ = ["PIDController", "gradient_scale"]
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gdsoftmax.collapse import collapse_metrics
-from gdsoftmax.functional import gradient_decay_loss
+from gdsoftmax.analysis.collapse import collapse_metrics
+from gdsoftmax.loss import gradient_decay_loss
 
 __all__ = ["SETTINGS", "PeeledRun", "asm_loss", "logit_gradient", "simulate"]
 

@@ -1,4 +1,4 @@
-"""Crash-safe files: atomic writes, checkpoints loadable with ``weights_only=True``, RNG states.
+"""Crash-safe files: atomic writes, checkpoints loadable with ``weights_only=True``, RNG states and seeding.
 
 A file is written to a temporary name in its own directory, flushed and fsynced, then
 renamed over the target with ``os.replace`` (atomic on POSIX), and the directory is fsynced
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["atomic_write_bytes", "capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+__all__ = ["atomic_write_bytes", "capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint",
+           "seed_everything"]
 
 # Set by the kill-and-resume test to SIGKILL the process between writing and renaming.
 _CRASH_ENV = "GDSOFTMAX_TEST_KILL_DURING_CHECKPOINT"
@@ -104,3 +105,10 @@ def restore_rng_state(state: dict, generator: torch.Generator | None = None) -> 
         torch.cuda.set_rng_state_all(list(state["cuda"]))
     if generator is not None and "data" in state:
         generator.set_state(state["data"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global RNGs a run draws from (torch, the legacy NumPy RNG, Python's random)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the global RNG that other code may use
+    random.seed(seed)

@@ -2,7 +2,7 @@
 
 A schedule holds no counter; the training loop passes the step in::
 
-    >>> from gdsoftmax.schedules import Linear, schedule_from_config
+    >>> from gdsoftmax.loss.schedules import Linear, schedule_from_config
     >>> warmup = Linear(start=0.001, end=0.01, steps=1000)   # the paper's linear warm-up
     >>> [round(warmup(t), 6) for t in (0, 500, 1000, 5000)]
     [0.001, 0.0055, 0.01, 0.01]
@@ -21,7 +21,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from gdsoftmax._validation import check_positive
+from gdsoftmax.loss.validation import check_positive
 
 __all__ = ["Constant", "Cosine", "Exponential", "Linear", "Schedule", "Step", "schedule_from_config"]
 

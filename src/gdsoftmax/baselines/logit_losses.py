@@ -1,4 +1,4 @@
-"""Baseline losses on logits, with the conventions of :func:`gdsoftmax.gradient_decay_loss`.
+"""Baseline losses on logits, with the conventions of :func:`gdsoftmax.loss.gradient_decay_loss`.
 
 * focal loss (Lin et al. 2017): -(1 - p_y)^gamma log p_y;
 * FLSD-53 (Mukhoti et al. 2020): focal loss with a sample-dependent gamma, 5 when p_y < 0.2
@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gdsoftmax import _validation as v
+from gdsoftmax.loss import validation as v
 
-__all__ = ["FLSD53Loss", "FocalLoss", "LabelSmoothingLoss", "LogitNormLoss", "flsd53_loss", "focal_loss",
-           "label_smoothing_loss", "logit_norm_loss"]
+__all__ = ["LOGIT_LOSSES", "FLSD53Loss", "FocalLoss", "LabelSmoothingLoss", "LogitNormLoss", "flsd53_loss",
+           "focal_loss", "label_smoothing_loss", "logit_norm_loss"]
 
 
 def _reduce(per_sample: torch.Tensor, target: torch.Tensor, weight, ignore_index: int, reduction: str):
@@ -138,3 +138,8 @@ class LabelSmoothingLoss(_LogitLoss):
     """``LabelSmoothingLoss(smoothing=0.1)``; see :func:`label_smoothing_loss`."""
 
     function = staticmethod(label_smoothing_loss)
+
+
+# config names (loss.name) of the losses above
+LOGIT_LOSSES = {"focal": focal_loss, "flsd53": flsd53_loss, "logitnorm": logit_norm_loss,
+                "label_smoothing": label_smoothing_loss}

@@ -2,12 +2,11 @@
 
 Every number from training is a mean +- std over seeds; comparisons with beta = 1 are paired
 by seed (paired t-test, p < 0.05 marked with *). The claims checked are the paper's own
-statements; its tables were not available to us, so the report says what it measured.
+statements. Runs are read through :mod:`gdsoftmax.engine.rundir`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gdsoftmax import plots
-from gdsoftmax.calibration import compare_post_hoc
-from gdsoftmax.config import ExperimentConfig, load_config
-from gdsoftmax.metrics import calibration_metrics
-from gdsoftmax.stats import format_mean_std, mean_std, paired_comparison, verdict
+from gdsoftmax.analysis import plots
+from gdsoftmax.analysis.calibration import compare_post_hoc
+from gdsoftmax.analysis.metrics import calibration_metrics
+from gdsoftmax.analysis.stats import format_mean_std, mean_std, paired_comparison, verdict
+from gdsoftmax.engine.config import ExperimentConfig
+from gdsoftmax.engine.rundir import EpochRow, finished_runs
 
 __all__ = ["build_report", "load_runs"]
 
@@ -31,7 +31,7 @@ CURRICULUM_EPOCH = 2
 class Run:
     path: Path
     config: ExperimentConfig
-    rows: list[dict]
+    rows: list[EpochRow]
     samples: dict
     predictions: dict
     values: dict = field(default_factory=dict)  # per-run scalar results
@@ -41,43 +41,27 @@ class Run:
         return "_".join(p for p in self.path.name.split("_") if not p.startswith("seed="))
 
     @property
-    def beta(self):
-        return self.config.loss.beta
-
-    @property
     def constant_beta(self) -> float | None:
         """beta of a plain beta-softmax run; None for schedules, controllers and other losses."""
-        if self.config.loss.name != "gdsoftmax":
-            return None
-        return float(self.beta) if isinstance(self.beta, int | float) else None
+        return self.config.loss.beta.constant if self.config.loss.name == "gdsoftmax" else None
 
     @property
     def is_warmup(self) -> bool:
-        return self.config.loss.name == "gdsoftmax" and isinstance(self.beta, dict) and "end" in self.beta
+        return self.config.loss.name == "gdsoftmax" and self.config.loss.beta.is_warmup
 
     @property
     def label(self) -> str:
         if self.constant_beta is not None or self.is_warmup:
-            return setting_label(self.beta)
+            return self.config.loss.beta.describe()
         return self.setting  # another loss or an adaptive beta: its sweep label
 
 
-def setting_label(beta) -> str:
-    if isinstance(beta, int | float):
-        return f"β = {beta:g}"
-    if "end" in beta:
-        return f"β {beta['kind']} {beta['start']:g}→{beta['end']:g}"
-    return f"β {beta['kind']}"
-
-
 def load_runs(sweep_dir: str | Path) -> list[Run]:
-    """Every finished run (a directory with result.json) below ``sweep_dir``."""
+    """Every finished run below ``sweep_dir``."""
     runs = []
-    for done in sorted(Path(sweep_dir).glob("*/result.json")):
-        path = done.parent
-        rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        with np.load(path / "samples.npz") as s, np.load(path / "predictions.npz") as p:
-            runs.append(Run(path, load_config(path / "config.toml"), rows, dict(s), dict(p)))
+    for run_dir in finished_runs(sweep_dir):
+        record = run_dir.read()
+        runs.append(Run(record.path, record.config, record.rows, record.samples, record.predictions))
     if not runs:
         raise FileNotFoundError(f"no finished runs (*/result.json) under {sweep_dir}")
     return runs
@@ -208,87 +192,16 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
              f"{first.data.dataset}, model {first.model.name}, {first.train.epochs} epochs, {len(runs)} runs "
              f"({len(groups)} settings × up to {n_seeds} seeds). Mean ± std over seeds; Δ is paired by seed "
              f"against β = 1 (paired t-test, * for p < 0.05). ECE/MCE use {n_bins} equal-width bins.", "",
-             "The claims tested are the paper's own statements (abstract and section 3). Its tables were not "
-             "available to us offline, so every number here, including the β = 1 baseline, is our measurement.", ""]
+             "The claims tested are the paper's own statements (abstract and section 3). Every number here, "
+             "including the β = 1 baseline, is our measurement.", ""]
     if command:
         lines += ["Regenerate with:", "", "```", command, "```", ""]
-
-    has_val = "T" in runs[0].values
-    header = ["setting", "seeds", "test acc %", "Δ acc vs β=1", f"ECE % ({n_bins} bins)", "Δ ECE vs β=1", "MCE %",
-              "adaptive ECE %", "NLL", "Brier", "conf − acc %", "margin"]
-    rows = []
-    for group in groups.values():
-        rows.append([group[0].label, len(group), _cell(group, "test accuracy"),
-                     _versus(group, baseline, "test accuracy"), _cell(group, "test ece"),
-                     _versus(group, baseline, "test ece"), _cell(group, "test mce"),
-                     _cell(group, "test adaptive_ece"), _cell(group, "test nll", 1, 3),
-                     _cell(group, "test brier", 1, 3), _cell(group, "overconfidence"), _cell(group, "margin", 1, 2)])
-    lines += ["## Final test metrics", "", _markdown_table(header, rows), ""]
-
-    if has_val:
-        rows = [[g[0].label, _cell(g, "test ece"), _cell(g, "temperature ece"), _cell(g, "vector ece"),
-                 _cell(g, "test mce"), _cell(g, "temperature mce"), _cell(g, "vector mce"), _cell(g, "T", 1, 2)]
-                for g in groups.values()]
-        lines += ["## Post-hoc calibration (fitted on the validation split, applied to test)", "",
-                  _markdown_table(["setting", "ECE raw %", "ECE temp. scaling %", "ECE vector scaling %", "MCE raw %",
-                                   "MCE temp. %", "MCE vector %", "fitted T"], rows), ""]
-        trend = [(g[0].constant_beta, {f"{m} {s}": mean_std([r.values[k] for r in g])
-                                        for m, suffix in (("ECE", "ece"), ("MCE", "mce"))
-                                        for s, k in (("raw", f"test {suffix}"),
-                                                     ("temperature scaling", f"temperature {suffix}"),
-                                                     ("vector scaling", f"vector {suffix}"))})
-                 for g in groups.values() if g[0].constant_beta is not None]
-        if len(trend) >= 3:
-            plots.calibration_trend(sorted(trend), out / "calibration_trend.png",
-                                    f"{first.data.dataset}: calibration against β")
-            lines += ["![ECE and MCE against beta](calibration_trend.png)", ""]
-
-    rows = [[g[0].label] + [format_mean_std([r.values["intervals"][i] for r in g], 1, 0)
-                                          for i in range(5)] for g in groups.values()]
-    lines += ["## Table 1: training samples by final true-class probability", "",
-              _markdown_table(["setting"] + [f"({a:g}, {b:g}]" for a, b in plots.INTERVALS], rows), ""]
-    plots.interval_bars([(g[0].label, [np.mean([r.values["intervals"][i] for r in g])
-                                                     for i in range(5)]) for g in groups.values()],
-                        out / "confidence_intervals.png", "Training samples by final p_c (mean over seeds)")
-    lines += ["![confidence intervals](confidence_intervals.png)", ""]
-
-    early = EARLY_EPOCH
-    rows = [[g[0].label, _cell(g, "early train_ce", 1, 4), _cell(g, "early test_acc"),
-             _versus(g, baseline, "early test_acc"), _cell(g, "curriculum spread", 1, 3)] for g in groups.values()]
-    lines += ["## Convergence and training dynamics", "",
-              _markdown_table(["setting", f"train CE @ epoch {early}", f"test acc % @ epoch {early}",
-                               "Δ vs β=1", f"std of training p_c @ epoch {CURRICULUM_EPOCH}"], rows), ""]
-    curves = []
-    for g in groups.values():
-        length = min(len(r.rows) for r in g)
-        curves.append((g[0].label, [row["epoch"] for row in g[0].rows[:length]],
-                       [[row["train_ce"] for row in r.rows[:length]] for r in g],
-                       [[row["test_acc"] for row in r.rows[:length]] for r in g]))
-    plots.learning_curves(curves, out / "learning_curves.png", f"{first.data.dataset}: convergence by β")
-    lines += ["![learning curves](learning_curves.png)", ""]
-    dynamics = [(g[0].label, g[0].samples["epochs"], g[0].samples["p_true"]) for g in groups.values()]
-    if len(dynamics) > 4:  # largest and smallest constant β, β = 1 and the first warm-up keep it readable
-        constant = [i for i, g in enumerate(groups.values()) if g[0].constant_beta is not None]
-        schedules = [i for i, g in enumerate(groups.values()) if g[0].constant_beta is None]
-        ones = [i for i in constant if list(groups.values())[i][0].constant_beta == 1.0]
-        picks = sorted({constant[0], constant[-1], *ones[:1], *schedules[:1]})
-        dynamics = [dynamics[i] for i in picks]
-    plots.confidence_dynamics(dynamics, out / "confidence_dynamics.png")
-    lines += ["![confidence dynamics](confidence_dynamics.png)", ""]
-
-    panels = [(g[0].label, g[0].values["bins"], g[0].values["test ece"], g[0].values["test mce"])
-              for g in groups.values()]
-    plots.reliability_diagrams(panels, out / "reliability.png", f"Reliability diagrams, test set (seed "
-                                                                  f"{groups[next(iter(groups))][0].config.seed})")
-    lines += ["## Reliability diagrams", "", "![reliability diagrams](reliability.png)", ""]
-    if "test_features" in runs[0].predictions and runs[0].predictions["test_features"].shape[1] == 2:
-        plots.feature_scatter([(g[0].label, g[0].predictions["test_features"],
-                                g[0].predictions["test_labels"]) for g in groups.values()], out / "features.png")
-        lines += ["## 2-D features", "", "![features](features.png)", ""]
-    betas = sorted({g[0].constant_beta for g in groups.values() if g[0].constant_beta is not None})
-    plots.gradient_curves(betas or [1.0], out / "gradient_decay.png")
-    lines += ["## Gradient decay (theory, Figs 2 and 7)", "", "![gradient magnitude](gradient_decay.png)", ""]
-
+    lines += _final_metrics(groups, baseline, n_bins)
+    if "T" in runs[0].values:
+        lines += _post_hoc(groups, out, first.data.dataset)
+    lines += _confidence_intervals(groups, out)
+    lines += _convergence(groups, baseline, out, first.data.dataset)
+    lines += _figures(groups, runs, out)
     claims = _claims(groups, baseline)
     if claims:
         lines += ["## Claims", "",
@@ -298,3 +211,87 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _final_metrics(groups: dict[str, list[Run]], baseline, n_bins: int) -> list[str]:
+    header = ["setting", "seeds", "test acc %", "Δ acc vs β=1", f"ECE % ({n_bins} bins)", "Δ ECE vs β=1", "MCE %",
+              "adaptive ECE %", "NLL", "Brier", "conf − acc %", "margin"]
+    rows = []
+    for group in groups.values():
+        rows.append([group[0].label, len(group), _cell(group, "test accuracy"),
+                     _versus(group, baseline, "test accuracy"), _cell(group, "test ece"),
+                     _versus(group, baseline, "test ece"), _cell(group, "test mce"),
+                     _cell(group, "test adaptive_ece"), _cell(group, "test nll", 1, 3),
+                     _cell(group, "test brier", 1, 3), _cell(group, "overconfidence"), _cell(group, "margin", 1, 2)])
+    return ["## Final test metrics", "", _markdown_table(header, rows), ""]
+
+
+def _post_hoc(groups: dict[str, list[Run]], out: Path, dataset: str) -> list[str]:
+    rows = [[g[0].label, _cell(g, "test ece"), _cell(g, "temperature ece"), _cell(g, "vector ece"),
+             _cell(g, "test mce"), _cell(g, "temperature mce"), _cell(g, "vector mce"), _cell(g, "T", 1, 2)]
+            for g in groups.values()]
+    lines = ["## Post-hoc calibration (fitted on the validation split, applied to test)", "",
+             _markdown_table(["setting", "ECE raw %", "ECE temp. scaling %", "ECE vector scaling %", "MCE raw %",
+                              "MCE temp. %", "MCE vector %", "fitted T"], rows), ""]
+    trend = [(g[0].constant_beta, {f"{m} {s}": mean_std([r.values[k] for r in g])
+                                    for m, suffix in (("ECE", "ece"), ("MCE", "mce"))
+                                    for s, k in (("raw", f"test {suffix}"),
+                                                 ("temperature scaling", f"temperature {suffix}"),
+                                                 ("vector scaling", f"vector {suffix}"))})
+             for g in groups.values() if g[0].constant_beta is not None]
+    if len(trend) >= 3:
+        plots.calibration_trend(sorted(trend), out / "calibration_trend.png", f"{dataset}: calibration against β")
+        lines += ["![ECE and MCE against beta](calibration_trend.png)", ""]
+    return lines
+
+
+def _confidence_intervals(groups: dict[str, list[Run]], out: Path) -> list[str]:
+    rows = [[g[0].label] + [format_mean_std([r.values["intervals"][i] for r in g], 1, 0)
+                            for i in range(5)] for g in groups.values()]
+    plots.interval_bars([(g[0].label, [np.mean([r.values["intervals"][i] for r in g]) for i in range(5)])
+                         for g in groups.values()],
+                        out / "confidence_intervals.png", "Training samples by final p_c (mean over seeds)")
+    return ["## Table 1: training samples by final true-class probability", "",
+            _markdown_table(["setting"] + [f"({a:g}, {b:g}]" for a, b in plots.INTERVALS], rows), "",
+            "![confidence intervals](confidence_intervals.png)", ""]
+
+
+def _convergence(groups: dict[str, list[Run]], baseline, out: Path, dataset: str) -> list[str]:
+    early = EARLY_EPOCH
+    rows = [[g[0].label, _cell(g, "early train_ce", 1, 4), _cell(g, "early test_acc"),
+             _versus(g, baseline, "early test_acc"), _cell(g, "curriculum spread", 1, 3)] for g in groups.values()]
+    lines = ["## Convergence and training dynamics", "",
+             _markdown_table(["setting", f"train CE @ epoch {early}", f"test acc % @ epoch {early}",
+                              "Δ vs β=1", f"std of training p_c @ epoch {CURRICULUM_EPOCH}"], rows), ""]
+    curves = []
+    for g in groups.values():
+        length = min(len(r.rows) for r in g)
+        curves.append((g[0].label, [row["epoch"] for row in g[0].rows[:length]],
+                       [[row["train_ce"] for row in r.rows[:length]] for r in g],
+                       [[row["test_acc"] for row in r.rows[:length]] for r in g]))
+    plots.learning_curves(curves, out / "learning_curves.png", f"{dataset}: convergence by β")
+    lines += ["![learning curves](learning_curves.png)", ""]
+    dynamics = [(g[0].label, g[0].samples["epochs"], g[0].samples["p_true"]) for g in groups.values()]
+    if len(dynamics) > 4:  # largest and smallest constant β, β = 1 and the first warm-up keep it readable
+        constant = [i for i, g in enumerate(groups.values()) if g[0].constant_beta is not None]
+        schedules = [i for i, g in enumerate(groups.values()) if g[0].constant_beta is None]
+        ones = [i for i in constant if list(groups.values())[i][0].constant_beta == 1.0]
+        picks = sorted({constant[0], constant[-1], *ones[:1], *schedules[:1]})
+        dynamics = [dynamics[i] for i in picks]
+    plots.confidence_dynamics(dynamics, out / "confidence_dynamics.png")
+    return [*lines, "![confidence dynamics](confidence_dynamics.png)", ""]
+
+
+def _figures(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> list[str]:
+    panels = [(g[0].label, g[0].values["bins"], g[0].values["test ece"], g[0].values["test mce"])
+              for g in groups.values()]
+    plots.reliability_diagrams(panels, out / "reliability.png", f"Reliability diagrams, test set (seed "
+                                                                  f"{groups[next(iter(groups))][0].config.seed})")
+    lines = ["## Reliability diagrams", "", "![reliability diagrams](reliability.png)", ""]
+    if "test_features" in runs[0].predictions and runs[0].predictions["test_features"].shape[1] == 2:
+        plots.feature_scatter([(g[0].label, g[0].predictions["test_features"],
+                                g[0].predictions["test_labels"]) for g in groups.values()], out / "features.png")
+        lines += ["## 2-D features", "", "![features](features.png)", ""]
+    betas = sorted({g[0].constant_beta for g in groups.values() if g[0].constant_beta is not None})
+    plots.gradient_curves(betas or [1.0], out / "gradient_decay.png")
+    return [*lines, "## Gradient decay (theory, Figs 2 and 7)", "", "![gradient magnitude](gradient_decay.png)", ""]

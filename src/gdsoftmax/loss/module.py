@@ -1,12 +1,12 @@
-"""``nn.Module`` wrapper of :func:`gdsoftmax.gradient_decay_loss`."""
+"""``nn.Module`` wrapper of :func:`gdsoftmax.loss.gradient_decay_loss`."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from gdsoftmax import _validation as v
-from gdsoftmax.functional import gradient_decay_loss
+from gdsoftmax.loss import validation as v
+from gdsoftmax.loss.functional import BACKENDS, gradient_decay_loss
 
 __all__ = ["GradientDecayLoss"]
 
@@ -14,6 +14,7 @@ __all__ = ["GradientDecayLoss"]
 class GradientDecayLoss(nn.Module):
     """Drop-in replacement for ``nn.CrossEntropyLoss`` with a gradient-decay factor beta.
 
+    ``backend`` picks the kernel as in :func:`gdsoftmax.loss.gradient_decay_loss`.
     ``beta`` is a plain attribute that a training loop may set between steps (for a
     warm-up, pass ``schedule(step)``); it is validated on assignment. ``weight`` is a
     buffer, so it follows ``.to(device)`` and is saved in ``state_dict`` as in PyTorch.
@@ -36,6 +37,7 @@ class GradientDecayLoss(nn.Module):
         ignore_index: int = -100,
         reduction: str = "mean",
         label_smoothing: float = 0.0,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         self.beta = beta
@@ -45,6 +47,9 @@ class GradientDecayLoss(nn.Module):
         self.ignore_index = v.check_ignore_index(ignore_index)
         self.reduction = v.check_reduction(reduction)
         self.label_smoothing = v.check_label_smoothing(label_smoothing)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
 
     @property
     def beta(self) -> float:
@@ -65,9 +70,9 @@ class GradientDecayLoss(nn.Module):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return gradient_decay_loss(
             input, target, self.beta, tau=self.tau, weight=self.weight, ignore_index=self.ignore_index,
-            reduction=self.reduction, label_smoothing=self.label_smoothing,
+            reduction=self.reduction, label_smoothing=self.label_smoothing, backend=self.backend,
         )
 
     def extra_repr(self) -> str:
         return (f"beta={self.beta:g}, tau={self.tau:g}, ignore_index={self.ignore_index}, "
-                f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing:g}")
+                f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing:g}, backend={self.backend!r}")

@@ -1,0 +1,91 @@
+"""``loss.beta`` of a config, parsed once: a number, a schedule table, or the adaptive controller.
+
+A config writes beta as a number (``beta = 0.1``), a schedule table
+(``beta = {kind = "linear", start = 0.01, end = 0.1, epochs = 10}``; a ramp may give ``epochs``
+instead of ``steps``) or the PID controller of :mod:`gdsoftmax.engine.adaptive`
+(``beta = {kind = "pid", ...}``). :class:`BetaSetting` validates it when the config is parsed and
+answers every question the engine and the reports ask of it.
+
+>>> BetaSetting(0.1).constant, BetaSetting(0.1).describe()
+(0.1, 'β = 0.1')
+>>> warmup = BetaSetting({"kind": "linear", "start": 0.01, "end": 0.1, "epochs": 2})
+>>> warmup.is_warmup, warmup.schedule(steps_per_epoch=5)(10), warmup.describe()
+(True, 0.1, 'β linear 0.01→0.1')
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+
+from gdsoftmax.engine.adaptive import PIDController
+from gdsoftmax.loss.schedules import Schedule, schedule_from_config
+
+__all__ = ["BetaSetting"]
+
+
+class BetaSetting:
+    """A validated ``loss.beta``; ``raw`` is the value as the config writes it."""
+
+    def __init__(self, raw: float | int | dict):
+        if isinstance(raw, bool) or not isinstance(raw, int | float | dict):
+            raise ValueError(f"beta is a number or a table with a 'kind' key, got {raw!r}")
+        self.raw = float(raw) if isinstance(raw, int | float) else copy.deepcopy(raw)
+        self.schedule(steps_per_epoch=1)  # raises ValueError naming what is wrong
+
+    @property
+    def kind(self) -> str:
+        return "constant" if isinstance(self.raw, float) else str(self.raw.get("kind"))
+
+    @property
+    def constant(self) -> float | None:
+        """The value of a plain number; None for schedules and the controller."""
+        return self.raw if isinstance(self.raw, float) else None
+
+    @property
+    def is_adaptive(self) -> bool:
+        return self.kind == "pid"
+
+    @property
+    def is_warmup(self) -> bool:
+        """A ramp from ``start`` to ``end`` (linear, cosine, exponential)."""
+        return isinstance(self.raw, dict) and "end" in self.raw and not self.is_adaptive
+
+    def schedule(self, steps_per_epoch: int) -> Schedule | PIDController:
+        """A fresh schedule (a pure function of the step) or controller for a run."""
+        if self.is_adaptive:
+            options = {k: v for k, v in self.raw.items() if k != "kind"}
+            names = [f.name for f in dataclasses.fields(PIDController) if f.name != "state"]
+            unknown = sorted(set(options) - set(names))
+            if unknown:
+                raise ValueError(f"unknown key(s) {unknown} for a 'pid' controller; it takes {names}")
+            return PIDController(**options)
+        table = self.raw
+        if isinstance(table, dict) and "epochs" in table:
+            table = dict(table)
+            epochs = table.pop("epochs")
+            if "steps" in table:
+                raise ValueError("give either steps or epochs, not both")
+            if isinstance(epochs, bool) or not isinstance(epochs, int | float) or epochs <= 0:
+                raise ValueError(f"epochs must be > 0, got {epochs!r}")
+            table["steps"] = max(1, round(epochs * steps_per_epoch))
+        return schedule_from_config(table)
+
+    def describe(self) -> str:
+        """A label for tables and legends: "β = 0.1", "β linear 0.01→0.1", "β pid"."""
+        if self.constant is not None:
+            return f"β = {self.constant:g}"
+        if self.is_warmup:
+            return f"β {self.kind} {self.raw['start']:g}→{self.raw['end']:g}"
+        return f"β {self.kind}"
+
+    def __eq__(self, other) -> bool:
+        other_raw = other.raw if isinstance(other, BetaSetting) else other
+        return self.raw == other_raw
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.raw, sort_keys=True))
+
+    def __repr__(self) -> str:
+        return f"BetaSetting({self.raw!r})"

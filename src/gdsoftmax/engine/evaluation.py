@@ -1,0 +1,69 @@
+"""A model's outputs on the splits of a data set: the metric row's scores, per-sample records
+of the training set, and the final predictions. Evaluation runs in eval mode in batches of
+``train.eval_batch_size`` and leaves the model's mode as it found it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gdsoftmax.engine.config import ExperimentConfig
+from gdsoftmax.engine.data import Dataset
+
+__all__ = ["evaluate", "evaluation_scores", "final_predictions", "per_sample_record"]
+
+
+def evaluation_scores(model, data: Dataset, config: ExperimentConfig) -> tuple[dict, dict, torch.Tensor]:
+    """The metric-row entries for validation and test, the validation metrics and logits (N, K)."""
+    (val, val_logits), (test, _) = evaluate(model, data, "val", config), evaluate(model, data, "test", config)
+    scores = {"val_ce": val["ce"], "val_acc": val["acc"], "test_ce": test["ce"], "test_acc": test["acc"]}
+    return scores, val, val_logits
+
+
+@torch.no_grad()
+def _forward_all(model, data: Dataset, split_name: str, config: ExperimentConfig, features: bool = False):
+    """Logits (N, K) (and features (N, D)) of a whole split in eval mode."""
+    split = getattr(data, split_name)
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, len(split), config.train.eval_batch_size):
+        x = data.normalize(split.images[start : start + config.train.eval_batch_size])
+        outputs.append(model(x, return_features=True) if features else (model(x), None))
+    model.train(was_training)
+    logits = torch.cat([o[0] for o in outputs]) if outputs else torch.zeros(0, data.num_classes)
+    feats = torch.cat([o[1] for o in outputs]) if features and outputs else None
+    return logits, feats
+
+
+def evaluate(model, data: Dataset, split_name: str, config: ExperimentConfig) -> tuple[dict, torch.Tensor]:
+    """Accuracy, plain cross-entropy and mean confidence of a split (NaN when empty), and its logits (N, K)."""
+    logits, _ = _forward_all(model, data, split_name, config)
+    labels = getattr(data, split_name).labels
+    if len(labels) == 0:
+        return {"acc": float("nan"), "ce": float("nan"), "conf": float("nan")}, logits
+    metrics = {"acc": (logits.argmax(1) == labels).float().mean().item(),
+               "ce": F.cross_entropy(logits, labels).item(),
+               "conf": torch.softmax(logits / config.loss.tau, 1).amax(1).mean().item()}
+    return metrics, logits
+
+
+def per_sample_record(model, data: Dataset, config: ExperimentConfig) -> dict:
+    """For every training sample: p_true = softmax(z / tau)_y (float16) and whether it is classified right."""
+    logits, _ = _forward_all(model, data, "train", config)
+    labels = data.train.labels
+    p_true = torch.softmax(logits / config.loss.tau, 1).gather(1, labels[:, None]).squeeze(1)
+    return {"p_true": p_true.half().cpu(), "correct": (logits.argmax(1) == labels).cpu()}
+
+
+def final_predictions(model, data: Dataset, config: ExperimentConfig) -> dict:
+    """Validation and test logits and labels (and features of at most 16 dimensions), as arrays."""
+    arrays = {}
+    for split in ("val", "test"):
+        logits, feats = _forward_all(model, data, split, config, features=True)
+        arrays[f"{split}_logits"] = logits.cpu().numpy()
+        arrays[f"{split}_labels"] = getattr(data, split).labels.cpu().numpy()
+        if feats is not None and feats.shape[1] <= 16:  # low-dimensional features are what plots need
+            arrays[f"{split}_features"] = feats.cpu().numpy()
+    return arrays

@@ -1,0 +1,230 @@
+"""The training loop: config -> data -> model -> train -> metrics -> run directory.
+
+One loop trains one run, or M runs at once: how a step is computed is a strategy, what a run
+is (its rows, checkpoints, resumption and final files, through :mod:`gdsoftmax.engine.rundir`)
+is the loop's. :class:`SingleRun` is the ordinary step (optionally data-parallel under
+torchrun); :class:`gdsoftmax.engine.stacked.StackedRuns` trains runs that differ only in beta
+and seed as one stacked model. A strategy has ``members`` (one model per run, for evaluation),
+``objectives``, ``eval_data``, ``load(checkpoints)``, ``state(m)`` and
+``train_epoch(epoch, lrs) -> (M, 4)`` sums of loss, CE, correct and count.
+
+A run killed at any moment resumes from its last checkpoint and ends bit-identical to one that
+was never interrupted: data order and augmentation come from a generator saved in the checkpoint,
+and metric rows written after that checkpoint are dropped on resume, so none is duplicated.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from gdsoftmax.analysis.margins import margin_statistics
+from gdsoftmax.engine.checkpoint import capture_rng_state, restore_rng_state, seed_everything
+from gdsoftmax.engine.config import ExperimentConfig
+from gdsoftmax.engine.data import Dataset, augment_batch, load_dataset
+from gdsoftmax.engine.evaluation import evaluation_scores, final_predictions, per_sample_record
+from gdsoftmax.engine.models import build_model
+from gdsoftmax.engine.objectives import build_objective
+from gdsoftmax.engine.rundir import Checkpoint, EpochRow, RunDirectory, RunResult
+from gdsoftmax.engine.stacked import StackedRuns
+
+__all__ = ["SingleRun", "learning_rate", "run_experiment", "train"]
+
+
+def learning_rate(config: ExperimentConfig, epoch: int) -> float:
+    """The step decay: lr * gamma^(number of milestone fractions already passed). Pure in ``epoch``."""
+    passed = sum(epoch >= round(m * config.train.epochs) for m in config.train.lr_milestones)
+    return config.train.lr * config.train.lr_gamma**passed
+
+
+def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Dataset | None = None,
+                   progress: bool = True) -> dict:
+    """Train one config in ``run_dir`` (resuming if it holds a checkpoint); return the summary."""
+    return train([config], [run_dir], data=data, progress=progress)[0]
+
+
+def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: Dataset | None = None,
+          progress: bool = True) -> list[dict]:
+    """Train ``configs`` (one, or several that stack) in their run directories; return their summaries."""
+    first, runs = configs[0], [RunDirectory(d) for d in run_dirs]
+    world = _Distributed.from_environment(first.train.device)
+    seed_everything(first.seed)
+    if data is None:
+        d = first.data
+        data = load_dataset(d.dataset, d.data_dir or None, download=d.download, val_size=d.val_size,
+                            split_seed=d.split_seed)
+    steps_per_epoch = math.ceil(len(data.train) / first.train.batch_size)
+    strategy = (SingleRun(first, data, world, steps_per_epoch) if len(configs) == 1
+                else StackedRuns(configs, data, world.device, steps_per_epoch))
+    start_epoch, elapsed, records = _resume(strategy, runs, world.device)
+    if world.is_main:
+        for run, config in zip(runs, configs, strict=True):
+            run.open(config, start_epoch)
+
+    started = time.perf_counter()
+    bar = tqdm(range(start_epoch, first.train.epochs), desc=first.name if len(configs) == 1 else
+               f"{len(configs)} runs stacked", initial=start_epoch, total=first.train.epochs,
+               disable=not (progress and world.is_main), leave=False, unit="epoch")
+    for epoch in bar:
+        lrs = [learning_rate(first, epoch) * objective.lr_factor for objective in strategy.objectives]
+        sums = strategy.train_epoch(epoch, lrs).tolist()  # the one host synchronisation of an epoch
+        for m, (run, config) in enumerate(zip(runs, configs, strict=True)):
+            step = (epoch + 1) * steps_per_epoch
+            row = _close_epoch(strategy, m, config, epoch, step, lrs[m], sums[m], records[m])
+            row.wall_time = elapsed[m] + time.perf_counter() - started
+            if world.is_main:
+                model, optimizer, rng = strategy.state(m)
+                run.append(row, Checkpoint(model, optimizer, epoch + 1, step, lrs[m], row.wall_time, rng,
+                                           records[m], strategy.objectives[m].state_dict()))
+            if m == 0:
+                bar.set_postfix(loss=f"{row.train_loss:.3f}", test_acc=f"{row.test_acc:.4f}")
+        world.barrier()
+    bar.close()
+
+    labels = strategy.eval_data.train.labels.cpu().numpy()
+    summaries = [run.finish(config, records[m], labels, final_predictions(strategy.members[m], strategy.eval_data,
+                                                                          config), stacked_runs=len(configs))
+                 if world.is_main else RunResult.from_rows(config, []).as_dict()
+                 for m, (run, config) in enumerate(zip(runs, configs, strict=True))]
+    world.close()
+    return summaries
+
+
+def _resume(strategy, runs: list[RunDirectory], device) -> tuple[int, list[float], list[dict]]:
+    """Load the runs' checkpoints into the strategy: the start epoch, elapsed times and records."""
+    checkpoints = [run.checkpoint(map_location=device) for run in runs]
+    if all(c is None for c in checkpoints):
+        return 0, [0.0] * len(runs), [{} for _ in runs]
+    epochs = {c.epoch if c is not None else 0 for c in checkpoints}
+    if len(epochs) != 1:
+        raise ValueError(f"runs to stack are at different epochs {sorted(epochs)}; resume them separately")
+    strategy.load(checkpoints)
+    for objective, checkpoint in zip(strategy.objectives, checkpoints, strict=True):
+        objective.load_state_dict(checkpoint.objective)
+    return epochs.pop(), [c.elapsed for c in checkpoints], [dict(c.records) for c in checkpoints]
+
+
+def _close_epoch(strategy, m: int, config: ExperimentConfig, epoch: int, step: int, lr: float, sums: list[float],
+                 records: dict) -> EpochRow:
+    """Evaluate run m after an epoch, let its objective react, record samples; its metric row."""
+    member, objective, data = strategy.members[m], strategy.objectives[m], strategy.eval_data
+    loss_sum, ce_sum, correct, count = sums
+    beta = objective.beta_at(step - 1)  # the value the epoch's last step used
+    scores, val, val_logits = evaluation_scores(member, data, config)
+    objective.end_of_epoch(val, val_logits, data.val.labels)
+    extra = {}
+    if config.train.track_margin:
+        stats = margin_statistics(member, data.normalize(data.train.images), data.train.labels)
+        extra = {f"train_{k}": v for k, v in stats.items() if k != "order"}
+    if epoch + 1 in config.train.record_epochs or epoch + 1 == config.train.epochs:
+        records[epoch + 1] = per_sample_record(member, data, config)
+    return EpochRow(epoch + 1, step, beta, lr, loss_sum / count, ce_sum / count, correct / count, scores["val_ce"],
+                    scores["val_acc"], scores["test_ce"], scores["test_acc"], 0.0, extra)
+
+
+class SingleRun:
+    """One model, data-parallel when launched by torchrun: the ordinary training step."""
+
+    def __init__(self, config: ExperimentConfig, data: Dataset, world: _Distributed, steps_per_epoch: int):
+        self.config, self.world, self.steps_per_epoch = config, world, steps_per_epoch
+        self.eval_data = data.to(world.device)
+        model = build_model(config.model.name, data.image_shape, data.num_classes,
+                            config.model.penultimate_dim or None, **config.model.options)
+        objective = build_objective(config.loss.name, config.loss.options, model,  # may install a margin head
+                                    beta=config.loss.beta.schedule(steps_per_epoch), tau=config.loss.tau,
+                                    label_smoothing=config.loss.label_smoothing, backend=config.loss.backend)
+        self.model = model.to(world.device)
+        self.trained = world.wrap(self.model)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.train.lr, momentum=config.train.momentum,
+                                         weight_decay=config.train.weight_decay)
+        self.generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
+        self.members, self.objectives = [self.model], [objective]
+
+    def load(self, checkpoints: list[Checkpoint]) -> None:
+        (checkpoint,) = checkpoints
+        self.model.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        restore_rng_state(checkpoint.rng, self.generator)
+
+    def state(self, m: int) -> tuple[dict, dict, dict]:
+        return self.model.state_dict(), self.optimizer.state_dict(), capture_rng_state(self.generator)
+
+    def train_epoch(self, epoch: int, lrs: list[float]) -> torch.Tensor:
+        """One epoch; the sums of loss, CE, correct and count over all ranks, (1, 4)."""
+        config, data, world, objective = self.config, self.eval_data, self.world, self.objectives[0]
+        for group in self.optimizer.param_groups:
+            group["lr"] = lrs[0]
+        self.trained.train()
+        n_train, batch_size = len(data.train), config.train.batch_size
+        totals = torch.zeros(4, dtype=torch.float64, device=world.device)  # loss, ce, correct, count
+        order = torch.randperm(n_train, generator=self.generator)
+        for i in range(self.steps_per_epoch):
+            step = epoch * self.steps_per_epoch + i
+            index = order[i * batch_size : (i + 1) * batch_size].to(world.device)
+            images = data.train.images[index]  # (B, C, H, W) uint8, the global batch
+            if config.data.augment:
+                images = augment_batch(images, self.generator)
+            mine = slice(world.rank, None, world.size)  # this process's share of the global batch
+            x, y = data.normalize(images[mine]), data.train.labels[index][mine]
+            loss, logits = objective(self.trained, x, y, step)  # logits (b, K)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.train.grad_clip)
+            self.optimizer.step()
+            with torch.no_grad():
+                # device tensors only: no host sync inside the step loop
+                totals += torch.stack([(loss * len(y)).double(), F.cross_entropy(logits, y, reduction="sum").double(),
+                                       (logits.argmax(1) == y).sum().double(), totals.new_tensor(float(len(y)))])
+        world.all_reduce(totals)
+        return totals.unsqueeze(0)
+
+
+class _Distributed:
+    """Single process, or one rank of a torchrun launch (gloo on CPU, nccl on GPU)."""
+
+    def __init__(self, rank: int, size: int, device: torch.device):
+        self.rank, self.size, self.device = rank, size, device
+        self.is_main = rank == 0
+
+    @classmethod
+    def from_environment(cls, device_name: str) -> _Distributed:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if device_name == "auto":
+            device_name = "cuda" if torch.cuda.is_available() else "cpu"
+        cuda = device_name.startswith("cuda")
+        if cuda and not torch.cuda.is_available():
+            raise ValueError(f"train.device is {device_name!r} but no CUDA device is available here; "
+                             "use train.device=auto (or cpu)")
+        if size == 1:
+            return cls(0, 1, torch.device(device_name))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+        return cls(dist.get_rank(), size, device)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.size == 1:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def all_reduce(self, tensor: torch.Tensor) -> None:
+        if self.size > 1:
+            dist.all_reduce(tensor)
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.size > 1 and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,198 @@
+"""The package's layers: no import cycles, no upward imports, short engine functions, the loss alone.
+
+Layers, lowest first; each module may import only from its own layer and those below it:
+loss -> baselines -> analysis -> engine -> labs -> the command line (and the package's face).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gdsoftmax"
+LAYERS = ["loss", "baselines", "analysis", "engine", "labs", "top"]
+ENGINE_FUNCTION_LIMIT = 60  # lines, docstring included
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "top"
+
+
+def imports_of(path: Path) -> list[tuple[str, bool]]:
+    """(imported gdsoftmax module, whether the import is at module level) for every import in ``path``."""
+    tree = ast.parse(path.read_text())
+    top_level = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # "from gdsoftmax.loss import fused" may import a submodule: count the deepest module that exists
+            names = [f"{node.module}.{alias.name}" if _is_module(f"{node.module}.{alias.name}") else node.module
+                     for alias in node.names]
+        else:
+            continue
+        found += [(name, id(node) in top_level) for name in names if name.split(".")[0] == "gdsoftmax"]
+    return found
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def import_graph() -> dict[str, list[tuple[str, bool]]]:
+    return {module_name(p): imports_of(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def upward_imports(graph) -> list[str]:
+    return [f"{a} ({layer_of(a)}) imports {b} ({layer_of(b)})" for a, targets in graph.items()
+            for b, _ in targets if LAYERS.index(layer_of(b)) > LAYERS.index(layer_of(a))]
+
+
+def cycles(graph) -> list[list[str]]:
+    """Import cycles through module-level imports (depth-first search, each cycle reported once)."""
+    edges = {a: sorted({b for b, top in targets if top and b in graph and b != a}) for a, targets in graph.items()}
+    found, state = [], {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in edges[node]:
+            if state.get(nxt) == "open":
+                found.append([*stack[stack.index(nxt):], nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = "done"
+
+    for node in edges:
+        if node not in state:
+            visit(node, [])
+    return found
+
+
+def test_the_checks_can_fail():
+    fake = {"gdsoftmax.loss.a": [("gdsoftmax.engine.b", True)], "gdsoftmax.engine.b": [("gdsoftmax.loss.a", True)]}
+    assert upward_imports(fake) == ["gdsoftmax.loss.a (loss) imports gdsoftmax.engine.b (engine)"]
+    assert cycles(fake) == [["gdsoftmax.loss.a", "gdsoftmax.engine.b", "gdsoftmax.loss.a"]]
+
+
+def test_no_upward_imports():
+    assert upward_imports(import_graph()) == []
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+def test_subpackages_import_each_other_by_full_path_not_through_the_face():
+    offenders = [a for a, targets in import_graph().items() for b, _ in targets
+                 if b == "gdsoftmax" and layer_of(a) != "top"]
+    assert offenders == []
+
+
+def test_imports_inside_functions_only_in_the_command_line():
+    """The command line imports a layer when its command runs (the engine needs the extras)."""
+    inside = [(a, b) for a, targets in import_graph().items() for b, top in targets
+              if not top and a not in ("gdsoftmax.cli", "gdsoftmax.__main__")]
+    assert inside == []
+
+
+def test_engine_functions_are_short():
+    long = []
+    for path in sorted((PACKAGE / "engine").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length >= ENGINE_FUNCTION_LIMIT:
+                    long.append(f"{path.name}:{node.name} ({length} lines)")
+    assert long == []
+
+
+def test_every_config_key_is_classified_for_stacked_training():
+    """A new config key must say how stacked runs treat it, or stacked runs would silently ignore it."""
+    from gdsoftmax.engine.config import ExperimentConfig
+    from gdsoftmax.engine.stacked import PER_RUN_KEYS, SHARED_KEYS, TRAIN_ALONE_WHEN
+
+    def leaves(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None):
+                yield from leaves(f.type, f"{prefix}{f.name}.")
+            else:
+                hint = cls.__annotations__[f.name]
+                nested = getattr(sys.modules[cls.__module__], hint, None) if isinstance(hint, str) else None
+                if dataclasses.is_dataclass(nested):
+                    yield from leaves(nested, f"{prefix}{f.name}.")
+                else:
+                    yield prefix + f.name
+
+    keys = set(leaves(ExperimentConfig))
+    classified = set(PER_RUN_KEYS) | set(SHARED_KEYS) | set(TRAIN_ALONE_WHEN)
+    assert "train.epochs" in keys
+    assert "loss.beta" in keys
+    assert sorted(keys - classified) == [], "classify the new key in gdsoftmax/engine/stacked.py"
+    assert sorted(classified - keys) == [], "a classified key no longer exists"
+    assert not set(PER_RUN_KEYS) & set(SHARED_KEYS)
+
+
+@pytest.mark.parametrize(("override", "reason"), [
+    ({"loss": {"name": "focal"}}, "loss.name"),
+    ({"loss": {"beta": {"kind": "pid"}}}, "loss.beta"),
+    ({"loss": {"label_smoothing": 0.1}}, "loss.label_smoothing"),
+    ({"loss": {"backend": "composite"}}, "loss.backend"),
+    ({"data": {"augment": True}}, "data.augment"),
+    ({"train": {"track_margin": True}}, "train.track_margin"),
+])
+def test_each_reason_to_train_alone_applies(override, reason):
+    from gdsoftmax.engine.config import parse_config
+    from gdsoftmax.engine.stacked import reasons_to_train_alone, stacking_key
+
+    config = parse_config(override)
+    assert [r.split(":")[0] for r in reasons_to_train_alone(config)] == [reason]
+    assert stacking_key(config) is None
+    assert reasons_to_train_alone(parse_config({})) == []
+
+
+BLOCK_EXTRAS = textwrap.dedent("""
+    import importlib.abc, sys
+    EXTRAS = {"torchvision", "sklearn", "scipy", "matplotlib", "tqdm", "tomli_w", "PIL"}
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in EXTRAS:
+                raise ImportError(f"{name} is an extra and is not installed here")
+    sys.meta_path.insert(0, Block())
+""")
+
+
+def test_the_loss_runs_without_the_experiment_extras():
+    code = BLOCK_EXTRAS + textwrap.dedent("""
+        import doctest, torch, gdsoftmax
+        import gdsoftmax.loss.functional as functional
+        z, t = torch.randn(6, 5, requires_grad=True), torch.randint(5, (6,))
+        for backend in ("auto", "composite", "fused"):
+            gdsoftmax.gradient_decay_loss(z, t, 0.1, backend=backend).backward()
+        gdsoftmax.GradientDecayLoss(0.1)(z, t)
+        assert doctest.testmod(functional).failed == 0
+        from gdsoftmax.cli import main
+        assert main(["theory"]) == 0
+        try:
+            import gdsoftmax.engine.trainer
+        except ImportError:
+            print("engine needs the extras")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "engine needs the extras" in out.stdout
