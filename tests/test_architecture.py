@@ -188,6 +188,7 @@ def test_the_loss_runs_without_the_experiment_extras():
         assert doctest.testmod(functional).failed == 0
         from gdsoftmax.cli import main
         assert main(["theory"]) == 0
+        assert main(["sweep", "configs/digits_sweep.toml"]) == 2  # one line naming the extras
         try:
             import gdsoftmax.engine.trainer
         except ImportError:
@@ -196,3 +197,5 @@ def test_the_loss_runs_without_the_experiment_extras():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "engine needs the extras" in out.stdout
+    assert "pip install 'gdsoftmax[experiments]'" in out.stderr
+    assert "Traceback" not in out.stderr

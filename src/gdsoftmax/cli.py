@@ -8,6 +8,7 @@ the loss alone installed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         from gdsoftmax.labs.theory_table import main as theory_table
 
         return theory_table()
+    if args.command in ("report", "lab", "train", "sweep") and not _experiments_installed(args.command):
+        return 2
     if args.command == "report":
         return _report(args, "gdsoftmax " + " ".join(sys.argv[1:] if argv is None else argv))
     if args.command == "lab":
@@ -107,6 +110,25 @@ def main(argv: list[str] | None = None) -> int:
         return _train_or_sweep(args)
     parser.print_help()
     return 2
+
+
+EXPERIMENT_EXTRAS = ("torchvision", "sklearn", "scipy", "matplotlib", "tqdm", "tomli_w")
+
+
+def _experiments_installed(command: str) -> bool:
+    """The engine's commands need gdsoftmax[experiments]; say so in one line rather than a traceback."""
+    missing = [name for name in EXPERIMENT_EXTRAS if not _importable(name)]
+    if missing:
+        print(f"gdsoftmax {command}: error: this command needs the experiment extras ({', '.join(missing)} "
+              "missing); install them with: pip install 'gdsoftmax[experiments]'", file=sys.stderr)
+    return not missing
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a broken install counts as missing
+        return False
 
 
 def _report(args, command: str) -> int:
