@@ -38,6 +38,9 @@ __all__ = ["ConfigError", "ExperimentConfig", "config_to_toml", "expand_sweep", 
            "to_dict"]
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 class ConfigError(ValueError):
     """An invalid config: the message names the key."""
 
@@ -84,6 +87,11 @@ class TrainConfig:
     record_epochs: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200])
     device: str = "auto"  # "auto": cuda if available, else cpu
     track_margin: bool = False  # per epoch: normalized and smoothed margins on train (homogeneous models)
+    # speed on accelerators (gdsoftmax.engine.acceleration); each also runs on the CPU
+    precision: str = "fp32"  # "bf16" or "fp16": the model under autocast; the loss always in float32
+    channels_last: bool = False  # NHWC memory format for convolutional models and their inputs
+    compile: bool = False  # torch.compile the model (the loss runs eagerly: beta changes never recompile)
+    deterministic: bool = False  # deterministic algorithms only (and no cuDNN autotuning)
 
 
 @dataclass
@@ -266,6 +274,8 @@ def _check_values(c: ExperimentConfig) -> None:
     _check(all(e >= 1 for e in c.train.record_epochs), "train.record_epochs", "must be epoch numbers >= 1")
     _check(c.train.device == "auto" or re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", c.train.device) is not None,
            "train.device", f"must be auto, cpu, cuda or cuda:N, got {c.train.device!r}")
+    _check(c.train.precision in PRECISIONS, "train.precision",
+           f"must be one of {PRECISIONS}, got {c.train.precision!r}")
     _check(c.loss.tau > 0, "loss.tau", "must be > 0")
     _check(0 <= c.loss.label_smoothing <= 1, "loss.label_smoothing", "must be in [0, 1]")
     _check(c.loss.backend in BACKENDS, "loss.backend", f"must be one of {BACKENDS}, got {c.loss.backend!r}")

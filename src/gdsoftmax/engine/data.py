@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "DataNotFoundError", "Dataset", "Split", "augment_batch", "load_dataset"]
+__all__ = ["DATASETS", "DataNotFoundError", "Dataset", "Split", "augment_batch", "crop_and_flip", "draw_augmentation",
+           "load_dataset"]
 
 ENV_DATA_DIR = "GDSOFTMAX_DATA_DIR"
 
@@ -72,11 +73,27 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, padding: int
     RandomHorizontalFlip), drawn from ``generator`` so runs are reproducible.
     images: (B, C, H, W) -> (B, C, H, W).
     """
+    dy, dx, flip = (t.to(images.device) for t in draw_augmentation(generator, [len(images)], padding))
+    return crop_and_flip(images, dy, dx, flip, padding)
+
+
+def draw_augmentation(generator: torch.Generator, batch_sizes: list[int], padding: int = 4):
+    """Offsets dy, dx (N, 1) and flips (N,) for consecutive batches, drawn exactly as
+    :func:`augment_batch` draws them batch by batch. A training loop draws an epoch's worth at
+    once and moves it to the device in one copy instead of one per step."""
+    dys, dxs, flips = [], [], []
+    for b in batch_sizes:
+        dys.append(torch.randint(0, 2 * padding + 1, (b, 1), generator=generator))
+        dxs.append(torch.randint(0, 2 * padding + 1, (b, 1), generator=generator))
+        flips.append(torch.rand(b, generator=generator) < 0.5)
+    return torch.cat(dys), torch.cat(dxs), torch.cat(flips)
+
+
+def crop_and_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
+                  padding: int = 4) -> torch.Tensor:
+    """Crop each zero-padded image at (dy, dx) and mirror those with ``flip``; all on the images' device."""
     b, _, h, w = images.shape
     padded = torch.nn.functional.pad(images, (padding,) * 4)  # (B, C, H+2p, W+2p)
-    dy = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator).to(images.device)
-    dx = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator).to(images.device)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(images.device)
     rows = dy + torch.arange(h, device=images.device)  # (B, H)
     cols = dx + torch.arange(w, device=images.device)  # (B, W)
     cols = torch.where(flip[:, None], cols.flip(1), cols)

@@ -1,6 +1,7 @@
 """A model's outputs on the splits of a data set: the metric row's scores, per-sample records
-of the training set, and the final predictions. Evaluation runs in eval mode in batches of
-``train.eval_batch_size`` and leaves the model's mode as it found it.
+of the training set, and the final predictions. Evaluation runs in eval mode under
+``torch.inference_mode`` in batches of ``train.eval_batch_size`` and leaves the model's mode as
+it found it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def evaluation_scores(model, data: Dataset, config: ExperimentConfig) -> tuple[d
     return scores, val, val_logits
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _forward_all(model, data: Dataset, split_name: str, config: ExperimentConfig, features: bool = False):
     """Logits (N, K) (and features (N, D)) of a whole split in eval mode."""
     split = getattr(data, split_name)

@@ -84,18 +84,21 @@ class Checkpoint:
     rng: dict
     records: dict[int, dict]
     objective: dict = field(default_factory=lambda: {"lr_factor": 1.0, "controller": {}})
+    scaler: dict = field(default_factory=dict)  # the fp16 gradient scaler's state; empty otherwise
 
     def to_state(self) -> dict:
         """Tensors, numbers, strings, lists and dicts only, so ``weights_only=True`` loads it."""
-        return {"model": self.model, "optimizer": self.optimizer, "epoch": self.epoch, "step": self.step,
-                "lr": self.lr, "elapsed": self.elapsed, "rng": self.rng,
-                "records": {str(k): v for k, v in self.records.items()}, **self.objective}
+        state = {"model": self.model, "optimizer": self.optimizer, "epoch": self.epoch, "step": self.step,
+                 "lr": self.lr, "elapsed": self.elapsed, "rng": self.rng,
+                 "records": {str(k): v for k, v in self.records.items()}, **self.objective}
+        return {**state, "scaler": self.scaler} if self.scaler else state
 
     @classmethod
     def from_state(cls, state: dict) -> Checkpoint:
         return cls(state["model"], state["optimizer"], int(state["epoch"]), int(state["step"]), float(state["lr"]),
                    float(state["elapsed"]), state["rng"], {int(k): v for k, v in state["records"].items()},
-                   {"lr_factor": float(state.get("lr_factor", 1.0)), "controller": state.get("controller", {})})
+                   {"lr_factor": float(state.get("lr_factor", 1.0)), "controller": state.get("controller", {})},
+                   state.get("scaler", {}))
 
 
 @dataclass
@@ -114,16 +117,18 @@ class RunResult:
     best_val_epoch: int | None
     wall_time: float | None
     stacked_runs: int = 1  # > 1: wall_time is that of the whole stack
+    compiled_graphs: int | None = None  # with train.compile: graphs torch.compile built during the run
 
     @classmethod
-    def from_rows(cls, config: ExperimentConfig, rows: list[EpochRow], stacked_runs: int = 1) -> RunResult:
+    def from_rows(cls, config: ExperimentConfig, rows: list[EpochRow], stacked_runs: int = 1,
+                  compiled_graphs: int | None = None) -> RunResult:
         last = rows[-1] if rows else None
         best = max(rows, key=lambda r: r.val_acc if not math.isnan(r.val_acc) else -1) if rows else None
         return cls(config.name, config.seed, config.loss.beta.raw, len(rows),
                    *(None if last is None else getattr(last, k) for k in ("test_acc", "test_ce", "train_ce",
                                                                            "train_acc")),
                    None if best is None else best.val_acc, None if best is None else best.epoch,
-                   None if last is None else last.wall_time, stacked_runs)
+                   None if last is None else last.wall_time, stacked_runs, compiled_graphs)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -168,9 +173,9 @@ class RunDirectory:
         save_checkpoint(self.path / CHECKPOINT_FILE, checkpoint.to_state())
 
     def finish(self, config: ExperimentConfig, records: dict[int, dict], train_labels: np.ndarray,
-               predictions: dict[str, np.ndarray], stacked_runs: int = 1) -> dict:
+               predictions: dict[str, np.ndarray], stacked_runs: int = 1, compiled_graphs: int | None = None) -> dict:
         """Write samples.npz, predictions.npz and, last, result.json; return the result."""
-        result = RunResult.from_rows(config, self.rows(up_to=config.train.epochs), stacked_runs)
+        result = RunResult.from_rows(config, self.rows(up_to=config.train.epochs), stacked_runs, compiled_graphs)
         epochs = sorted(records)
         _save_npz(self.path / SAMPLES_FILE, epochs=np.array(epochs),
                   p_true=np.stack([records[e]["p_true"].numpy() for e in epochs]),

@@ -57,7 +57,7 @@ SHARED_KEYS = ("data.dataset", "data.data_dir", "data.download", "data.val_size"
                "model.penultimate_dim", "model.options", "loss.options", "loss.tau", "train.epochs",
                "train.batch_size", "train.lr", "train.momentum", "train.weight_decay", "train.lr_milestones",
                "train.lr_gamma", "train.grad_clip", "train.eval_batch_size", "train.record_epochs", "train.device",
-               "sweep")
+               "train.deterministic", "sweep")
 # keys with values that the stacked step does not implement: such a run trains alone
 TRAIN_ALONE_WHEN = {
     "loss.name": (lambda c: c.loss.name != "gdsoftmax", "the stacked kernel computes the gdsoftmax loss only"),
@@ -67,6 +67,9 @@ TRAIN_ALONE_WHEN = {
                      "stacked runs compute the loss with the fused kernel"),
     "data.augment": (lambda c: c.data.augment, "augmentation draws per run from its own generator inside the step"),
     "train.track_margin": (lambda c: c.train.track_margin, "margins are tracked for runs trained alone"),
+    "train.precision": (lambda c: c.train.precision != "fp32", "the stacked step runs in float32"),
+    "train.channels_last": (lambda c: c.train.channels_last, "stacked models are MLPs, without image layouts"),
+    "train.compile": (lambda c: c.train.compile, "the stacked step is not compiled"),
 }
 
 
@@ -224,12 +227,12 @@ class StackedRuns:
         for c, generator in zip(checkpoints, self.generators, strict=True):
             restore_rng_state(c.rng, generator)
 
-    def state(self, m: int) -> tuple[dict, dict, dict]:
-        """Run m's model state, optimizer state (torch.optim.SGD's format) and RNG states."""
+    def state(self, m: int) -> tuple[dict, dict, dict, dict]:
+        """Run m's model state, optimizer state (torch.optim.SGD's format), RNG states and (no) scaler."""
         if self._optimizer_state is None:
             self._optimizer_state = self.optimizer.state_dict()
         return (self.members[m].state_dict_copy(), _member_optimizer_state(self._optimizer_state, m),
-                capture_rng_state(self.generators[m]))
+                capture_rng_state(self.generators[m]), {})
 
     def train_epoch(self, epoch: int, lrs: list[float]) -> torch.Tensor:
         """One epoch of every run; per run the sums of loss, CE, correct and count, (M, 4)."""

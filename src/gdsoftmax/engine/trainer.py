@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gdsoftmax.analysis.margins import margin_statistics
+from gdsoftmax.engine.acceleration import compiled_graphs, gradient_scaler, set_determinism, training_model
 from gdsoftmax.engine.checkpoint import capture_rng_state, restore_rng_state, seed_everything
 from gdsoftmax.engine.config import ExperimentConfig
-from gdsoftmax.engine.data import Dataset, augment_batch, load_dataset
+from gdsoftmax.engine.data import Dataset, crop_and_flip, draw_augmentation, load_dataset
 from gdsoftmax.engine.evaluation import evaluation_scores, final_predictions, per_sample_record
 from gdsoftmax.engine.models import build_model
 from gdsoftmax.engine.objectives import build_objective
@@ -61,6 +62,7 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
         data = load_dataset(d.dataset, d.data_dir or None, download=d.download, val_size=d.val_size,
                             split_seed=d.split_seed)
     steps_per_epoch = math.ceil(len(data.train) / first.train.batch_size)
+    graphs_before = compiled_graphs() if first.train.compile else None
     strategy = (SingleRun(first, data, world, steps_per_epoch) if len(configs) == 1
                 else StackedRuns(configs, data, world.device, steps_per_epoch))
     start_epoch, elapsed, records = _resume(strategy, runs, world.device)
@@ -80,17 +82,18 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
             row = _close_epoch(strategy, m, config, epoch, step, lrs[m], sums[m], records[m])
             row.wall_time = elapsed[m] + time.perf_counter() - started
             if world.is_main:
-                model, optimizer, rng = strategy.state(m)
+                model, optimizer, rng, scaler = strategy.state(m)
                 run.append(row, Checkpoint(model, optimizer, epoch + 1, step, lrs[m], row.wall_time, rng,
-                                           records[m], strategy.objectives[m].state_dict()))
+                                           records[m], strategy.objectives[m].state_dict(), scaler))
             if m == 0:
                 bar.set_postfix(loss=f"{row.train_loss:.3f}", test_acc=f"{row.test_acc:.4f}")
         world.barrier()
     bar.close()
 
     labels = strategy.eval_data.train.labels.cpu().numpy()
+    graphs = None if graphs_before is None else compiled_graphs() - graphs_before
     summaries = [run.finish(config, records[m], labels, final_predictions(strategy.members[m], strategy.eval_data,
-                                                                          config), stacked_runs=len(configs))
+                                                                          config), len(configs), graphs)
                  if world.is_main else RunResult.from_rows(config, []).as_dict()
                  for m, (run, config) in enumerate(zip(runs, configs, strict=True))]
     world.close()
@@ -130,34 +133,46 @@ def _close_epoch(strategy, m: int, config: ExperimentConfig, epoch: int, step: i
 
 
 class SingleRun:
-    """One model, data-parallel when launched by torchrun: the ordinary training step."""
+    """One model, data-parallel when launched by torchrun: the ordinary training step, with the
+    options of :mod:`gdsoftmax.engine.acceleration` (precision, channels_last, compile)."""
 
     def __init__(self, config: ExperimentConfig, data: Dataset, world: _Distributed, steps_per_epoch: int):
         self.config, self.world, self.steps_per_epoch = config, world, steps_per_epoch
+        t, device_type = config.train, world.device.type
+        set_determinism(t.deterministic, device_type)
         self.eval_data = data.to(world.device)
         model = build_model(config.model.name, data.image_shape, data.num_classes,
                             config.model.penultimate_dim or None, **config.model.options)
         objective = build_objective(config.loss.name, config.loss.options, model,  # may install a margin head
                                     beta=config.loss.beta.schedule(steps_per_epoch), tau=config.loss.tau,
                                     label_smoothing=config.loss.label_smoothing, backend=config.loss.backend)
-        self.model = model.to(world.device)
-        self.trained = world.wrap(self.model)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.train.lr, momentum=config.train.momentum,
-                                         weight_decay=config.train.weight_decay)
+        memory_format = torch.channels_last if t.channels_last else torch.preserve_format
+        self.model = model.to(world.device, memory_format=memory_format)
+        self.trained = training_model(world.wrap(self.model), precision=t.precision, channels_last=t.channels_last,
+                                      compile=t.compile, device_type=device_type)
+        evaluated = training_model(self.model, precision=t.precision, channels_last=t.channels_last, compile=False,
+                                   device_type=device_type)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum,
+                                         weight_decay=t.weight_decay)
+        self.scaler = gradient_scaler(t.precision, device_type)
         self.generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
-        self.members, self.objectives = [self.model], [objective]
+        self.members, self.objectives = [evaluated], [objective]
 
     def load(self, checkpoints: list[Checkpoint]) -> None:
         (checkpoint,) = checkpoints
         self.model.load_state_dict(checkpoint.model)
         self.optimizer.load_state_dict(checkpoint.optimizer)
+        if self.scaler is not None and checkpoint.scaler:
+            self.scaler.load_state_dict(checkpoint.scaler)
         restore_rng_state(checkpoint.rng, self.generator)
 
-    def state(self, m: int) -> tuple[dict, dict, dict]:
-        return self.model.state_dict(), self.optimizer.state_dict(), capture_rng_state(self.generator)
+    def state(self, m: int) -> tuple[dict, dict, dict, dict]:
+        scaler = self.scaler.state_dict() if self.scaler is not None else {}
+        return self.model.state_dict(), self.optimizer.state_dict(), capture_rng_state(self.generator), scaler
 
     def train_epoch(self, epoch: int, lrs: list[float]) -> torch.Tensor:
-        """One epoch; the sums of loss, CE, correct and count over all ranks, (1, 4)."""
+        """One epoch; the sums of loss, CE, correct and count over all ranks, (1, 4). The step loop
+        reads nothing back from the device: the epoch's order and augmentation are drawn up front."""
         config, data, world, objective = self.config, self.eval_data, self.world, self.objectives[0]
         for group in self.optimizer.param_groups:
             group["lr"] = lrs[0]
@@ -165,26 +180,42 @@ class SingleRun:
         n_train, batch_size = len(data.train), config.train.batch_size
         totals = torch.zeros(4, dtype=torch.float64, device=world.device)  # loss, ce, correct, count
         order = torch.randperm(n_train, generator=self.generator)
+        if config.data.augment:  # drawn in the same sequence as batch-by-batch augment_batch calls
+            sizes = [len(order[i * batch_size : (i + 1) * batch_size]) for i in range(self.steps_per_epoch)]
+            shifts = [t.to(world.device) for t in draw_augmentation(self.generator, sizes)]
+        order = order.to(world.device)
         for i in range(self.steps_per_epoch):
-            step = epoch * self.steps_per_epoch + i
-            index = order[i * batch_size : (i + 1) * batch_size].to(world.device)
+            step, batch = epoch * self.steps_per_epoch + i, slice(i * batch_size, (i + 1) * batch_size)
+            index = order[batch]
             images = data.train.images[index]  # (B, C, H, W) uint8, the global batch
             if config.data.augment:
-                images = augment_batch(images, self.generator)
+                images = crop_and_flip(images, *(t[batch] for t in shifts))
             mine = slice(world.rank, None, world.size)  # this process's share of the global batch
             x, y = data.normalize(images[mine]), data.train.labels[index][mine]
-            loss, logits = objective(self.trained, x, y, step)  # logits (b, K)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.train.grad_clip)
-            self.optimizer.step()
-            with torch.no_grad():
-                # device tensors only: no host sync inside the step loop
+            loss, logits = objective(self.trained, x, y, step)  # logits (b, K) float32
+            self._step(loss)
+            with torch.no_grad():  # device tensors only: no host sync inside the step loop
                 totals += torch.stack([(loss * len(y)).double(), F.cross_entropy(logits, y, reduction="sum").double(),
                                        (logits.argmax(1) == y).sum().double(), totals.new_tensor(float(len(y)))])
         world.all_reduce(totals)
         return totals.unsqueeze(0)
+
+    def _step(self, loss: torch.Tensor) -> None:
+        """Backward, clip and update; with a gradient scaler for fp16."""
+        clip = self.config.train.grad_clip
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        if clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
 
 class _Distributed:

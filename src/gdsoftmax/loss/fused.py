@@ -79,7 +79,7 @@ class _FusedTargetLoss(torch.autograd.Function):
             loss = (row_weight * target_class_loss(logits, index[:, None], ctx.beta, ctx.tau)).sum() * ctx.scale
             (g,) = torch.autograd.grad(loss, logits, create_graph=True)
             return g * grad_output, None, None, None, None, None, None
-        if grad_output.numel() == 1 and float(grad_output) == 1.0:
+        if grad_output.device.type == "cpu" and grad_output.numel() == 1 and float(grad_output) == 1.0:
             return grad, None, None, None, None, None, None  # the usual loss.backward(): no extra pass
         return grad * grad_output, None, None, None, None, None, None
 
@@ -87,14 +87,25 @@ class _FusedTargetLoss(torch.autograd.Function):
 def fused_target_loss(logits, index, row_weight, beta: float, tau: float, reduction: str, inplace: bool = False):
     """The kernel entry, arguments already checked: logits (N, C) float32/64, index (N,) in range
     (ignored rows read class 0), row_weight (N,) with 0 for ignored rows; reduction "mean" or "sum"."""
-    scale = 1.0
-    if reduction == "mean":
-        total = float(row_weight.sum())
-        if total == 0:  # as F.cross_entropy: NaN, with a zero gradient
-            return (logits * 0).sum() + float("nan")
-        scale = 1.0 / total
     logits = logits if logits.is_contiguous() else logits.contiguous()
-    return _FusedTargetLoss.apply(logits, index, row_weight, beta, tau, scale, inplace)
+    if reduction == "sum":
+        return _FusedTargetLoss.apply(logits, index, row_weight, beta, tau, 1.0, inplace)
+    if logits.device.type != "cpu":  # no host synchronisation: the mean's scale stays on the device
+        return _mean_on_device(logits, index, row_weight, beta, tau, inplace)
+    total = float(row_weight.sum())
+    if total == 0:  # as F.cross_entropy: NaN, with a zero gradient
+        return (logits * 0).sum() + float("nan")
+    return _FusedTargetLoss.apply(logits, index, row_weight, beta, tau, 1.0 / total, inplace)
+
+
+def _mean_on_device(logits, index, row_weight, beta: float, tau: float, inplace: bool):
+    """The mean reduction with its scale 1 / sum(weights) kept a device tensor (NaN when every
+    weight is 0, with a zero gradient, as F.cross_entropy)."""
+    total = row_weight.sum()
+    empty = total == 0
+    scale = torch.where(empty, torch.zeros_like(total), 1.0 / total)
+    loss = _FusedTargetLoss.apply(logits, index, row_weight, beta, tau, scale, inplace)
+    return torch.where(empty, torch.full_like(loss, float("nan")), loss)
 
 
 def fused_gradient_decay_loss(input, target, beta: float = 1.0, *, tau: float = 1.0, weight=None,

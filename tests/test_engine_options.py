@@ -1,0 +1,168 @@
+"""Engine options for accelerators, run on the CPU: precision, channels_last, compile, determinism,
+no host synchronisation in the step loop, and augmentation drawn once per epoch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gdsoftmax.engine.config import ConfigError, parse_config
+from gdsoftmax.engine.data import Dataset, Split, augment_batch, crop_and_flip, draw_augmentation
+from gdsoftmax.engine.rundir import RunDirectory
+from gdsoftmax.engine.trainer import SingleRun, _Distributed, run_experiment
+from gdsoftmax.loss import fused
+from gdsoftmax.loss.fused import fused_target_loss
+
+
+def synthetic_images(n: int = 320, classes: int = 4, shape=(3, 16, 16), seed: int = 0) -> Dataset:
+    """Images whose class sets a base pattern, plus noise: learnable in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    base = torch.randint(0, 256, (classes, *shape), generator=g)
+    images = (base[labels] + torch.randint(-30, 31, (n, *shape), generator=g)).clamp(0, 255).to(torch.uint8)
+    pixels = images.double() / 255
+    mean, std = pixels.mean((0, 2, 3)).float(), pixels.std((0, 2, 3)).float()
+    split = [slice(0, 256), slice(256, 288), slice(288, 320)]
+    return Dataset("synthetic", *(Split(images[s], labels[s]) for s in split), classes, mean, std, 255.0)
+
+
+def cnn_config(**train) -> dict:
+    return {"name": "cnn", "data": {"augment": True}, "model": {"name": "small_cnn", "options": {"width": 8}},
+            "loss": {"beta": {"kind": "linear", "start": 0.1, "end": 1.0, "epochs": 2}},
+            "train": {"epochs": 2, "batch_size": 32, "lr": 0.05, "record_epochs": [1], "device": "cpu", **train}}
+
+
+@pytest.fixture(scope="module")
+def images() -> Dataset:
+    return synthetic_images()
+
+
+@pytest.fixture(autouse=True)
+def restore_determinism():
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+def train(tmp_path, data, name, **options) -> tuple[dict, dict]:
+    result = run_experiment(parse_config(cnn_config(**options)), tmp_path / name, data=data, progress=False)
+    weights = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"]
+    return result, weights
+
+
+def max_weight_difference(a: dict, b: dict) -> float:
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a if a[k].is_floating_point())
+
+
+@pytest.mark.parametrize(("options", "tolerance"), [
+    ({"channels_last": True}, 1e-4),      # the same arithmetic in another memory layout
+    ({"precision": "bf16"}, 0.03),        # 8-bit mantissas in the forward: close, not equal
+    ({"precision": "fp16"}, 0.02),        # with a gradient scaler
+    ({"precision": "bf16", "channels_last": True}, 0.03),
+])
+def test_each_option_trains_close_to_float32(tmp_path, images, options, tolerance):
+    reference, reference_weights = train(tmp_path, images, "fp32")
+    result, weights = train(tmp_path, images, "option", **options)
+    assert result["epochs"] == 2
+    assert abs(result["train_ce"] - reference["train_ce"]) <= tolerance * max(1.0, reference["train_ce"])
+    assert max_weight_difference(weights, reference_weights) <= 10 * tolerance
+    assert result["test_acc"] > 0.5  # it learned (4 classes)
+    rows = [json.loads(line) for line in (tmp_path / "option" / "metrics.jsonl").read_text().splitlines()]
+    assert all(isinstance(row["train_loss"], float) for row in rows)  # the loss came back in float32
+
+
+def test_float32_options_off_is_the_plain_model(tmp_path, images):
+    """With every option off, the training model is the model itself (the engine's behaviour before)."""
+    config = parse_config(cnn_config())
+    run = SingleRun(config, images, _Distributed(0, 1, torch.device("cpu")), 8)
+    assert run.trained is run.model
+    assert run.members[0] is run.model
+    assert run.scaler is None
+
+
+def test_fp16_scaler_state_is_checkpointed_and_resumes_exactly(tmp_path, images, monkeypatch):
+    _, whole = train(tmp_path, images, "whole", precision="fp16")
+    assert "scaler" in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    real_append = RunDirectory.append
+
+    def crash_in_epoch_two(run, row, checkpoint):
+        if row.epoch == 2:
+            raise KeyboardInterrupt
+        real_append(run, row, checkpoint)
+
+    monkeypatch.setattr(RunDirectory, "append", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, images, "cut", precision="fp16")
+    monkeypatch.setattr(RunDirectory, "append", real_append)
+    _, resumed = train(tmp_path, images, "cut", precision="fp16")
+    assert max_weight_difference(whole, resumed) == 0.0
+
+
+def test_deterministic_runs_are_bit_identical(tmp_path, images):
+    _, a = train(tmp_path, images, "a", deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled()
+    _, b = train(tmp_path, images, "b", deterministic=True)
+    assert max_weight_difference(a, b) == 0.0
+
+
+def test_compile_builds_a_fixed_number_of_graphs_whatever_beta_does(tmp_path, images):
+    """The loss runs outside the compiled model, so a warm-up that changes beta every step (here
+    16 steps, 16 values) recompiles nothing; the graphs are those of the model's batch shapes."""
+    eager, eager_weights = train(tmp_path, images, "eager")
+    compiled, weights = train(tmp_path, images, "compiled", compile=True)
+    assert eager["compiled_graphs"] is None
+    assert 1 <= compiled["compiled_graphs"] <= 2  # the full batch, and at most one for a last partial batch
+    betas = [json.loads(line)["beta"] for line in (tmp_path / "compiled" / "metrics.jsonl").read_text().splitlines()]
+    assert len(set(betas)) == 2  # beta moved (the rows show each epoch's last value)
+    assert max_weight_difference(weights, eager_weights) <= 1e-3  # inductor may fuse and reorder float ops
+
+
+def test_the_step_loop_reads_nothing_back_from_the_device(images):
+    """On the meta device every tensor is a shape without data, so any host synchronisation in
+    the step loop (.item(), float(), bool(), .tolist(), a copy to the CPU) raises; a whole epoch,
+    with augmentation, batch norm and the beta-loss, runs there without one."""
+    with pytest.raises(RuntimeError):
+        float(torch.ones((), device="meta"))  # the detector works
+    config = parse_config(cnn_config())
+    run = SingleRun(config, images, _Distributed(0, 1, torch.device("meta")), 8)
+    totals = run.train_epoch(0, [0.05])
+    assert totals.device.type == "meta"
+    assert totals.shape == (1, 4)
+
+
+@pytest.mark.parametrize("all_ignored", [False, True])
+def test_the_fused_mean_on_a_device_keeps_its_scale_there_and_equals_the_cpu_path(all_ignored):
+    logits, target = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 0])
+    weight = torch.zeros(6) if all_ignored else torch.rand(6)
+    a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    cpu_path = fused_target_loss(a, target, weight, 0.3, 1.5, "mean")
+    device_path = fused._mean_on_device(b, target, weight, 0.3, 1.5, inplace=False)
+    cpu_path.backward()
+    device_path.backward()
+    torch.testing.assert_close(device_path, cpu_path, equal_nan=True)
+    torch.testing.assert_close(b.grad, a.grad)
+    assert not b.grad.isnan().any()
+    meta = fused_target_loss(logits.to("meta").requires_grad_(), target.to("meta"), weight.to("meta"), 0.3, 1.5,
+                             "mean")
+    assert meta.shape == cpu_path.shape  # no value read back: it runs on the meta device
+
+
+def test_an_epochs_augmentation_drawn_at_once_equals_batch_by_batch():
+    images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+    sizes = [4, 4, 2]
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    one_by_one = torch.cat([augment_batch(images[i : i + s], g1) for i, s in zip((0, 4, 8), sizes, strict=True)])
+    dy, dx, flip = draw_augmentation(g2, sizes)
+    assert torch.equal(crop_and_flip(images, dy, dx, flip), one_by_one)
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+@pytest.mark.parametrize(("train", "message"), [
+    ({"precision": "fp8"}, "train.precision must be one of"),
+    ({"compile": "yes"}, "train.compile must be bool"),
+])
+def test_bad_option_values_name_the_key(train, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"train": train})
