@@ -4,6 +4,9 @@ no host synchronisation in the step loop, and augmentation drawn once per epoch.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -166,3 +169,24 @@ def test_an_epochs_augmentation_drawn_at_once_equals_batch_by_batch():
 def test_bad_option_values_name_the_key(train, message):
     with pytest.raises(ConfigError, match=message):
         parse_config({"train": train})
+
+
+def test_adaptive_beta_keeps_working_under_compile_and_bf16(tmp_path, images):
+    """The controller moves beta between epochs (with lr compensation) while the model stays compiled once."""
+    spec = cnn_config(precision="bf16", compile=True, epochs=3)
+    spec["loss"]["beta"] = {"kind": "pid", "start": 1.0, "kp": 5.0, "ki": 0.5, "lr_compensation": True}
+    result = run_experiment(parse_config(spec), tmp_path / "pid", data=images, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "pid" / "metrics.jsonl").read_text().splitlines()]
+    assert len({row["beta"] for row in rows}) == 3  # a new beta each epoch
+    assert len({row["lr"] for row in rows}) > 1  # and the compensated learning rate with it
+    assert result["compiled_graphs"] == 1
+
+
+def test_the_gpu_throughput_benchmark_runs_on_the_cpu(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_gpu_engine.py"
+    out = subprocess.run([sys.executable, str(script), "--quick", "--device", "cpu", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    table = (tmp_path / "gpu_engine_cpu_smoke.md").read_text()
+    assert "plain PyTorch loop" in table
+    assert "bf16 + channels_last + compile" in table
