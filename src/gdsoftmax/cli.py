@@ -34,7 +34,10 @@ examples:
 
 --set takes TOML values: numbers, strings, lists ([0, 1, 2]) and inline tables
 ({kind="linear", start=0.01, end=0.1, epochs=10}). Run directories are resumable: rerunning
-a command continues where it stopped, and finished sweep cells are skipped.
+a command continues where it stopped, and finished sweep cells are skipped. A run directory
+belongs to one config: rerunning with another config is refused (naming the keys that differ)
+unless --restart discards the old run; a larger train.epochs extends a run. One process at a
+time writes a run directory.
 """
 
 
@@ -50,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
         sub.add_argument("--data-dir", help="folder holding the data sets (default: $GDSOFTMAX_DATA_DIR or ./data)")
         sub.add_argument("--no-progress", action="store_true", help="no progress bars")
+        sub.add_argument("--restart", action="store_true",
+                         help="discard the run(s) already in the output directory and start anew (without it, a "
+                              "run directory of another config is refused, and one of this config resumes)")
 
     train = commands.add_parser("train", help="train one config (its [sweep] table is ignored)",
                                 description="Train one run in OUT/NAME; rerun to resume it.")
@@ -164,8 +170,9 @@ def _lab(args) -> int:
 def _train_or_sweep(args) -> int:
     from gdsoftmax.engine.config import ConfigError, load_config
     from gdsoftmax.engine.data import DataNotFoundError
+    from gdsoftmax.engine.rundir import RunLockedError
     from gdsoftmax.engine.sweep import format_summary, parse_shard, run_sweep
-    from gdsoftmax.engine.trainer import run_experiment
+    from gdsoftmax.engine.trainer import TrainingDiverged, run_experiment
 
     overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir!r}"] if args.data_dir else [])
     try:
@@ -173,15 +180,15 @@ def _train_or_sweep(args) -> int:
         if args.command == "train":
             config.sweep = {}
             run_dir = f"{args.out}/{config.name}"
-            result = run_experiment(config, run_dir, progress=not args.no_progress)
+            result = run_experiment(config, run_dir, progress=not args.no_progress, restart=args.restart)
             results = [{"cell": config.name, **result}]
             print(f"results in {run_dir}")
         else:
             if args.max_stack < 1:
                 raise ValueError(f"--max-stack must be at least 1, got {args.max_stack}")
             results = run_sweep(config, args.out, shard=parse_shard(args.shard), progress=not args.no_progress,
-                                max_stack=args.max_stack)
-    except (ConfigError, DataNotFoundError, ValueError) as error:
+                                max_stack=args.max_stack, restart=args.restart)
+    except (ConfigError, DataNotFoundError, ValueError, RunLockedError, TrainingDiverged) as error:
         print(f"gdsoftmax {args.command}: error: {error}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary

@@ -7,9 +7,17 @@
 * ``predictions.npz``  final validation and test logits (and 2-D features when the model has them)
 * ``result.json``      a :class:`RunResult`; its presence marks the run finished
 
+* ``run.json``         the run's identity: a fingerprint of its resolved config (see :meth:`RunDirectory.claim`)
+* ``lock``             while a process writes the run: its pid, host and start time
+
 Crash rules: each epoch appends its row first and then replaces the checkpoint, so a crash in
 between re-runs that epoch; opening a run for resumption drops the rows written after its
 checkpoint, so rows are never duplicated. ``result.json`` is written last.
+
+Identity: a run directory belongs to one config. Resuming it with another config (other than a
+larger ``train.epochs``, or where the data lives and which device trains) stops with
+:class:`RunMismatchError` naming the keys that differ; asking for fewer epochs than it has done is
+refused too. Only one process writes a run at a time (:meth:`RunDirectory.lock`).
 
 >>> import tempfile
 >>> run = RunDirectory(tempfile.mkdtemp())
@@ -19,23 +27,75 @@ checkpoint, so rows are never duplicated. ``result.json`` is written last.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import math
 import os
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from gdsoftmax.engine.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from gdsoftmax.engine.config import ExperimentConfig, config_to_toml, load_config
+from gdsoftmax.engine.config import ExperimentConfig, config_to_toml, load_config, to_dict
 
-__all__ = ["Checkpoint", "EpochRow", "RunDirectory", "RunRecord", "RunResult", "finished_runs"]
+__all__ = ["Checkpoint", "EpochRow", "RunDirectory", "RunLockedError", "RunMismatchError", "RunRecord", "RunResult",
+           "finished_runs", "identity"]
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.toml", "metrics.jsonl", "checkpoint.pt"
 SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE = "samples.npz", "predictions.npz", "result.json"
+IDENTITY_FILE, LOCK_FILE = "run.json", "lock"
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE, IDENTITY_FILE)
+# keys that may change when a run is resumed: its length, where the data lives, which device trains it
+NOT_IDENTITY = ("train.epochs", "data.data_dir", "data.download", "train.device", "sweep")
+
+
+class RunMismatchError(ValueError):
+    """The run directory holds a run of another config."""
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is writing the run directory."""
+
+
+def identity(config: ExperimentConfig) -> dict[str, object]:
+    """The config's keys that define what a run is, flattened to dotted keys."""
+    flat = _flatten(to_dict(config))
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key not in ("options", "beta"):  # tables that are values, not sections
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _json(value, **options) -> str:
+    """Standard JSON: NaN and infinities are written as null (and read back as NaN by the records)."""
+    return json.dumps(_finite_or_none(value), allow_nan=False, **options)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _fingerprint(ident: dict) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -64,7 +124,8 @@ class EpochRow:
     @classmethod
     def from_dict(cls, row: dict) -> EpochRow:
         names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
-        return cls(**{n: row[n] for n in names}, extra={k: v for k, v in row.items() if k not in names})
+        values = {n: math.nan if row[n] is None and n not in ("beta",) else row[n] for n in names}  # null: NaN
+        return cls(**values, extra={k: v for k, v in row.items() if k not in names})
 
     def __getitem__(self, key: str):
         return getattr(self, key) if key in self.__dataclass_fields__ and key != "extra" else self.extra[key]
@@ -85,12 +146,14 @@ class Checkpoint:
     records: dict[int, dict]
     objective: dict = field(default_factory=lambda: {"lr_factor": 1.0, "controller": {}})
     scaler: dict = field(default_factory=dict)  # the fp16 gradient scaler's state; empty otherwise
+    rows: list[dict] = field(default_factory=list)  # every metric row so far: a lost line of metrics.jsonl returns
 
     def to_state(self) -> dict:
         """Tensors, numbers, strings, lists and dicts only, so ``weights_only=True`` loads it."""
         state = {"model": self.model, "optimizer": self.optimizer, "epoch": self.epoch, "step": self.step,
                  "lr": self.lr, "elapsed": self.elapsed, "rng": self.rng,
                  "records": {str(k): v for k, v in self.records.items()}, **self.objective}
+        state = {**state, "rows": [_json(row) for row in self.rows]}  # JSON text: weights_only loads strings
         return {**state, "scaler": self.scaler} if self.scaler else state
 
     @classmethod
@@ -98,7 +161,7 @@ class Checkpoint:
         return cls(state["model"], state["optimizer"], int(state["epoch"]), int(state["step"]), float(state["lr"]),
                    float(state["elapsed"]), state["rng"], {int(k): v for k, v in state["records"].items()},
                    {"lr_factor": float(state.get("lr_factor", 1.0)), "controller": state.get("controller", {})},
-                   state.get("scaler", {}))
+                   state.get("scaler", {}), [json.loads(row) for row in state.get("rows", [])])
 
 
 @dataclass
@@ -124,7 +187,7 @@ class RunResult:
                   compiled_graphs: int | None = None) -> RunResult:
         last = rows[-1] if rows else None
         best = max(rows, key=lambda r: r.val_acc if not math.isnan(r.val_acc) else -1) if rows else None
-        return cls(config.name, config.seed, config.loss.beta.raw, len(rows),
+        return cls(config.name, config.seed, config.loss.beta.raw, max((r.epoch for r in rows), default=0),
                    *(None if last is None else getattr(last, k) for k in ("test_acc", "test_ce", "train_ce",
                                                                            "train_acc")),
                    None if best is None else best.val_acc, None if best is None else best.epoch,
@@ -156,18 +219,82 @@ class RunDirectory:
     def is_finished(self) -> bool:
         return (self.path / RESULT_FILE).exists()
 
-    # ---- writing, in the order a run does it
-    def open(self, config: ExperimentConfig, start_epoch: int) -> None:
-        """Write the resolved config and drop metric rows from after the checkpoint being resumed."""
+    # ---- identity and exclusive writing
+    def claim(self, config: ExperimentConfig) -> None:
+        """Check that this directory is new or holds a run of ``config`` (which may ask for more epochs
+        than were done); raise :class:`RunMismatchError` naming what differs and the way out."""
+        recorded = self._recorded_identity()
+        if recorded is not None:
+            wanted = identity(config)
+            differ = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+            if differ:
+                shown = ", ".join(f"{k} ({_short(recorded.get(k))} there, {_short(wanted.get(k))} now)"
+                                  for k in differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+                raise RunMismatchError(f"{self.path} holds a run of another config: {shown}. Use another --out, "
+                                       "or --restart to discard that run")
+        done = self.checkpoint_epoch() if (self.path / CHECKPOINT_FILE).exists() else 0
+        if done > config.train.epochs:
+            raise RunMismatchError(f"{self.path} has trained {done} epochs, more than train.epochs = "
+                                   f"{config.train.epochs}. Use another --out, or --restart to discard that run")
+
+    def _recorded_identity(self) -> dict | None:
+        if (self.path / IDENTITY_FILE).exists():
+            return json.loads((self.path / IDENTITY_FILE).read_text())["identity"]
+        if (self.path / CONFIG_FILE).exists():  # a run from before run.json existed
+            return identity(load_config(self.path / CONFIG_FILE))
+        return None
+
+    def restart(self) -> None:
+        """Delete this run's files (and nothing else in the folder), so that it starts anew."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run's lock file while writing; a second writer stops with RunLockedError. A lock left
+        by a process that no longer runs on this host is taken over."""
         self.path.mkdir(parents=True, exist_ok=True)
+        path, me = self.path / LOCK_FILE, {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_lock(path)
+                if holder is not None and not _is_stale(holder):
+                    raise RunLockedError(
+                        f"{self.path} is being written by process {holder['pid']} on {holder['host']} (since "
+                        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(holder['since']))}); wait for it to end, "
+                        f"or delete {path} if that process is gone") from None
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(me, handle)
+            break
+        try:
+            yield self
+        finally:
+            if _read_lock(path) == me:
+                path.unlink(missing_ok=True)
+
+    # ---- writing, in the order a run does it
+    def open(self, config: ExperimentConfig, start_epoch: int, rows: list[dict] | None = None) -> None:
+        """Write the resolved config and the metric rows up to the checkpoint being resumed: ``rows``
+        (the checkpoint's own copy, which restores a line lost from metrics.jsonl) or, for a checkpoint
+        from before checkpoints carried rows, the file's rows up to ``start_epoch``."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        ident = identity(config)
+        atomic_write_bytes(self.path / IDENTITY_FILE, _json(
+            {"fingerprint": _fingerprint(ident), "identity": ident}, indent=1, default=str).encode())
         atomic_write_bytes(self.path / CONFIG_FILE, config_to_toml(config).encode())
-        rows = self.rows(up_to=start_epoch)
-        atomic_write_bytes(self.path / METRICS_FILE, "".join(json.dumps(r.as_dict()) + "\n" for r in rows).encode())
+        if start_epoch < config.train.epochs:  # a result from a shorter run of this config no longer holds
+            (self.path / RESULT_FILE).unlink(missing_ok=True)
+        kept = [EpochRow.from_dict(r) for r in rows] if rows else self.rows(up_to=start_epoch)
+        atomic_write_bytes(self.path / METRICS_FILE, "".join(_json(r.as_dict()) + "\n" for r in kept).encode())
 
     def append(self, row: EpochRow, checkpoint: Checkpoint) -> None:
         """The row first, then the checkpoint (see the crash rules above)."""
         with open(self.path / METRICS_FILE, "a") as handle:
-            handle.write(json.dumps(row.as_dict()) + "\n")
+            handle.write(_json(row.as_dict()) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         save_checkpoint(self.path / CHECKPOINT_FILE, checkpoint.to_state())
@@ -181,7 +308,7 @@ class RunDirectory:
                   p_true=np.stack([records[e]["p_true"].numpy() for e in epochs]),
                   correct=np.stack([records[e]["correct"].numpy() for e in epochs]), labels=train_labels)
         _save_npz(self.path / PREDICTIONS_FILE, **predictions)
-        atomic_write_bytes(self.path / RESULT_FILE, json.dumps(result.as_dict(), indent=2).encode())
+        atomic_write_bytes(self.path / RESULT_FILE, _json(result.as_dict(), indent=2).encode())
         return result.as_dict()
 
     # ---- reading
@@ -216,6 +343,31 @@ class RunDirectory:
         with np.load(self.path / SAMPLES_FILE) as samples, np.load(self.path / PREDICTIONS_FILE) as predictions:
             return RunRecord(self.path, load_config(self.path / CONFIG_FILE), self.rows(), dict(samples),
                              dict(predictions), self.result())
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_stale(holder: dict) -> bool:
+    """A lock whose process is gone (checked on this host only; another host's lock is trusted)."""
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, KeyError, TypeError):
+        return False
+    return False
 
 
 def finished_runs(sweep_dir: str | Path) -> list[RunDirectory]:

@@ -235,7 +235,8 @@ class StackedRuns:
                 capture_rng_state(self.generators[m]), {})
 
     def train_epoch(self, epoch: int, lrs: list[float]) -> torch.Tensor:
-        """One epoch of every run; per run the sums of loss, CE, correct and count, (M, 4)."""
+        """One epoch of every run; per run the sums of loss, CE, correct and count, and the first step
+        with a non-finite loss (-1 if none), (M, 5)."""
         data, first, runs = self.eval_data, self.configs[0], len(self.configs)
         for group in self.optimizer.param_groups:
             group["lr"] = lrs[0]  # equal: adaptive beta, the one source of per-run factors, trains alone
@@ -243,6 +244,7 @@ class StackedRuns:
         n_train, batch_size, clip, tau = len(inputs), first.train.batch_size, first.train.grad_clip, first.loss.tau
         grads_of = list(self.params.values())
         totals = torch.zeros(runs, 4, dtype=torch.float64, device=self.device)  # loss, ce, correct, count
+        first_bad = torch.full((runs, 1), -1.0, dtype=torch.float64, device=self.device)  # non-finite step
         orders = torch.stack([torch.randperm(n_train, generator=g) for g in self.generators]).to(self.device)
         for i in range(self.steps_per_epoch):
             step = epoch * self.steps_per_epoch + i
@@ -263,8 +265,9 @@ class StackedRuns:
                 correct = (logits.argmax(2) == y).sum(1)
                 totals += torch.stack([(losses * count).double(), ce.double(), correct.double(),
                                        torch.full_like(ce, count, dtype=torch.float64)], dim=1)
+                first_bad = torch.where(~losses.isfinite()[:, None] & (first_bad < 0), float(step), first_bad)
         self._optimizer_state = None
-        return totals
+        return torch.cat([totals, first_bad], dim=1)
 
 
 def plan_stacks(pending: list[tuple[str, ExperimentConfig, Path]], image_shape_of, max_runs: int) -> list[list]:

@@ -40,7 +40,7 @@ def cell_directory(root: Path, name: str) -> Path:
 
 
 def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int, int] = (0, 1),
-              progress: bool = True, log=print, max_stack: int = 32) -> list[dict]:
+              progress: bool = True, log=print, max_stack: int = 32, restart: bool = False) -> list[dict]:
     """Run (or resume) this shard's cells; finished cells are read back, not rerun.
 
     Cells that differ only in beta and seed train together as one stacked model, up to
@@ -60,11 +60,14 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
 
     finished, pending = {}, []
     for name, cell in cells:
-        run_dir = cell_directory(root, name)
-        if RunDirectory(run_dir).is_finished:
-            finished[name] = RunDirectory(run_dir).result()
+        run_dir, cell.name = cell_directory(root, name), name
+        run = RunDirectory(run_dir)
+        if restart:
+            run.restart()
+        run.claim(cell)  # a cell directory of another config is refused, naming the keys
+        if run.is_finished and run.result()["epochs"] == cell.train.epochs:
+            finished[name] = run.result()
         else:
-            cell.name = name
             pending.append((name, cell, run_dir))
     groups = plan_stacks(pending, lambda c: (data_for(c).image_shape, data_for(c).num_classes), max_stack)
     bar = tqdm(total=len(pending), desc="sweep", disable=not progress, unit="run")

@@ -6,7 +6,8 @@ is the loop's. :class:`SingleRun` is the ordinary step (optionally data-parallel
 torchrun); :class:`gdsoftmax.engine.stacked.StackedRuns` trains runs that differ only in beta
 and seed as one stacked model. A strategy has ``members`` (one model per run, for evaluation),
 ``objectives``, ``eval_data``, ``load(checkpoints)``, ``state(m)`` and
-``train_epoch(epoch, lrs) -> (M, 4)`` sums of loss, CE, correct and count.
+``train_epoch(epoch, lrs) -> (M, 5)``: sums of loss, CE, correct and count, and the first step with
+a non-finite loss (-1 if none), which stops the run.
 
 A run killed at any moment resumes from its last checkpoint and ends bit-identical to one that
 was never interrupted: data order and augmentation come from a generator saved in the checkpoint,
@@ -15,6 +16,7 @@ and metric rows written after that checkpoint are dropped on resume, so none is 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -36,7 +38,7 @@ from gdsoftmax.engine.objectives import build_objective
 from gdsoftmax.engine.rundir import Checkpoint, EpochRow, RunDirectory, RunResult
 from gdsoftmax.engine.stacked import StackedRuns
 
-__all__ = ["SingleRun", "learning_rate", "run_experiment", "train"]
+__all__ = ["SingleRun", "TrainingDiverged", "learning_rate", "run_experiment", "train"]
 
 
 def learning_rate(config: ExperimentConfig, epoch: int) -> float:
@@ -46,16 +48,34 @@ def learning_rate(config: ExperimentConfig, epoch: int) -> float:
 
 
 def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Dataset | None = None,
-                   progress: bool = True) -> dict:
-    """Train one config in ``run_dir`` (resuming if it holds a checkpoint); return the summary."""
-    return train([config], [run_dir], data=data, progress=progress)[0]
+                   progress: bool = True, restart: bool = False) -> dict:
+    """Train one config in ``run_dir`` (resuming if it holds a checkpoint of it); return the summary."""
+    return train([config], [run_dir], data=data, progress=progress, restart=restart)[0]
 
 
 def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: Dataset | None = None,
-          progress: bool = True) -> list[dict]:
-    """Train ``configs`` (one, or several that stack) in their run directories; return their summaries."""
-    first, runs = configs[0], [RunDirectory(d) for d in run_dirs]
-    world = _Distributed.from_environment(first.train.device)
+          progress: bool = True, restart: bool = False) -> list[dict]:
+    """Train ``configs`` (one, or several that stack) in their run directories; return their summaries.
+
+    A run directory that holds a run of another config is refused (RunMismatchError), unless
+    ``restart`` discards it; a run directory that another process is writing is refused too.
+    """
+    runs = [RunDirectory(d) for d in run_dirs]
+    world = _Distributed.from_environment(configs[0].train.device)
+    for run, config in zip(runs, configs, strict=True):
+        if restart and world.is_main:
+            run.restart()
+        run.claim(config)
+    with contextlib.ExitStack() as locks:
+        if world.is_main:
+            for run in runs:
+                locks.enter_context(run.lock())
+        return _train(configs, runs, world, data, progress)
+
+
+def _train(configs: list[ExperimentConfig], runs: list[RunDirectory], world: _Distributed, data: Dataset | None,
+           progress: bool) -> list[dict]:
+    first = configs[0]
     seed_everything(first.seed)
     if data is None:
         d = first.data
@@ -65,10 +85,10 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
     graphs_before = compiled_graphs() if first.train.compile else None
     strategy = (SingleRun(first, data, world, steps_per_epoch) if len(configs) == 1
                 else StackedRuns(configs, data, world.device, steps_per_epoch))
-    start_epoch, elapsed, records = _resume(strategy, runs, world.device)
+    start_epoch, elapsed, records, rows = _resume(strategy, runs, world.device)
     if world.is_main:
-        for run, config in zip(runs, configs, strict=True):
-            run.open(config, start_epoch)
+        for run, config, done in zip(runs, configs, rows, strict=True):
+            run.open(config, start_epoch, done)
 
     started = time.perf_counter()
     bar = tqdm(range(start_epoch, first.train.epochs), desc=first.name if len(configs) == 1 else
@@ -77,14 +97,16 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
     for epoch in bar:
         lrs = [learning_rate(first, epoch) * objective.lr_factor for objective in strategy.objectives]
         sums = strategy.train_epoch(epoch, lrs).tolist()  # the one host synchronisation of an epoch
+        _stop_if_diverged(configs, runs, epoch, sums, steps_per_epoch)
         for m, (run, config) in enumerate(zip(runs, configs, strict=True)):
             step = (epoch + 1) * steps_per_epoch
             row = _close_epoch(strategy, m, config, epoch, step, lrs[m], sums[m], records[m])
             row.wall_time = elapsed[m] + time.perf_counter() - started
+            rows[m].append(row.as_dict())
             if world.is_main:
                 model, optimizer, rng, scaler = strategy.state(m)
                 run.append(row, Checkpoint(model, optimizer, epoch + 1, step, lrs[m], row.wall_time, rng,
-                                           records[m], strategy.objectives[m].state_dict(), scaler))
+                                           records[m], strategy.objectives[m].state_dict(), scaler, rows[m]))
             if m == 0:
                 bar.set_postfix(loss=f"{row.train_loss:.3f}", test_acc=f"{row.test_acc:.4f}")
         world.barrier()
@@ -100,25 +122,45 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
     return summaries
 
 
-def _resume(strategy, runs: list[RunDirectory], device) -> tuple[int, list[float], list[dict]]:
-    """Load the runs' checkpoints into the strategy: the start epoch, elapsed times and records."""
+def _resume(strategy, runs: list[RunDirectory], device) -> tuple[int, list[float], list[dict], list[list[dict]]]:
+    """Load the runs' checkpoints into the strategy: the start epoch, elapsed times, records and metric rows."""
     checkpoints = [run.checkpoint(map_location=device) for run in runs]
     if all(c is None for c in checkpoints):
-        return 0, [0.0] * len(runs), [{} for _ in runs]
+        return 0, [0.0] * len(runs), [{} for _ in runs], [[] for _ in runs]
     epochs = {c.epoch if c is not None else 0 for c in checkpoints}
     if len(epochs) != 1:
         raise ValueError(f"runs to stack are at different epochs {sorted(epochs)}; resume them separately")
     strategy.load(checkpoints)
     for objective, checkpoint in zip(strategy.objectives, checkpoints, strict=True):
         objective.load_state_dict(checkpoint.objective)
-    return epochs.pop(), [c.elapsed for c in checkpoints], [dict(c.records) for c in checkpoints]
+    start = epochs.pop()
+    # checkpoints from before they carried rows: the rows come from metrics.jsonl (RunDirectory.open)
+    rows = [list(c.rows) if c.rows else [r.as_dict() for r in run.rows(up_to=start)]
+            for c, run in zip(checkpoints, runs, strict=True)]
+    return start, [c.elapsed for c in checkpoints], [dict(c.records) for c in checkpoints], rows
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run keeps its last good checkpoint."""
+
+
+def _stop_if_diverged(configs, runs, epoch: int, sums: list[list[float]], steps_per_epoch: int) -> None:
+    """Stop, naming the epoch and step, when a run's loss was non-finite during this epoch (its rows
+    and checkpoint are not written, so the last good checkpoint stays)."""
+    bad = [(config, run, int(s[4])) for config, run, s in zip(configs, runs, sums, strict=True) if s[4] >= 0]
+    if bad:
+        where = "; ".join(f"{config.name}: epoch {epoch + 1}, step {step} (batch {step - epoch * steps_per_epoch + 1})"
+                          for config, _, step in bad)
+        raise TrainingDiverged(f"the loss became NaN or infinite, so training stopped ({where}). The run keeps "
+                               f"its checkpoint of epoch {epoch}. Lower train.lr, check train.momentum and "
+                               "train.weight_decay, or enable train.grad_clip; then rerun with --restart")
 
 
 def _close_epoch(strategy, m: int, config: ExperimentConfig, epoch: int, step: int, lr: float, sums: list[float],
                  records: dict) -> EpochRow:
     """Evaluate run m after an epoch, let its objective react, record samples; its metric row."""
     member, objective, data = strategy.members[m], strategy.objectives[m], strategy.eval_data
-    loss_sum, ce_sum, correct, count = sums
+    loss_sum, ce_sum, correct, count, _ = sums
     beta = objective.beta_at(step - 1)  # the value the epoch's last step used
     scores, val, val_logits = evaluation_scores(member, data, config)
     objective.end_of_epoch(val, val_logits, data.val.labels)
@@ -171,7 +213,8 @@ class SingleRun:
         return self.model.state_dict(), self.optimizer.state_dict(), capture_rng_state(self.generator), scaler
 
     def train_epoch(self, epoch: int, lrs: list[float]) -> torch.Tensor:
-        """One epoch; the sums of loss, CE, correct and count over all ranks, (1, 4). The step loop
+        """One epoch; the sums of loss, CE, correct and count over all ranks and the first step whose loss
+        was not finite (-1 if none), (1, 5). The step loop
         reads nothing back from the device: the epoch's order and augmentation are drawn up front."""
         config, data, world, objective = self.config, self.eval_data, self.world, self.objectives[0]
         for group in self.optimizer.param_groups:
@@ -179,6 +222,7 @@ class SingleRun:
         self.trained.train()
         n_train, batch_size = len(data.train), config.train.batch_size
         totals = torch.zeros(4, dtype=torch.float64, device=world.device)  # loss, ce, correct, count
+        first_bad = torch.full((1,), -1.0, dtype=torch.float64, device=world.device)  # first non-finite step
         order = torch.randperm(n_train, generator=self.generator)
         if config.data.augment:  # drawn in the same sequence as batch-by-batch augment_batch calls
             sizes = [len(order[i * batch_size : (i + 1) * batch_size]) for i in range(self.steps_per_epoch)]
@@ -197,8 +241,10 @@ class SingleRun:
             with torch.no_grad():  # device tensors only: no host sync inside the step loop
                 totals += torch.stack([(loss * len(y)).double(), F.cross_entropy(logits, y, reduction="sum").double(),
                                        (logits.argmax(1) == y).sum().double(), totals.new_tensor(float(len(y)))])
+                first_bad = torch.where(~loss.isfinite() & (first_bad < 0), float(step), first_bad)
         world.all_reduce(totals)
-        return totals.unsqueeze(0)
+        world.all_reduce(first_bad, op=dist.ReduceOp.MAX)  # every rank stops if one saw a non-finite loss
+        return torch.cat([totals, first_bad]).unsqueeze(0)
 
     def _step(self, loss: torch.Tensor) -> None:
         """Backward, clip and update; with a gradient scaler for fp16."""
@@ -248,9 +294,9 @@ class _Distributed:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-    def all_reduce(self, tensor: torch.Tensor) -> None:
+    def all_reduce(self, tensor: torch.Tensor, op=dist.ReduceOp.SUM) -> None:
         if self.size > 1:
-            dist.all_reduce(tensor)
+            dist.all_reduce(tensor, op=op)
 
     def barrier(self) -> None:
         if self.size > 1:
