@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-from gdsoftmax.engine.config import expand_sweep, load_config
+from gdsoftmax.engine.config import load_config
 from gdsoftmax.engine.data import load_dataset
+from gdsoftmax.engine.grid import expand_sweep
 from gdsoftmax.engine.trainer import run_experiment, train
 
 CONFIG = Path(__file__).parent / "mnist_six.toml"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gdsoftmax.engine.config import ConfigError, expand_sweep, load_config, parse_config, parse_override
+from gdsoftmax.engine.config import ConfigError, load_config, parse_config, parse_override
+from gdsoftmax.engine.grid import expand_sweep
 from gdsoftmax.loss.schedules import Constant, Linear
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "cell resumes from its last checkpoint.")
     add_run_options(sweep)
     sweep.add_argument("--shard", default="0/1", metavar="I/N", help="run only cells I, I+N, I+2N, ... (0-based)")
+    sweep.add_argument("--max-cells", type=int, default=1000, metavar="N",
+                       help="refuse a grid of more than N cells (default 1000), so a typo cannot start a huge sweep")
     sweep.add_argument("--max-stack", type=int, default=32, metavar="M",
                        help="train up to M cells that differ only in beta and seed as one stacked model "
                             "(their parameters stacked; equal to separate runs up to float rounding, about "
@@ -187,7 +189,7 @@ def _train_or_sweep(args) -> int:
             if args.max_stack < 1:
                 raise ValueError(f"--max-stack must be at least 1, got {args.max_stack}")
             results = run_sweep(config, args.out, shard=parse_shard(args.shard), progress=not args.no_progress,
-                                max_stack=args.max_stack, restart=args.restart)
+                                max_stack=args.max_stack, restart=args.restart, max_cells=args.max_cells)
     except (ConfigError, DataNotFoundError, ValueError, RunLockedError, TrainingDiverged) as error:
         print(f"gdsoftmax {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
-import itertools
 import math
 import re
 import tomllib
@@ -34,7 +33,7 @@ from gdsoftmax.engine.models import MODELS
 from gdsoftmax.engine.objectives import check_options
 from gdsoftmax.loss import BACKENDS
 
-__all__ = ["ConfigError", "ExperimentConfig", "config_to_toml", "expand_sweep", "load_config", "parse_config",
+__all__ = ["ConfigError", "ExperimentConfig", "apply_assignments", "config_to_toml", "load_config", "parse_config",
            "to_dict"]
 
 
@@ -184,14 +183,14 @@ def parse_config(raw: dict) -> ExperimentConfig:
                                       '{ label = "focal", "loss.name" = "focal" }')
                 if "label" in variant and not re.fullmatch(r"[A-Za-z0-9_.=+-]+", str(variant["label"])):
                     raise ConfigError(f"sweep.variants[{i}].label may hold only letters, digits and _ . = + -")
-                _check_values(_build(ExperimentConfig, _apply(config, variant), ""))
+                _check_values(_build(ExperimentConfig, apply_assignments(config, variant), ""))
             continue
         for value in values:  # every cell must be valid before any runs
-            _check_values(_build(ExperimentConfig, _apply(config, {key: value}), ""))
+            _check_values(_build(ExperimentConfig, apply_assignments(config, {key: value}), ""))
     return config
 
 
-def _apply(config: ExperimentConfig, assignments: dict) -> dict:
+def apply_assignments(config: ExperimentConfig, assignments: dict) -> dict:
     """The raw config with dotted ``assignments`` applied and no sweep (a ``label`` key is skipped)."""
     cell = copy.deepcopy(to_dict(config))
     cell["sweep"] = {}
@@ -285,30 +284,3 @@ def _check_values(c: ExperimentConfig) -> None:
         check_options(c.loss.name, c.loss.options)
     except ValueError as error:
         raise ConfigError(f"loss.name/options: {error}") from error
-
-
-def expand_sweep(config: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
-    """The grid of a config's [sweep] table as (cell name, cell config) pairs, in a fixed order."""
-    if not config.sweep:
-        return [(config.name, config)]
-    keys = [k for k in config.sweep if k != "variants"]
-    cells = []
-    for variant in config.sweep.get("variants", [{}]):
-        prefix = [str(variant.get("label") or "_".join(f"{k.split('.')[-1]}={_label(v)}"
-                                                         for k, v in variant.items()))] if variant else []
-        for values in itertools.product(*(config.sweep[k] for k in keys)):
-            assignments = {**variant, **dict(zip(keys, values, strict=True))}
-            name = "_".join(prefix + [f"{key.split('.')[-1]}={_label(value)}"
-                                      for key, value in zip(keys, values, strict=True)])
-            cells.append((name, parse_config(_apply(config, assignments))))
-    return cells
-
-
-def _label(value) -> str:
-    """A short, file-name-safe label for a swept value."""
-    if isinstance(value, dict):
-        kind = value.get("kind", "table")
-        parts = [_label(value[k]) for k in ("start", "value", "end") if k in value]
-        return kind + "-".join(parts) if parts else kind
-    text = f"{value:g}" if isinstance(value, float) else str(value)
-    return re.sub(r"[^A-Za-z0-9.+-]", "-", text)

@@ -7,7 +7,9 @@ statements. Runs are read through :mod:`gdsoftmax.engine.rundir`.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.calibration import compare_post_hoc
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.stats import format_mean_std, mean_std, paired_comparison, verdict
-from gdsoftmax.engine.config import ExperimentConfig
+from gdsoftmax.engine.config import ExperimentConfig, to_dict
+from gdsoftmax.engine.grid import label
 from gdsoftmax.engine.rundir import EpochRow, finished_runs
 
 __all__ = ["build_report", "load_runs"]
@@ -38,7 +41,20 @@ class Run:
 
     @property
     def setting(self) -> str:
-        return "_".join(p for p in self.path.name.split("_") if not p.startswith("seed="))
+        """The run's name without its seed part (the last ``seed=...`` token), as the sweep names settings."""
+        name = self.path.name
+        found = list(re.finditer(rf"(?:^|_)seed={re.escape(label(self.config.seed))}(?=_|$)", name))
+        if not found:
+            return name
+        last = found[-1]
+        return (name[: last.start()] + name[last.end() :]).strip("_") or name
+
+    @property
+    def grouping(self) -> str:
+        """What makes runs the same setting: their whole config except name and seed."""
+        plain = to_dict(self.config)
+        del plain["name"], plain["seed"]
+        return json.dumps(plain, sort_keys=True, default=str)
 
     @property
     def constant_beta(self) -> float | None:
@@ -100,11 +116,15 @@ def measure(run: Run, n_bins: int) -> None:
 
 
 def _groups(runs: list[Run]) -> dict[str, list[Run]]:
-    groups: dict[str, list[Run]] = {}
+    """Runs grouped by everything but their seed (a swept data split seed makes settings of its own)."""
+    by_config: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.setting, []).append(run)
-    for group in groups.values():
+        by_config.setdefault(run.grouping, []).append(run)
+    groups: dict[str, list[Run]] = {}
+    for group in by_config.values():
         group.sort(key=lambda r: r.config.seed)
+        name = group[0].setting
+        groups[name if name not in groups else f"{name} ({len(groups)})"] = group
     return dict(sorted(groups.items(), key=lambda kv: _order_key(kv[1][0])))
 
 

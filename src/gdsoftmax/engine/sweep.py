@@ -7,8 +7,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from gdsoftmax.engine.config import ExperimentConfig, expand_sweep
+from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import load_dataset
+from gdsoftmax.engine.grid import MAX_CELLS, sweep_cells
 from gdsoftmax.engine.rundir import RunDirectory
 from gdsoftmax.engine.stacked import plan_stacks
 from gdsoftmax.engine.trainer import train
@@ -40,14 +41,20 @@ def cell_directory(root: Path, name: str) -> Path:
 
 
 def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int, int] = (0, 1),
-              progress: bool = True, log=print, max_stack: int = 32, restart: bool = False) -> list[dict]:
-    """Run (or resume) this shard's cells; finished cells are read back, not rerun.
+              progress: bool = True, log=print, max_stack: int = 32, restart: bool = False,
+              max_cells: int = MAX_CELLS) -> list[dict]:
+    """Run (or resume) this shard's cells; finished cells are read back, not rerun. Each result has
+    its ``cell`` name, its ``setting`` (the cells that differ only in seed) and ``of``, how many cells
+    of that setting the whole grid has.
 
     Cells that differ only in beta and seed train together as one stacked model, up to
     ``max_stack`` at a time (:mod:`gdsoftmax.engine.stacked`; 1 turns this off); the others one by one.
     """
     root = sweep_root(out_dir, config)
-    cells = expand_sweep(config)[shard[0] :: shard[1]]
+    grid = sweep_cells(config, max_cells)
+    per_setting = {c.setting: sum(d.setting == c.setting for d in grid) for c in grid}
+    cells = [(c.name, c.config) for c in grid][shard[0] :: shard[1]]
+    settings = {c.name: c.setting for c in grid}
     log(f"{config.name}: {len(cells)} cell(s) in {root}" + (f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""))
     datasets: dict[tuple, object] = {}  # load each data set once for all cells that share it
 
@@ -79,7 +86,8 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
         finished.update({name: s for (name, _, _), s in zip(group, summaries, strict=True)})
         bar.update(len(group))
     bar.close()
-    return [{"cell": name, **finished[name]} for name, _ in cells]
+    return [{"cell": name, "setting": settings[name], "of": per_setting[settings[name]], **finished[name]}
+            for name, _ in cells]
 
 
 def _pct(value) -> str:
@@ -87,7 +95,8 @@ def _pct(value) -> str:
 
 
 def format_summary(results: list[dict]) -> str:
-    """A per-run table, and mean +- std over seeds for each setting swept over several seeds."""
+    """A per-run table, and mean +- std over seeds for each setting swept over several seeds; n is
+    the number of runs averaged, and a setting with fewer than the grid holds is marked incomplete."""
     lines = [f"{'run':<40} {'epochs':>6} {'train CE':>9} {'train %':>8} {'best val %':>10} {'test %':>7} "
              f"{'time s':>7}"]
     for r in results:
@@ -99,13 +108,14 @@ def format_summary(results: list[dict]) -> str:
         lines.append("* trained as one stacked model with the other cells of its group: the time is the group's")
     groups: dict[str, list[dict]] = {}
     for r in results:
-        setting = "_".join(part for part in r["cell"].split("_") if not part.startswith("seed="))
-        groups.setdefault(setting, []).append(r)
-    if any(len(g) > 1 for g in groups.values()):
+        groups.setdefault(r.get("setting", r["cell"]), []).append(r)
+    if any(len(g) > 1 or g[0].get("of", 1) > 1 for g in groups.values()):
         lines += ["", f"{'setting (over seeds)':<40} {'n':>3} {'test % mean ± std':>19} {'train CE mean':>14}"]
         for setting, group in groups.items():
             accs = [100 * r["test_acc"] for r in group]
             spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
             ce = statistics.fmean(r["train_ce"] for r in group)
-            lines.append(f"{setting:<40} {len(group):>3} {statistics.fmean(accs):>11.2f} ± {spread:<5.2f} {ce:>14.4f}")
+            missing = group[0].get("of", len(group)) - len(group)
+            lines.append(f"{setting:<40} {len(group):>3} {statistics.fmean(accs):>11.2f} ± {spread:<5.2f} {ce:>14.4f}"
+                         + (f"  incomplete: {len(group)} of {group[0]['of']} runs" if missing > 0 else ""))
     return "\n".join(lines)
