@@ -114,8 +114,9 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path):
     rng = random.Random(0)
     kills = 0
     # 1. killed inside the checkpoint write: the new file is complete on disk but not yet renamed
-    proc = cli("train", str(config_path), "--out", str(out), "--no-progress",
-               env={"GDSOFTMAX_TEST_KILL_DURING_CHECKPOINT": "checkpoint.pt"})
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "kill_during_checkpoint.py"), "train",
+                             str(config_path), "--out", str(out), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     proc.wait(timeout=300)
     assert proc.returncode == -signal.SIGKILL
     # the first checkpoint write was cut between fsync and rename: the complete temp file is left

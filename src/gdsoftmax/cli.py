@@ -11,6 +11,7 @@ import argparse
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 DESCRIPTION = """\
 gdsoftmax: the probability-dependent gradient-decay softmax loss and its experiments.
@@ -139,6 +140,18 @@ def _importable(name: str) -> bool:
         return False
 
 
+def _output_folder(out: str, command: str) -> str | None:
+    """The --out folder, or None after saying in one line why it cannot be one."""
+    if not out or not out.strip():
+        print(f"gdsoftmax {command}: error: --out must name a folder, got an empty string", file=sys.stderr)
+        return None
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        print(f"gdsoftmax {command}: error: --out {out} is a file, not a folder; name a folder", file=sys.stderr)
+        return None
+    return out
+
+
 def _report(args, command: str) -> int:
     from gdsoftmax.engine.report import build_report
 
@@ -158,10 +171,13 @@ def _lab(args) -> int:
 
     try:
         if args.which == "peeled":
+            if _output_folder(args.out, "lab") is None:
+                return 2
             path = run_peeled_lab(load_peeled_config(args.config), args.out)
         else:
-            extra = [f"data.data_dir={args.data_dir!r}"] if args.data_dir else []
-            path = run_margin_lab(args.config, args.out, extra, progress=not args.no_progress)
+            if _output_folder(args.out, "lab") is None:
+                return 2
+            path = run_margin_lab(args.config, args.out, data_dir=args.data_dir, progress=not args.no_progress)
     except (ConfigError, ValueError, FileNotFoundError) as error:
         print(f"gdsoftmax lab: error: {error}", file=sys.stderr)
         return 2
@@ -176,9 +192,12 @@ def _train_or_sweep(args) -> int:
     from gdsoftmax.engine.sweep import format_summary, parse_shard, run_sweep
     from gdsoftmax.engine.trainer import TrainingDiverged, run_experiment
 
-    overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir!r}"] if args.data_dir else [])
+    if _output_folder(args.out, args.command) is None:
+        return 2
     try:
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, args.overrides)
+        if args.data_dir:  # a path, set as one: quotes or backslashes in it never pass through TOML text
+            config.data.data_dir = str(args.data_dir)
         if args.command == "train":
             config.sweep = {}
             run_dir = f"{args.out}/{config.name}"

@@ -20,10 +20,6 @@ import torch
 __all__ = ["atomic_write_bytes", "capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint",
            "seed_everything"]
 
-# Set by the kill-and-resume test to SIGKILL the process between writing and renaming.
-_CRASH_ENV = "GDSOFTMAX_TEST_KILL_DURING_CHECKPOINT"
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old or the new file."""
     path = Path(path)
@@ -34,8 +30,6 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if os.environ.get(_CRASH_ENV) == path.name:
-            os.kill(os.getpid(), 9)  # test hook: die with the new file written but not yet in place
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -159,13 +159,24 @@ def parse_override(item: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+SECTIONS = ("data", "model", "loss", "train")
+
+
 def set_dotted(raw: dict, key: str, value) -> None:
+    """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"``. A table given for a whole section
+    (``--set 'train={epochs=5}'``) is merged into it, key by key, rather than replacing it."""
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"cannot set {key!r}: {part!r} is not a table")
+    if not parents and leaf in SECTIONS:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} is a section: set its keys ({key}.KEY=VALUE) or give a table")
+        for sub, sub_value in value.items():
+            set_dotted(raw, f"{key}.{sub}", sub_value)
+        return
     node[leaf] = value
 
 

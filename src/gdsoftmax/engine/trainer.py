@@ -17,6 +17,7 @@ and metric rows written after that checkpoint are dropped on resume, so none is 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import os
 import time
@@ -43,7 +44,8 @@ __all__ = ["SingleRun", "TrainingDiverged", "learning_rate", "run_experiment", "
 
 def learning_rate(config: ExperimentConfig, epoch: int) -> float:
     """The step decay: lr * gamma^(number of milestone fractions already passed). Pure in ``epoch``."""
-    passed = sum(epoch >= round(m * config.train.epochs) for m in config.train.lr_milestones)
+    # a milestone never falls on epoch 0: with very few epochs the first epoch still runs at train.lr
+    passed = sum(epoch >= max(1, round(m * config.train.epochs)) for m in config.train.lr_milestones)
     return config.train.lr * config.train.lr_gamma**passed
 
 
@@ -285,7 +287,14 @@ class _Distributed:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if cuda else "gloo")
+            seconds = float(os.environ.get("GDSOFTMAX_DIST_TIMEOUT", "300"))
+            try:
+                dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=seconds))
+            except (RuntimeError, ValueError, dist.DistStoreError) as error:
+                raise ValueError(f"rank {os.environ.get('RANK', '?')} of {size} could not reach the other processes "
+                                 f"within {seconds:g} s ({str(error).splitlines()[0][:120]}); start every rank with "
+                                 "torchrun (or set MASTER_ADDR and MASTER_PORT for all), or raise "
+                                 "GDSOFTMAX_DIST_TIMEOUT") from error
         return cls(dist.get_rank(), size, device)
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:

@@ -17,9 +17,12 @@ from gdsoftmax.engine.sweep import run_sweep, sweep_root
 __all__ = ["run_margin_lab"]
 
 
-def run_margin_lab(config_path: str | Path, out_dir: str | Path, overrides=(), progress: bool = True) -> Path:
+def run_margin_lab(config_path: str | Path, out_dir: str | Path, overrides=(), progress: bool = True,
+                   data_dir: str | Path | None = None) -> Path:
     """Run the margin sweep (train.track_margin on) and plot margins against epochs per beta."""
     config = load_config(config_path, [*overrides, "train.track_margin=true"])
+    if data_dir:
+        config.data.data_dir = str(data_dir)
     run_sweep(config, out_dir, progress=progress)
     root = sweep_root(out_dir, config)
     groups: dict[str, list] = {}

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ def load_peeled_config(path: str | Path) -> PeeledConfig:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"cannot read {path}: {error}") from error
     config = build_dataclass(PeeledConfig, raw)
+    if re.fullmatch(r"[A-Za-z0-9_.=+-]+", config.name) is None or config.name in (".", ".."):
+        raise ConfigError(f"name may hold only letters, digits and _ . = + - (it names the output folder), "
+                          f"got {config.name!r}")
     bad = [s for s in config.settings if s not in SETTINGS]
     if bad:
         raise ConfigError(f"settings: {bad} are not among {list(SETTINGS)}")

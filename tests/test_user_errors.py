@@ -1,0 +1,80 @@
+"""User errors end in one clear line: paths, sections given whole, lr milestones, distributed start-up."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from gdsoftmax.cli import main
+from gdsoftmax.engine.config import ConfigError, load_config, parse_config
+from gdsoftmax.engine.trainer import learning_rate
+from gdsoftmax.labs.peeled_lab import load_peeled_config
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('name = "c"\n[train]\nepochs = 1\nrecord_epochs = []\n')
+    return path
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_an_empty_or_file_out_is_refused(config, tmp_path, capsys, command):
+    assert main([command, str(config), "--out", "", "--no-progress"]) == 2
+    assert "--out must name a folder" in capsys.readouterr().err
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main([command, str(config), "--out", str(a_file), "--no-progress"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_data_dir_with_quotes_and_backslashes_is_passed_as_a_path(config, tmp_path, capsys):
+    odd = tmp_path / 'da"ta\\dir \'x'
+    odd.mkdir()
+    assert main(["train", str(config), "--out", str(tmp_path / "runs"), "--data-dir", str(odd), "--no-progress",
+                 "--set", "data.dataset=mnist", "--set", "data.download=false"]) == 2
+    err = capsys.readouterr().err
+    assert f"MNIST not found under {odd}" in err  # the path arrived intact
+
+
+def test_a_labs_name_cannot_leave_out(tmp_path):
+    path = tmp_path / "lab.toml"
+    path.write_text('name = "../outside"\n')
+    with pytest.raises(ConfigError, match="name may hold only"):
+        load_peeled_config(path)
+
+
+def test_a_section_given_whole_is_merged_not_replaced(config):
+    merged = load_config(config, ["train={lr=0.5}"])
+    assert merged.train.lr == 0.5
+    assert merged.train.epochs == 1  # kept from the file
+    assert merged.train.momentum == 0.9  # kept from the defaults
+    with pytest.raises(ConfigError, match="train is a section"):
+        load_config(config, ["train=5"])
+
+
+@pytest.mark.parametrize(("epochs", "expected"), [
+    (1, [1.0]),
+    (2, [1.0, 0.1]),  # the second milestone (epoch 1.5, rounded to 2) is never reached
+    (4, [1.0, 1.0, 0.1, 0.01]),
+])
+def test_lr_milestones_never_decay_the_first_epoch(epochs, expected):
+    config = parse_config({"train": {"epochs": epochs, "lr": 1.0}})
+    assert [learning_rate(config, e) for e in range(epochs)] == pytest.approx(expected)
+
+
+def test_a_rank_without_peers_stops_after_the_timeout_with_one_line(config, tmp_path):
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "GDSOFTMAX_DIST_TIMEOUT": "3"}
+    out = subprocess.run([sys.executable, "-m", "gdsoftmax", "train", str(config), "--out", str(tmp_path),
+                          "--no-progress"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "could not reach the other processes within 3 s" in out.stderr
+    assert "Traceback" not in out.stderr
