@@ -94,3 +94,28 @@ def test_json_files_are_standard_null_not_nan(tmp_path, digits):
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["val_acc"] is None
     assert RunDirectory(tmp_path / "run").rows()[0].val_acc != RunDirectory(tmp_path / "run").rows()[0].val_acc
+
+
+@pytest.mark.parametrize(("damaged", "command"), [
+    ("checkpoint.pt", "train"),
+    ("run.json", "train"),
+    ("result.json", "sweep"),
+    ("samples.npz", "report"),
+    ("predictions.npz", "report"),
+])
+def test_a_damaged_run_file_is_named_with_the_fix(tmp_path, capsys, damaged, command):
+    path = tmp_path / "c.toml"
+    path.write_text('name = "c"\n[train]\nepochs = 1\nrecord_epochs = [1]\n')
+    run_args = [command if command != "report" else "sweep", str(path), "--out", str(tmp_path), "--no-progress"]
+    assert main(run_args) == 0
+    run = tmp_path / "c" if command == "train" else tmp_path / "c" / "c"  # a sweep puts its cells below its name
+    (run / damaged).write_bytes(b"\x80 not what it should be")
+    if damaged == "checkpoint.pt":  # an unfinished run resumes from its checkpoint
+        (run / "result.json").unlink()
+    capsys.readouterr()
+    assert main(run_args if command != "report" else ["report", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert f"{damaged} is damaged and cannot be read" in err
+    assert "--restart" in err
+    assert "Traceback" not in err
+    assert main([*run_args, "--restart"]) == 0  # deliberately started anew

@@ -11,6 +11,7 @@ normalised and augmented as whole batches.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "DataNotFoundError", "Dataset", "Split", "augment_batch", "crop_and_flip", "draw_augmentation",
-           "load_dataset"]
+from gdsoftmax.engine.data_checks import DataIntegrityError, check_split, verify_files
+
+__all__ = ["DATASETS", "DataIntegrityError", "DataNotFoundError", "Dataset", "Split", "augment_batch",
+           "crop_and_flip", "draw_augmentation", "load_dataset"]
 
 ENV_DATA_DIR = "GDSOFTMAX_DATA_DIR"
 
@@ -136,6 +139,7 @@ def _torchvision(cls_name: str, layout: str):
 def _cifar10(root: Path, download: bool):
     npz = root / "CIFAR10" / "cifar10.npz"
     if npz.exists():  # the offline copy: plain arrays, read without pickle
+        verify_files(root, [npz])
         with np.load(npz, allow_pickle=False) as arrays:
             def split(prefix):
                 images = torch.from_numpy(arrays[f"{prefix}_images"]).permute(0, 3, 1, 2).contiguous()
@@ -199,10 +203,46 @@ def _missing_message(name: str, root: Path, layout: str, why: str) -> str:
             f"{ENV_DATA_DIR} environment variable) at a folder that holds it, or allow downloading.")
 
 
+def _read_idx(path: Path, rank: int) -> np.ndarray:
+    """An IDX file (the MNIST format) of ``rank`` dimensions as uint8, with its header checked."""
+    data = path.read_bytes()
+    magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else -1
+    if magic != 0x0800 | rank:
+        raise DataIntegrityError(f"{path} is not an IDX file of {rank} dimension(s) (magic number {magic:#x}, "
+                                 f"expected {0x0800 | rank:#x}); replace it with the original file")
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank)]
+    body = data[4 + 4 * rank :]
+    if len(body) != math.prod(shape):
+        raise DataIntegrityError(f"{path} holds {len(body)} bytes after its header, which announces "
+                                 f"{math.prod(shape)}: the file is truncated or damaged; replace it")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def _mnist_like(folder: str, cls_name: str):
+    """MNIST and Fashion-MNIST, read from the raw IDX files themselves (checked against their known
+    checksums), so a stale torchvision ``processed/`` file beside them cannot stand in for them."""
+    layout = f"{folder}/raw/train-images-idx3-ubyte and friends"
+
+    def load(root: Path, download: bool):
+        raw = root / folder / "raw"
+        pairs = [(raw / f"{p}-images-idx3-ubyte", raw / f"{p}-labels-idx1-ubyte") for p in ("train", "t10k")]
+        if not all(path.exists() for pair in pairs for path in pair):
+            from torchvision import datasets
+
+            _call_torchvision(getattr(datasets, cls_name), root, download, layout, train=True)  # downloads
+            _call_torchvision(getattr(datasets, cls_name), root, download, layout, train=False)
+        verify_files(root, [path for pair in pairs for path in pair])
+        splits = [Split(torch.from_numpy(_read_idx(images, 3).copy()).unsqueeze(1),
+                        torch.from_numpy(_read_idx(labels, 1).astype(np.int64))) for images, labels in pairs]
+        return splits[0], splits[1], 10, 255.0
+
+    return load
+
+
 DATASETS = {
     "digits": _digits,
-    "mnist": _torchvision("MNIST", "MNIST/raw/train-images-idx3-ubyte and friends"),
-    "fashion_mnist": _torchvision("FashionMNIST", "FashionMNIST/raw/train-images-idx3-ubyte and friends"),
+    "mnist": _mnist_like("MNIST", "MNIST"),
+    "fashion_mnist": _mnist_like("FashionMNIST", "FashionMNIST"),
     "cifar10": _cifar10,
     "cifar100": _torchvision("CIFAR100", "cifar-100-python/"),
     "svhn": _svhn,
@@ -226,6 +266,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     train, test, num_classes, pixel_max = DATASETS[name](root, download)
+    for split, part in (("train", train), ("test", test)):
+        check_split(name, split, part.images, part.labels, num_classes)
     n_val = round(val_size * len(train)) if isinstance(val_size, float) else int(val_size)
     if not 0 <= n_val < len(train):
         raise ValueError(f"val_size {val_size!r} leaves no training data ({len(train)} training samples)")

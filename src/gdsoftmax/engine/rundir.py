@@ -44,8 +44,8 @@ import numpy as np
 from gdsoftmax.engine.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from gdsoftmax.engine.config import ExperimentConfig, config_to_toml, load_config, to_dict
 
-__all__ = ["Checkpoint", "EpochRow", "RunDirectory", "RunLockedError", "RunMismatchError", "RunRecord", "RunResult",
-           "finished_runs", "identity"]
+__all__ = ["Checkpoint", "DamagedRunError", "EpochRow", "RunDirectory", "RunLockedError", "RunMismatchError",
+           "RunRecord", "RunResult", "finished_runs", "identity"]
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.toml", "metrics.jsonl", "checkpoint.pt"
 SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE = "samples.npz", "predictions.npz", "result.json"
@@ -61,6 +61,20 @@ class RunMismatchError(ValueError):
 
 class RunLockedError(RuntimeError):
     """Another live process is writing the run directory."""
+
+
+class DamagedRunError(ValueError):
+    """A file of the run directory cannot be read; the message names it and the way out."""
+
+
+def _read(path: Path, reader):
+    """``reader(path)``, or DamagedRunError naming the file and what to do."""
+    try:
+        return reader(path)
+    except Exception as error:  # any failure to parse: truncated, overwritten, not ours
+        raise DamagedRunError(f"{path} is damaged and cannot be read ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0][:100] if str(error) else 'no detail'}); rerun with "
+                              "--restart to train this run anew") from error
 
 
 def identity(config: ExperimentConfig) -> dict[str, object]:
@@ -239,9 +253,9 @@ class RunDirectory:
 
     def _recorded_identity(self) -> dict | None:
         if (self.path / IDENTITY_FILE).exists():
-            return json.loads((self.path / IDENTITY_FILE).read_text())["identity"]
+            return _read(self.path / IDENTITY_FILE, lambda p: json.loads(p.read_text())["identity"])
         if (self.path / CONFIG_FILE).exists():  # a run from before run.json existed
-            return identity(load_config(self.path / CONFIG_FILE))
+            return identity(_read(self.path / CONFIG_FILE, load_config))
         return None
 
     def restart(self) -> None:
@@ -314,12 +328,14 @@ class RunDirectory:
     # ---- reading
     def checkpoint(self, map_location="cpu") -> Checkpoint | None:
         path = self.path / CHECKPOINT_FILE
-        return Checkpoint.from_state(load_checkpoint(path, map_location=map_location)) if path.exists() else None
+        if not path.exists():
+            return None
+        return _read(path, lambda p: Checkpoint.from_state(load_checkpoint(p, map_location=map_location)))
 
     def checkpoint_epoch(self) -> int:
         """The epoch the checkpoint holds (0 without one); raises if it cannot be read."""
         path = self.path / CHECKPOINT_FILE
-        return int(load_checkpoint(path)["epoch"]) if path.exists() else 0
+        return _read(path, lambda p: int(load_checkpoint(p)["epoch"])) if path.exists() else 0
 
     def rows(self, up_to: int | None = None) -> list[EpochRow]:
         """Rows with epoch <= ``up_to`` (all without it); a torn last line from a crash is skipped."""
@@ -336,13 +352,18 @@ class RunDirectory:
         return rows
 
     def result(self) -> dict:
-        return json.loads((self.path / RESULT_FILE).read_text())
+        return _read(self.path / RESULT_FILE, lambda p: json.loads(p.read_text()))
 
     def read(self) -> RunRecord:
         """A finished run: config, rows, per-sample records, predictions and result."""
-        with np.load(self.path / SAMPLES_FILE) as samples, np.load(self.path / PREDICTIONS_FILE) as predictions:
-            return RunRecord(self.path, load_config(self.path / CONFIG_FILE), self.rows(), dict(samples),
-                             dict(predictions), self.result())
+        samples, predictions = (_read(self.path / name, _npz) for name in (SAMPLES_FILE, PREDICTIONS_FILE))
+        return RunRecord(self.path, _read(self.path / CONFIG_FILE, load_config), self.rows(), samples, predictions,
+                         self.result())
+
+
+def _npz(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as arrays:
+        return {k: arrays[k] for k in arrays.files}
 
 
 def _short(value) -> str:
