@@ -46,6 +46,8 @@ CROSS_ENTROPY_ERRORS = [
     ("ignore_index with probabilities", X, torch.rand(3, 5), {"ignore_index": 2}),
     ("no classes", torch.randn(3, 0), torch.tensor([0, 0, 0]), {}),
     ("float ignore_index", X, T, {"ignore_index": 1.5}),
+    ("ignore_index beyond 64 bits", X, T, {"ignore_index": 2**63}),
+    ("ignore_index below 64 bits", X, T, {"ignore_index": -(2**63) - 1}),
     ("list input", [1.0, 2.0], torch.tensor(0), {}),
     ("list target", X, [0, 1, 2], {}),
 ]

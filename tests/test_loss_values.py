@@ -131,3 +131,29 @@ def test_half_precision_mean_over_many_rows_does_not_overflow(loss_fn):
     loss = loss_fn(logits, target, 1.0)
     assert torch.isfinite(loss)
     torch.testing.assert_close(loss.float(), F.cross_entropy(logits.float(), target), atol=1e-2, rtol=1e-3)
+
+
+@pytest.mark.parametrize("beta", [1e-300, 1e-30, 1e30, 1e300])
+@pytest.mark.parametrize("tau", [1e-30, 1.0, 1e30])
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_extreme_beta_and_tau_stay_finite_and_agree(loss_fn, beta, tau, scale):
+    """beta * e_c or z / tau beyond float32's range: every kernel computes in float64 there, stays
+    finite, and agrees with the float64 reference to the same bounds as at ordinary beta and tau.
+    Where the reference's own arithmetic overflows (tau * (1 + (beta - 1) p_c) below 1e-308), the
+    float64 composite stands in for it."""
+    gen = torch.Generator().manual_seed(1)
+    logits, target = torch.randn(5, 4, generator=gen) * scale, torch.tensor([0, 1, 2, 3, 0])
+    x = logits.clone().requires_grad_(True)
+    loss = loss_fn(x, target, beta, tau=tau)
+    (grad,) = torch.autograd.grad(loss, x)
+    ref, ref_grad = reference_loss(logits, target, beta, tau=tau, reduction="mean")
+    if not (torch.isfinite(ref) and torch.isfinite(ref_grad).all()):
+        x64 = logits.double().requires_grad_(True)
+        ref = GradientDecayLoss(beta, tau=tau, backend="composite")(x64, target)
+        (ref_grad,) = torch.autograd.grad(ref, x64)
+    assert loss.dtype == torch.float32
+    assert torch.isfinite(loss)
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=0,
+                               atol=value_tolerance(logits, tau, ref, "mean", None) + 1e-6 * abs(ref.item()))
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-6, atol=4e-7 / tau)

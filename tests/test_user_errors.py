@@ -78,3 +78,9 @@ def test_a_rank_without_peers_stops_after_the_timeout_with_one_line(config, tmp_
     assert out.returncode == 2
     assert "could not reach the other processes within 3 s" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("bins", ["0", "10000000000"])
+def test_report_bins_are_bounded(tmp_path, capsys, bins):
+    assert main(["report", str(tmp_path), "--bins", bins]) == 2
+    assert "--bins must be between 1 and 1000" in capsys.readouterr().err

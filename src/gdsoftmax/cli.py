@@ -152,9 +152,15 @@ def _output_folder(out: str, command: str) -> str | None:
     return out
 
 
+MAX_BINS = 1000  # more bins than this leaves most of them empty for any test set, and costs memory
+
+
 def _report(args, command: str) -> int:
     from gdsoftmax.engine.report import build_report
 
+    if not 1 <= args.bins <= MAX_BINS:
+        print(f"gdsoftmax report: error: --bins must be between 1 and {MAX_BINS}, got {args.bins}", file=sys.stderr)
+        return 2
     try:
         path = build_report(args.sweep_dir, args.out, n_bins=args.bins, command=command)
     except (FileNotFoundError, ValueError) as error:

@@ -135,7 +135,10 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8") \
+            from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from error
     for item in overrides:
@@ -239,7 +242,7 @@ def _coerce(value, hint, key):
     if hint is BetaSetting:
         try:
             return value if isinstance(value, BetaSetting) else BetaSetting(value)
-        except ValueError as error:
+        except (ValueError, TypeError) as error:  # TypeError: a schedule field of the wrong type
             raise ConfigError(f"{key}: {error}") from error
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     for kind in allowed:

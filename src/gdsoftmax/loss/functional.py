@@ -87,8 +87,7 @@ def gradient_decay_loss(
     v.check_weight(weight, num_classes, input.dtype)
     kernel = _choose(backend, input, kind, reduction, label_smoothing)
 
-    # Half precision is computed in float32 (as autocast does for CE); float64 stays float64.
-    compute_dtype = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    compute_dtype = _compute_dtype(input.dtype, beta, tau)
     logits = input.to(compute_dtype)  # (N, C, d...)
     if kind.unbatched:  # (C,) -> (1, C); the target gains the same batch dimension
         logits = logits.unsqueeze(0)
@@ -96,7 +95,7 @@ def gradient_decay_loss(
     if kernel == "native":  # it checks the targets itself
         return native.load().beta_loss(logits, target.reshape(-1).long(),
                                        None if weight is None else weight.to(compute_dtype),
-                                       beta, tau, ignore_index, reduction == "mean")
+                                       beta, tau, ignore_index, reduction == "mean").to(input.dtype)
     class_weight = None if weight is None else composite.broadcast_over_classes(weight.to(compute_dtype), logits.dim())
     if kind.probabilities:
         per_sample, normaliser = composite.probability_target_loss(logits, target.to(compute_dtype), class_weight,
@@ -112,10 +111,23 @@ def gradient_decay_loss(
     else:
         sample_weight = class_weight.expand_as(logits).gather(1, safe_index).squeeze(1).masked_fill(ignored, 0.0)
     if kernel == "fused":
-        return fused_target_loss(logits, safe_index.squeeze(1), sample_weight, beta, tau, reduction)
+        return fused_target_loss(logits, safe_index.squeeze(1), sample_weight, beta, tau, reduction).to(input.dtype)
     per_sample, normaliser = composite.class_index_loss(logits, safe_index, ignored, sample_weight, class_weight,
                                                         label_smoothing, beta, tau)
     return composite.reduce(per_sample, normaliser, reduction, kind.unbatched).to(input.dtype)
+
+
+FLOAT32_SAFE = (1e-20, 1e20)  # beta and tau in this range: float32 arithmetic neither overflows nor underflows
+
+
+def _compute_dtype(dtype: torch.dtype, beta: float, tau: float) -> torch.dtype:
+    """Half precision is computed in float32 (as autocast does for CE); float64 stays float64. A beta
+    or tau far outside float32's comfortable range (beta * e_c or z / tau would overflow or vanish)
+    is computed in float64, so every kernel stays finite where the float64 value is."""
+    low, high = FLOAT32_SAFE
+    if not (low <= beta <= high and low <= tau <= high):
+        return torch.float64
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def supported_backends(input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean",

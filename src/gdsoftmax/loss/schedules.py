@@ -166,7 +166,7 @@ def schedule_from_config(config: float | int | dict | Schedule) -> Schedule:
         raise ValueError(f"a beta schedule is a number or a table with a 'kind' key, got {config!r}")
     config = dict(config)
     kind = config.pop("kind", None)
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise ValueError(f"unknown schedule kind {kind!r}; choose one of {sorted(_KINDS)}")
     cls = _KINDS[kind]
     names = [f.name for f in dataclasses.fields(cls)]

@@ -55,6 +55,9 @@ def check_label_smoothing(label_smoothing: object) -> float:
 def check_ignore_index(ignore_index: object) -> int:
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    if not -(2**63) <= ignore_index < 2**63:
+        # ValueError because that is what F.cross_entropy raises here ("Overflow when unpacking long long")
+        raise ValueError(f"ignore_index must fit in a 64-bit integer, got {ignore_index}")
     return ignore_index
 
 

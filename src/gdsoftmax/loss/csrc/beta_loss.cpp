@@ -64,9 +64,18 @@ double loss_and_gradient(const torch::Tensor& logits, const torch::Tensor& targe
       const double shifted_target = static_cast<double>((row[k] - top) / tau_);
       row_loss[i] = wi * (std::log(denominator) - shifted_target);
       if (grad) {
-        const scalar_t factor = static_cast<scalar_t>(wi * scale / tau / denominator);
-        at::vec::map([factor](Vec x) { return x * Vec(factor); }, e, e, c);
-        e[k] = static_cast<scalar_t>(-wi * scale / tau / denominator * others);
+        const double combined = wi * scale / tau / denominator;
+        if (std::isfinite(static_cast<double>(static_cast<scalar_t>(combined)))) {
+          const scalar_t factor = static_cast<scalar_t>(combined);
+          at::vec::map([factor](Vec x) { return x * Vec(factor); }, e, e, c);
+          e[k] = static_cast<scalar_t>(-combined * others);
+        } else {
+          // an extreme beta or tau: e_i / D and S_other / D are at most 1, so take them first
+          const scalar_t inverse = static_cast<scalar_t>(1.0 / denominator);
+          const scalar_t weight_scale = static_cast<scalar_t>(wi * scale / tau);
+          at::vec::map([inverse, weight_scale](Vec x) { return x * Vec(inverse) * Vec(weight_scale); }, e, e, c);
+          e[k] = static_cast<scalar_t>(-(wi * scale / tau) * (others / denominator));
+        }
       }
     }
   });
