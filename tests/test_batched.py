@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import gdsoftmax.engine.rundir as stacking_rundir
 import gdsoftmax.engine.stacked as stacking
 from gdsoftmax.engine.checkpoint import load_checkpoint
 from gdsoftmax.engine.config import parse_config
@@ -186,31 +187,60 @@ def test_stacked_runs_equal_separate_runs(tmp_path, digits, path, monkeypatch):
             assert a[key] == (pytest.approx(b[key], rel=1e-5, abs=1e-5) if isinstance(a[key], float) else b[key])
 
 
-def test_an_interrupted_stacked_run_resumes_exactly_stacked_or_alone(tmp_path, digits, monkeypatch):
+def cut_stack(tmp_path, digits, configs, monkeypatch, after_writes: int, where: str = "cut") -> None:
+    """Run the stack and kill it (an exception) inside its ``after_writes``-th file write of one
+    epoch's appends: each run's append writes its row, moves the checkpoint aside, writes the new one."""
+    real_append, real_save = RunDirectory.append, stacking_rundir.save_checkpoint
+    writes = []
+
+    def count(*_):
+        writes.append(1)
+        if len(writes) == after_writes:
+            raise KeyboardInterrupt
+
+    def append(run, row, checkpoint, **kwargs):
+        if row.epoch == 3:
+            count()
+        real_append(run, row, checkpoint, **kwargs)
+
+    def save(path, state):
+        if state["epoch"] == 3:
+            count()
+        real_save(path, state)
+
+    monkeypatch.setattr(RunDirectory, "append", append)
+    monkeypatch.setattr(stacking_rundir, "save_checkpoint", save)
+    with pytest.raises(KeyboardInterrupt):
+        train(configs, [tmp_path / where / c.name for c in configs], data=digits, progress=False)
+    monkeypatch.setattr(RunDirectory, "append", real_append)
+    monkeypatch.setattr(stacking_rundir, "save_checkpoint", real_save)
+
+
+@pytest.mark.parametrize("after_writes", range(1, 7))
+def test_a_stack_cut_between_any_two_checkpoint_writes_resumes_bit_identical(tmp_path, digits, monkeypatch,
+                                                                           after_writes):
+    """3 runs write 6 files in epoch 3 (a row and a checkpoint each): cut before each of them, the
+    stack resumes as one from the last epoch every run has, and ends exactly as if never cut."""
     configs = [config(name, beta, seed, epochs=4) for name, beta, seed in CELLS]
     train(configs, [tmp_path / "whole" / c.name for c in configs], data=digits, progress=False)
-
-    real_append, calls = RunDirectory.append, []
-
-    def crash_after_epoch_two(run, row, checkpoint):
-        if row.epoch == 3 and len(calls) == 7:  # epoch 3 written for one run only, then killed
-            raise KeyboardInterrupt
-        calls.append(run.path)
-        real_append(run, row, checkpoint)
-
-    monkeypatch.setattr(RunDirectory, "append", crash_after_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(configs, [tmp_path / "cut" / c.name for c in configs], data=digits, progress=False)
-    monkeypatch.setattr(RunDirectory, "append", real_append)
-    assert [r["epoch"] for r in read_rows(tmp_path / "cut" / "small")] == [1, 2, 3]
-    assert [r["epoch"] for r in read_rows(tmp_path / "cut" / "warm")] == [1, 2]
-    # runs at different epochs do not stack; each resumes alone from its own checkpoint
+    cut_stack(tmp_path, digits, configs, monkeypatch, after_writes)
     plan = plan_stacks([(c.name, c, tmp_path / "cut" / c.name) for c in configs],
                        lambda c: (digits.image_shape, digits.num_classes), max_runs=8)
-    assert [[c.name for _, c, _ in group] for group in plan] == [["small"], ["warm", "big"]]
-    run_experiment(configs[0], tmp_path / "cut" / "small", data=digits, progress=False)
-    train(configs[1:], [tmp_path / "cut" / c.name for c in configs[1:]], data=digits, progress=False)
+    assert [[c.name for _, c, _ in group] for group in plan] == [["small", "warm", "big"]]
+    train(configs, [tmp_path / "cut" / c.name for c in configs], data=digits, progress=False)
     for c in configs:
+        assert_same_run(tmp_path / "whole" / c.name, tmp_path / "cut" / c.name, tolerance=0.0)
+
+
+def test_an_interrupted_stacked_run_also_resumes_alone(tmp_path, digits, monkeypatch):
+    configs = [config(name, beta, seed, epochs=4) for name, beta, seed in CELLS]
+    train(configs, [tmp_path / "whole" / c.name for c in configs], data=digits, progress=False)
+    cut_stack(tmp_path, digits, configs, monkeypatch, after_writes=3)  # epoch 3 of "small" done, then cut
+    assert [r["epoch"] for r in read_rows(tmp_path / "cut" / "small")] == [1, 2, 3]
+    assert [r["epoch"] for r in read_rows(tmp_path / "cut" / "warm")] == [1, 2]
+    run_experiment(configs[0], tmp_path / "cut" / "small", data=digits, progress=False)  # from its epoch 3
+    train(configs[1:], [tmp_path / "cut" / c.name for c in configs[1:]], data=digits, progress=False)
+    for c in configs:  # a stack of two sums its batched products in another order than one of three
         assert_same_run(tmp_path / "whole" / c.name, tmp_path / "cut" / c.name, tolerance=1e-6)
 
 

@@ -90,10 +90,10 @@ def test_fp16_scaler_state_is_checkpointed_and_resumes_exactly(tmp_path, images,
     assert "scaler" in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
     real_append = RunDirectory.append
 
-    def crash_in_epoch_two(run, row, checkpoint):
+    def crash_in_epoch_two(run, row, checkpoint, **kwargs):
         if row.epoch == 2:
             raise KeyboardInterrupt
-        real_append(run, row, checkpoint)
+        real_append(run, row, checkpoint, **kwargs)
 
     monkeypatch.setattr(RunDirectory, "append", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):

@@ -34,10 +34,10 @@ def test_a_lost_last_row_is_restored_on_resume(tmp_path, digits, monkeypatch):
     run_experiment(config(), tmp_path / "whole", data=digits, progress=False)
     real_append = RunDirectory.append
 
-    def crash_in_epoch_three(run, row, checkpoint):
+    def crash_in_epoch_three(run, row, checkpoint, **kwargs):
         if row.epoch == 3:
             raise KeyboardInterrupt
-        real_append(run, row, checkpoint)
+        real_append(run, row, checkpoint, **kwargs)
 
     monkeypatch.setattr(RunDirectory, "append", crash_in_epoch_three)
     with pytest.raises(KeyboardInterrupt):

@@ -48,9 +48,11 @@ __all__ = ["Checkpoint", "DamagedRunError", "EpochRow", "RunDirectory", "RunLock
            "RunRecord", "RunResult", "finished_runs", "identity"]
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.toml", "metrics.jsonl", "checkpoint.pt"
+PREVIOUS_FILE = "checkpoint.prev.pt"  # stacked runs keep the epoch before, to realign after a cut
 SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE = "samples.npz", "predictions.npz", "result.json"
 IDENTITY_FILE, LOCK_FILE = "run.json", "lock"
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE, IDENTITY_FILE)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PREVIOUS_FILE, SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE,
+             IDENTITY_FILE)
 # keys that may change when a run is resumed: its length, where the data lives, which device trains it
 NOT_IDENTITY = ("train.epochs", "data.data_dir", "data.download", "train.device", "sweep")
 
@@ -246,7 +248,7 @@ class RunDirectory:
                                   for k in differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
                 raise RunMismatchError(f"{self.path} holds a run of another config: {shown}. Use another --out, "
                                        "or --restart to discard that run")
-        done = self.checkpoint_epoch() if (self.path / CHECKPOINT_FILE).exists() else 0
+        done = self.checkpoint_epoch()
         if done > config.train.epochs:
             raise RunMismatchError(f"{self.path} has trained {done} epochs, more than train.epochs = "
                                    f"{config.train.epochs}. Use another --out, or --restart to discard that run")
@@ -305,13 +307,18 @@ class RunDirectory:
         kept = [EpochRow.from_dict(r) for r in rows] if rows else self.rows(up_to=start_epoch)
         atomic_write_bytes(self.path / METRICS_FILE, "".join(_json(r.as_dict()) + "\n" for r in kept).encode())
 
-    def append(self, row: EpochRow, checkpoint: Checkpoint) -> None:
-        """The row first, then the checkpoint (see the crash rules above)."""
+    def append(self, row: EpochRow, checkpoint: Checkpoint, keep_previous: bool = False) -> None:
+        """The row first, then the checkpoint (see the crash rules above). With ``keep_previous`` the
+        checkpoint it replaces stays as checkpoint.prev.pt: runs trained stacked write their checkpoints
+        one after another, and a cut between two of them is undone by going back one epoch."""
         with open(self.path / METRICS_FILE, "a") as handle:
             handle.write(_json(row.as_dict()) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        save_checkpoint(self.path / CHECKPOINT_FILE, checkpoint.to_state())
+        current = self.path / CHECKPOINT_FILE
+        if keep_previous and current.exists():
+            os.replace(current, self.path / PREVIOUS_FILE)  # atomic; a cut now leaves the previous one
+        save_checkpoint(current, checkpoint.to_state())
 
     def finish(self, config: ExperimentConfig, records: dict[int, dict], train_labels: np.ndarray,
                predictions: dict[str, np.ndarray], stacked_runs: int = 1, compiled_graphs: int | None = None) -> dict:
@@ -323,19 +330,32 @@ class RunDirectory:
                   correct=np.stack([records[e]["correct"].numpy() for e in epochs]), labels=train_labels)
         _save_npz(self.path / PREDICTIONS_FILE, **predictions)
         atomic_write_bytes(self.path / RESULT_FILE, _json(result.as_dict(), indent=2).encode())
+        (self.path / PREVIOUS_FILE).unlink(missing_ok=True)  # a finished run needs no way back
         return result.as_dict()
 
     # ---- reading
-    def checkpoint(self, map_location="cpu") -> Checkpoint | None:
-        path = self.path / CHECKPOINT_FILE
-        if not path.exists():
-            return None
-        return _read(path, lambda p: Checkpoint.from_state(load_checkpoint(p, map_location=map_location)))
+    def checkpoint(self, map_location="cpu", epoch: int | None = None) -> Checkpoint | None:
+        """The newest checkpoint, or the one of ``epoch`` (the current or the previous one); None if absent."""
+        for name in (CHECKPOINT_FILE, PREVIOUS_FILE):
+            path = self.path / name
+            if path.exists() and (epoch is None or self._epoch_of(path) == epoch):
+                return _read(path, lambda p: Checkpoint.from_state(load_checkpoint(p, map_location=map_location)))
+        return None
+
+    def checkpoint_epochs(self) -> tuple[int, int | None]:
+        """The newest checkpoint's epoch (0 without one) and the previous one's (None without one)."""
+        epochs = [self._epoch_of(self.path / n) if (self.path / n).exists() else None
+                  for n in (CHECKPOINT_FILE, PREVIOUS_FILE)]
+        if epochs[0] is None:  # cut between keeping the previous one and writing the new one
+            return epochs[1] or 0, None
+        return epochs[0], epochs[1]
 
     def checkpoint_epoch(self) -> int:
-        """The epoch the checkpoint holds (0 without one); raises if it cannot be read."""
-        path = self.path / CHECKPOINT_FILE
-        return _read(path, lambda p: int(load_checkpoint(p)["epoch"])) if path.exists() else 0
+        """The epoch the newest checkpoint holds (0 without one); raises if it cannot be read."""
+        return self.checkpoint_epochs()[0]
+
+    def _epoch_of(self, path: Path) -> int:
+        return _read(path, lambda p: int(load_checkpoint(p)["epoch"]))
 
     def rows(self, up_to: int | None = None) -> list[EpochRow]:
         """Rows with epoch <= ``up_to`` (all without it); a torn last line from a crash is skipped."""

@@ -273,23 +273,26 @@ class StackedRuns:
 def plan_stacks(pending: list[tuple[str, ExperimentConfig, Path]], image_shape_of, max_runs: int) -> list[list]:
     """Split a sweep's pending cells into groups that train together (a group of one trains alone).
 
-    Cells stack when their :func:`stacking_key` is equal, their model is stateless and they are
-    at the same checkpoint epoch; a group holds at most ``max_runs`` cells (balanced when split).
-    ``image_shape_of(config)`` gives (image shape, number of classes) of the config's data.
+    Cells stack when their :func:`stacking_key` is equal, their model is stateless and they can
+    resume from one epoch: the same checkpoint epoch, or, for runs cut between the checkpoint
+    writes of a stack, the epoch before (their previous checkpoint). A group holds at most
+    ``max_runs`` cells (balanced when split). ``image_shape_of(config)`` gives (image shape,
+    number of classes) of the config's data.
     """
-    groups: dict[tuple, list] = {}
+    by_key: dict[str, list] = {}
     plan: list[list] = []
     for item in pending:
-        key = _group_key(item[1], item[2], image_shape_of) if max_runs > 1 else None
+        key = _group_key(item[1], image_shape_of) if max_runs > 1 else None
         if key is None:
             plan.append([item])
         else:
-            if key not in groups:
-                groups[key] = []
-                plan.append(groups[key])
-            groups[key].append(item)
+            if key not in by_key:
+                by_key[key] = []
+                plan.append(by_key[key])
+            by_key[key].append(item)
+    aligned = [part for group in plan for part in _align_epochs(group)]
     split = []
-    for group in plan:  # into the fewest parts of at most max_runs, sizes differing by at most one
+    for group in aligned:  # into the fewest parts of at most max_runs, sizes differing by at most one
         parts = math.ceil(len(group) / max(1, max_runs))
         size, extra = divmod(len(group), parts)
         bounds = [i * size + min(i, extra) for i in range(parts + 1)]
@@ -297,7 +300,24 @@ def plan_stacks(pending: list[tuple[str, ExperimentConfig, Path]], image_shape_o
     return split
 
 
-def _group_key(config: ExperimentConfig, run_dir: Path, image_shape_of) -> tuple | None:
+def _align_epochs(group: list) -> list[list]:
+    """One group if every run can resume from the group's lowest checkpoint epoch, else one per epoch."""
+    if len(group) == 1:
+        return [group]
+    try:
+        offered = [RunDirectory(run_dir).checkpoint_epochs() for _, _, run_dir in group]
+    except Exception:  # an unreadable checkpoint is reported when that run starts
+        return [[item] for item in group]
+    start = min(current for current, _ in offered)
+    if all(start in (current, previous) for current, previous in offered):
+        return [group]
+    by_epoch: dict[int, list] = {}
+    for item, (current, _) in zip(group, offered, strict=True):
+        by_epoch.setdefault(current, []).append(item)
+    return list(by_epoch.values())
+
+
+def _group_key(config: ExperimentConfig, image_shape_of) -> str | None:
     key = stacking_key(config)
     if key is None:
         return None
@@ -305,9 +325,4 @@ def _group_key(config: ExperimentConfig, run_dir: Path, image_shape_of) -> tuple
     with torch.device("meta"):  # shapes only, no memory
         model = build_model(config.model.name, shape, classes, config.model.penultimate_dim or None,
                             **config.model.options)
-    if not is_stateless(model):
-        return None
-    try:
-        return key, RunDirectory(run_dir).checkpoint_epoch()
-    except Exception:  # an unreadable checkpoint is reported by the single-run path
-        return None
+    return key if is_stateless(model) else None

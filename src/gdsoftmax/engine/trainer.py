@@ -108,7 +108,8 @@ def _train(configs: list[ExperimentConfig], runs: list[RunDirectory], world: _Di
             if world.is_main:
                 model, optimizer, rng, scaler = strategy.state(m)
                 run.append(row, Checkpoint(model, optimizer, epoch + 1, step, lrs[m], row.wall_time, rng,
-                                           records[m], strategy.objectives[m].state_dict(), scaler, rows[m]))
+                                           records[m], strategy.objectives[m].state_dict(), scaler, rows[m]),
+                           keep_previous=len(configs) > 1)
             if m == 0:
                 bar.set_postfix(loss=f"{row.train_loss:.3f}", test_acc=f"{row.test_acc:.4f}")
         world.barrier()
@@ -126,16 +127,16 @@ def _train(configs: list[ExperimentConfig], runs: list[RunDirectory], world: _Di
 
 def _resume(strategy, runs: list[RunDirectory], device) -> tuple[int, list[float], list[dict], list[list[dict]]]:
     """Load the runs' checkpoints into the strategy: the start epoch, elapsed times, records and metric rows."""
-    checkpoints = [run.checkpoint(map_location=device) for run in runs]
-    if all(c is None for c in checkpoints):
+    start = min(run.checkpoint_epoch() for run in runs)  # stacked runs cut between their writes: go back one
+    if start == 0:
         return 0, [0.0] * len(runs), [{} for _ in runs], [[] for _ in runs]
-    epochs = {c.epoch if c is not None else 0 for c in checkpoints}
-    if len(epochs) != 1:
-        raise ValueError(f"runs to stack are at different epochs {sorted(epochs)}; resume them separately")
+    checkpoints = [run.checkpoint(map_location=device, epoch=start) for run in runs]
+    if any(c is None for c in checkpoints):
+        raise ValueError(f"runs to stack have no common checkpoint epoch (epochs "
+                         f"{[run.checkpoint_epochs() for run in runs]}); resume them separately")
     strategy.load(checkpoints)
     for objective, checkpoint in zip(strategy.objectives, checkpoints, strict=True):
         objective.load_state_dict(checkpoint.objective)
-    start = epochs.pop()
     # checkpoints from before they carried rows: the rows come from metrics.jsonl (RunDirectory.open)
     rows = [list(c.rows) if c.rows else [r.as_dict() for r in run.rows(up_to=start)]
             for c, run in zip(checkpoints, runs, strict=True)]
