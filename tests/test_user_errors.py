@@ -84,3 +84,31 @@ def test_a_rank_without_peers_stops_after_the_timeout_with_one_line(config, tmp_
 def test_report_bins_are_bounded(tmp_path, capsys, bins):
     assert main(["report", str(tmp_path), "--bins", bins]) == 2
     assert "--bins must be between 1 and 1000" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_one_line(config, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import gdsoftmax.engine.rundir as rundir
+
+    def full(path, state):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(rundir, "save_checkpoint", full)
+    assert main(["train", str(config), "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err
+    assert "checkpoint.pt" in err
+    assert "Traceback" not in err
+
+
+def test_an_internal_error_keeps_its_traceback_and_says_so(config, tmp_path, capsys, monkeypatch):
+    import gdsoftmax.engine.trainer as trainer
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(trainer, "_train", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["train", str(config), "--out", str(tmp_path), "--no-progress"])
+    assert "internal error" in capsys.readouterr().err

@@ -99,6 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. User errors end in one line and exit 2; an internal error keeps its traceback
+    and says that it is one."""
+    try:
+        return _main(argv)
+    except OSError as error:  # a full disk, a folder without write permission, ...
+        where = f" {error.filename}" if error.filename else ""
+        print(f"gdsoftmax: error: could not read or write{where}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    except Exception:
+        print("gdsoftmax: internal error (a bug: please report it with the traceback below)", file=sys.stderr)
+        raise
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "build-native":
