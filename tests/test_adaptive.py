@@ -16,14 +16,49 @@ from gdsoftmax.engine.trainer import run_experiment
 
 
 def test_pid_rule_by_hand():
+    """The velocity form: log beta += kp (e - e1) + ki e + kd (e - 2 e1 + e2)."""
     pid = PIDController(start=1.0, kp=1.0, ki=0.5, kd=2.0, min=0.1, max=10.0)
-    pid.update(0.2)  # log beta = 0.2 + 0.5 * 0.2 (no derivative on the first update)
+    pid.update(0.2)  # 1 * 0.2 + 0.5 * 0.2 (no derivative before two earlier errors)
     assert pid(123) == pytest.approx(math.exp(0.3))
-    pid.update(-0.1)  # += -0.1 + 0.5 * 0.1 + 2 * (-0.3)
-    assert pid(0) == pytest.approx(math.exp(0.3 - 0.1 + 0.05 - 0.6))
+    pid.update(-0.1)  # 1 * (-0.3) + 0.5 * (-0.1)
+    assert pid(0) == pytest.approx(math.exp(0.3 - 0.3 - 0.05))
+    pid.update(0.0)  # 1 * 0.1 + 0 + 2 * (0 + 0.2 + 0.2)
+    assert pid(0) == pytest.approx(math.exp(-0.05 + 0.1 + 0.8))
     for _ in range(50):
         pid.update(1.0)
     assert pid(0) == 10.0  # clamped
+
+
+def plant(log_beta: float, optimum: float, gain: float = 0.05) -> float:
+    """A model's calibration gap as a function of log beta: over-confident below the optimum."""
+    return gain * (optimum - log_beta)
+
+
+def simulate(pid: PIDController, optima: list[float], lag: float = 0.5) -> list[float]:
+    """Epochs of a first-order plant (the gap follows its target with a lag); returns log beta per epoch."""
+    gap, trace = 0.0, []
+    for optimum in optima:
+        gap += lag * (plant(math.log(pid(0)), optimum) - gap)
+        pid.update(gap)
+        trace.append(math.log(pid(0)))
+    return trace
+
+
+def test_step_response_settles_at_the_calibrated_beta():
+    trace = simulate(PIDController(start=1.0, kp=1.0, ki=2.0), [math.log(5.0)] * 80)
+    assert trace[-1] == pytest.approx(math.log(5.0), abs=0.02)  # settled at the beta that zeroes the gap
+    assert max(trace) < math.log(5.0) * 1.5  # with a bounded overshoot
+    assert all(abs(t - math.log(5.0)) < 0.05 for t in trace[-20:])  # and stays there
+
+
+def test_no_wind_up_at_the_clamps():
+    """The optimum lies far above max for 40 epochs, then drops inside: beta leaves the clamp at once,
+    where an integral that kept growing during saturation would hold it there for as long again."""
+    optima = [math.log(1e4)] * 40 + [math.log(2.0)] * 40
+    trace = simulate(PIDController(start=1.0, kp=1.0, ki=2.0, max=100.0), optima)
+    assert trace[39] == pytest.approx(math.log(100.0))  # saturated
+    assert trace[45] < math.log(100.0) - 0.5  # already on its way down after 5 epochs
+    assert trace[-1] == pytest.approx(math.log(2.0), abs=0.05)
 
 
 def test_over_confidence_raises_beta_and_under_confidence_lowers_it():

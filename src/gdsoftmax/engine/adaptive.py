@@ -1,15 +1,20 @@
 """Adaptive beta: a PID controller on the calibration gap, in the spirit of the authors' follow-up
-("A PID Controller Approach for Adaptive Probability-dependent Gradient Decay in Model Calibration").
+("A PID Controller Approach for Adaptive Probability-dependent Gradient Decay in Model Calibration",
+Zhang & Xie, NeurIPS 2024), which sets beta once per epoch from a validation calibration error.
 
 Once per epoch the trainer measures the gap g = mean confidence - accuracy on the validation
-split and calls ``update(g)``. With error e = g - target, the controller moves log(beta):
+split and calls ``update(g)``. With error e = g - target, the controller moves log(beta) in the
+textbook velocity form of a PID controller:
 
-    log beta += kp * e + ki * sum(e) + kd * (e - e_previous),   then clamps beta to [min, max]
+    log beta += kp * (e - e_prev) + ki * e + kd * (e - 2 e_prev + e_prev2),   then clamps beta to [min, max]
 
-An over-confident model (g > 0) gets a larger beta, i.e. faster gradient decay. Between updates
-``controller(step)`` returns the current beta, so a config names it like a schedule::
+Summed over epochs this is the positional PID law log beta = log start + kp e + ki sum(e) + kd de,
+but the state is the (clamped) output itself, so there is no integral to wind up while beta sits
+at a clamp: it leaves the clamp as soon as the error changes sign. An over-confident model
+(g > 0) gets a larger beta, i.e. faster gradient decay. Between updates ``controller(step)``
+returns the current beta, so a config names it like a schedule::
 
-    beta = { kind = "pid", start = 1.0, kp = 2.0, ki = 0.2, kd = 0.0, min = 0.01, max = 100.0 }
+    beta = { kind = "pid", start = 1.0, kp = 1.0, ki = 2.0, kd = 0.0, min = 0.01, max = 100.0 }
 
 ``lr_compensation = true`` asks the trainer to scale the learning rate by 1 / mean_i s_i with
 s_i = 1 / (1 + (beta - 1) p_i) on the validation split: the average factor by which beta
@@ -37,8 +42,8 @@ __all__ = ["PIDController", "gradient_scale"]
 @dataclass
 class PIDController:
     start: float = 1.0
-    kp: float = 2.0
-    ki: float = 0.2
+    kp: float = 1.0
+    ki: float = 2.0
     kd: float = 0.0
     target: float = 0.0
     min: float = 0.01
@@ -52,7 +57,7 @@ class PIDController:
             check_positive(name, getattr(self, name))
         if not self.min <= self.start <= self.max:
             raise ValueError(f"need min <= start <= max, got {self.min}, {self.start}, {self.max}")
-        self.state = {"beta": float(self.start), "integral": 0.0, "previous": 0.0, "updates": 0}
+        self.state = {"beta": float(self.start), "previous": 0.0, "previous2": 0.0, "updates": 0}
 
     def __call__(self, step: int) -> float:
         return self.state["beta"]
@@ -61,11 +66,11 @@ class PIDController:
         """Feed the measured calibration gap (mean confidence - accuracy); returns the new beta."""
         error = gap - self.target
         s = self.state
-        s["integral"] += error
-        derivative = error - s["previous"] if s["updates"] else 0.0
-        log_beta = math.log(s["beta"]) + self.kp * error + self.ki * s["integral"] + self.kd * derivative
-        s["beta"] = min(self.max, max(self.min, math.exp(log_beta)))
-        s["previous"], s["updates"] = error, s["updates"] + 1
+        # the derivative term needs two earlier errors; before that it is left out (no kick at the start)
+        second_difference = error - 2 * s["previous"] + s["previous2"] if s["updates"] >= 2 else 0.0
+        step = self.kp * (error - s["previous"]) + self.ki * error + self.kd * second_difference
+        s["beta"] = min(self.max, max(self.min, math.exp(math.log(s["beta"]) + step)))
+        s["previous2"], s["previous"], s["updates"] = s["previous"], error, s["updates"] + 1
         return s["beta"]
 
     def to_dict(self) -> dict:
@@ -76,7 +81,8 @@ class PIDController:
         return dict(self.state)
 
     def load_state_dict(self, state: dict) -> None:
-        self.state = {k: float(v) if k != "updates" else int(v) for k, v in state.items()}
+        known = {"beta": float(self.start), "previous": 0.0, "previous2": 0.0, "updates": 0}
+        self.state = {k: (int if k == "updates" else float)(state.get(k, default)) for k, default in known.items()}
 
 
 def gradient_scale(logits: torch.Tensor, labels: torch.Tensor, beta: float, tau: float = 1.0) -> float:
