@@ -58,9 +58,12 @@ def measure(size: tuple[int, int, int] = (8192, 1024, 128000), repeats: int = 3)
         result[method] = {"seconds": statistics.median(t for t, _ in runs),
                           "peak_extra_gb": statistics.median(m for _, m in runs) / 1e9,
                           "all_seconds": [t for t, _ in runs]}
-    base, fused = result["matmul then loss"], result["fused linear"]
-    result["time_ratio"] = fused["seconds"] / base["seconds"]
-    result["memory_saving"] = 1 - fused["peak_extra_gb"] / base["peak_extra_gb"]
+    ratios = [f[0] / b[0] for f, b in zip(samples["fused linear"], samples["matmul then loss"], strict=True)]
+    savings = [1 - f[1] / b[1] for f, b in zip(samples["fused linear"], samples["matmul then loss"], strict=True)]
+    result["time_ratio"], result["time_ratio_min"], result["time_ratio_max"] = (
+        statistics.median(ratios), min(ratios), max(ratios))
+    result["memory_saving"], result["memory_saving_min"], result["memory_saving_max"] = (
+        statistics.median(savings), min(savings), max(savings))
     return result
 
 

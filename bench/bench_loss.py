@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gdsoftmax import gradient_decay_loss, native
+from gdsoftmax import gradient_decay_loss
+from gdsoftmax.loss import native
 from gdsoftmax.loss.functional import NATIVE_MAX_ELEMENTS
 from gdsoftmax.loss.fused import fused_gradient_decay_loss
 
@@ -110,8 +111,10 @@ def native_status() -> str:
     return f"built; gradient_decay_loss uses it up to {NATIVE_MAX_ELEMENTS} elements"
 
 
-def measure(quick: bool = False) -> list[dict]:
-    """One row per (shape, method): median ms, ratio to CE, and peak extra memory / logits."""
+def measure(quick: bool = False, rounds: int = 7) -> list[dict]:
+    """One row per (shape, method): median ms, the ratio to CE (median over interleaved rounds, each
+    round's ratio taken against CE timed in that same round) with its min-max spread, and peak extra
+    memory / logits."""
     status = native_status()
     rows = []
     for n, c in SHAPES[:-1] if quick else SHAPES:
@@ -123,34 +126,44 @@ def measure(quick: bool = False) -> list[dict]:
             median_seconds(fn, logits, target, 2)
         # interleave the methods over several rounds so that drift hits them all alike
         samples = {name: [] for name in methods}
-        for _ in range(3):
+        for _ in range(rounds if n * c <= 10**8 else max(3, rounds // 2)):
             for name, fn in methods.items():
                 samples[name].append(median_seconds(fn, logits, target, repeats))
         times = {name: statistics.median(values) for name, values in samples.items()}
+        ratios = {name: [a / b for a, b in zip(values, samples["F.cross_entropy"], strict=True)]
+                  for name, values in samples.items()}
         # RSS moves in allocator-sized steps: only logits much larger than that (1 GB at
         # 8192 x 32000) give a meaningful reading
         big = n * c >= 10**8
-        base = times["F.cross_entropy"]
         for name, seconds in times.items():
             rows.append({"shape": f"{n}x{c}", "method": name, "median_ms": 1e3 * seconds, "native": status,
-                         "time_vs_ce": seconds / base,
+                         "time_vs_ce": statistics.median(ratios[name]), "time_vs_ce_min": min(ratios[name]),
+                         "time_vs_ce_max": max(ratios[name]), "rounds": len(ratios[name]),
                          "memory_leaf": peak_extra_memory(name, n, c, "leaf") if big and name in CALLS else None,
                          "memory_matmul": peak_extra_memory(name, n, c, "matmul") if big and name in CALLS else None})
     return rows
 
 
+def machine() -> str:
+    """The CPU, its vector capability, torch's build and threads: what every figure here depends on."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown"
+    return (f"{model} ({torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
 def table(rows: list[dict]) -> str:
-    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, forward + backward, "
-             "median of repeats; ratios against F.cross_entropy in the same run. Peak extra memory in units "
-             "of the logits, for logits that are a leaf tensor / the output of a matmul. C++ operator: "
-             f"{rows[0]['native'] if rows else '—'}.", "",
-             "| shape | method | median ms | time / CE | extra memory, leaf | extra memory, from matmul |",
+    lines = [f"{machine()}, float32, forward + backward, median of repeats; time / CE is the median over "
+             "interleaved rounds of each round's ratio against F.cross_entropy, with its min–max. Peak extra "
+             "memory in units of the logits, for logits that are a leaf tensor / the output of a matmul. "
+             f"C++ operator: {rows[0]['native'] if rows else '—'}.", "",
+             "| shape | method | median ms | time / CE [min–max] | extra memory, leaf | extra memory, from matmul |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         leaf = "—" if r["memory_leaf"] is None else f"{r['memory_leaf']:.2f}"
         matmul = "—" if r["memory_matmul"] is None else f"{r['memory_matmul']:.2f}"
-        lines.append(f"| {r['shape']} | {r['method']} | {r['median_ms']:.3f} | {r['time_vs_ce']:.2f} | {leaf} | "
-                     f"{matmul} |")
+        spread = f"{r['time_vs_ce']:.2f} [{r['time_vs_ce_min']:.2f}–{r['time_vs_ce_max']:.2f}]"
+        lines.append(f"| {r['shape']} | {r['method']} | {r['median_ms']:.3f} | {spread} | {leaf} | {matmul} |")
     return "\n".join(lines) + "\n"
 
 

@@ -55,13 +55,14 @@ def measure(data_dir: str, epochs: int = 4) -> dict:
         run_experiment(configs[2], single, data=data, progress=False)  # beta = 0.1, one run alone
         stacked = [Path(tmp) / "stacked" / c.name for c in configs]
         train(configs, stacked, data=data, progress=False)
-        single_epoch = statistics.median(epoch_seconds(single))
-        stacked_epoch = statistics.median(epoch_seconds(stacked[0]))
+        single_epochs, stacked_epochs = epoch_seconds(single), epoch_seconds(stacked[0])
+    single_epoch, stacked_epoch = statistics.median(single_epochs), statistics.median(stacked_epochs)
     runs = len(configs)
+    ratios = [b / (runs * a) for a, b in zip(single_epochs, stacked_epochs, strict=True)]  # epoch by epoch
     return {"runs": runs, "steps_per_epoch": steps, "epochs_timed": epochs - 1,
             "single_ms_per_model_step": 1e3 * single_epoch / steps,
             "stacked_ms_per_model_step": 1e3 * stacked_epoch / (runs * steps),
-            "ratio": stacked_epoch / (runs * single_epoch)}
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
 
 
 def time_sweep(data_dir: str) -> dict:
