@@ -15,7 +15,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-__all__ = ["Comparison", "format_mean_std", "mean_std", "paired_comparison", "verdict"]
+__all__ = ["Comparison", "format_mean_std", "holm", "mean_std", "paired_comparison", "verdict"]
 
 SIGNIFICANCE = 0.05
 
@@ -41,6 +41,8 @@ class Comparison:
     difference: float  # mean of per-seed differences
     effect_size: float  # d_z; inf when every difference is equal and non-zero
     p_value: float  # two-sided paired t-test; NaN when it cannot be computed
+    ci_low: float = math.nan  # 95 % t-interval of the mean difference
+    ci_high: float = math.nan
 
     @property
     def significant(self) -> bool:
@@ -63,13 +65,34 @@ def paired_comparison(treatment, baseline) -> Comparison:
         return Comparison(n, mean, math.nan, math.nan)
     if spread == 0:
         effect = 0.0 if mean == 0 else math.copysign(math.inf, mean)
-        return Comparison(n, mean, effect, 1.0 if mean == 0 else 0.0)
-    return Comparison(n, mean, mean / spread, float(stats.ttest_rel(treatment, baseline).pvalue))
+        return Comparison(n, mean, effect, 1.0 if mean == 0 else 0.0, mean, mean)
+    half_width = float(stats.t.ppf(0.975, n - 1)) * spread / math.sqrt(n)
+    return Comparison(n, mean, mean / spread, float(stats.ttest_rel(treatment, baseline).pvalue),
+                      mean - half_width, mean + half_width)
 
 
-def verdict(comparison: Comparison, expected_sign: int) -> str:
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values for a family of tests (NaN stays NaN and is not counted):
+    a test is significant at level a after the correction when its adjusted p is below a, which
+    keeps the chance of any false positive in the family below a.
+
+    >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03, 0.005])]
+    [0.03, 0.06, 0.06, 0.02]
+    """
+    tested = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdict(comparison: Comparison, expected_sign: int, adjusted_p: float | None = None) -> str:
     """'confirmed' if the effect has the claimed sign and is significant, 'refuted' if significant
-    the other way, else 'inconclusive'."""
-    if not comparison.significant:
+    the other way, else 'inconclusive'. With ``adjusted_p`` (from :func:`holm`) significance is that
+    of the corrected test."""
+    p = comparison.p_value if adjusted_p is None else adjusted_p
+    if math.isnan(p) or p >= SIGNIFICANCE:
         return "inconclusive"
     return "confirmed" if math.copysign(1, comparison.difference) == expected_sign else "refuted"

@@ -19,7 +19,7 @@ import torch
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.calibration import compare_post_hoc
 from gdsoftmax.analysis.metrics import calibration_metrics
-from gdsoftmax.analysis.stats import format_mean_std, mean_std, paired_comparison, verdict
+from gdsoftmax.analysis.stats import Comparison, format_mean_std, holm, mean_std, paired_comparison, verdict
 from gdsoftmax.engine.config import ExperimentConfig, to_dict
 from gdsoftmax.engine.grid import label
 from gdsoftmax.engine.rundir import EpochRow, finished_runs
@@ -138,20 +138,38 @@ def _cell(group, key, scale=100.0, digits=2):
     return format_mean_std([r.values[key] for r in group], scale, digits)
 
 
-def _versus(group, baseline, key) -> str:
-    if baseline is None or group is baseline:
-        return "—"
+def _paired(group: list[Run], baseline: list[Run], key: str) -> Comparison | None:
+    """treatment - β = 1 on ``key``, paired by seed; None with fewer than two common seeds."""
     seeds = sorted({r.config.seed for r in group} & {r.config.seed for r in baseline})
     if len(seeds) < 2:
-        return "n/a"
+        return None
     a = [next(r for r in group if r.config.seed == s).values[key] for s in seeds]
     b = [next(r for r in baseline if r.config.seed == s).values[key] for s in seeds]
-    c = paired_comparison(a, b)
-    return f"{100 * c.difference:+.2f} (p={c.p_value:.3f}){'*' if c.significant else ''}"
+    return paired_comparison(a, b)
+
+
+def _versus_all(groups: dict[str, list[Run]], baseline, key: str, scale: float = 100.0) -> dict[str, str]:
+    """Δ against β = 1 for every setting, with its 95 % interval and its p-value Holm-corrected over the
+    family of settings compared with β = 1 on this key (* for a corrected p < 0.05)."""
+    names = [n for n, g in groups.items() if baseline is not None and g is not baseline]
+    comparisons = {n: _paired(groups[n], baseline, key) for n in names}
+    tested = [n for n in names if comparisons[n] is not None]
+    adjusted = dict(zip(tested, holm([comparisons[n].p_value for n in tested]), strict=True))
+    cells = {n: "—" for n, g in groups.items() if g is baseline or baseline is None}
+    for n in names:
+        c = comparisons[n]
+        if c is None:
+            cells[n] = "n/a"
+            continue
+        star = "*" if adjusted[n] < 0.05 else ""
+        cells[n] = (f"{scale * c.difference:+.2f} [{scale * c.ci_low:+.2f}, {scale * c.ci_high:+.2f}] "
+                    f"(p={adjusted[n]:.3f}){star}")
+    return cells
 
 
 def _claims(groups: dict[str, list[Run]], baseline: list[Run] | None) -> list[list[str]]:
-    """(claim, setting, treatment, β = 1, Δ, d_z, p, verdict) for every setting a claim applies to."""
+    """(claim, setting, treatment, β = 1, Δ [95 % CI], d_z, p, Holm p, verdict) for every setting a claim
+    applies to; the verdict is on the p-value Holm-corrected over those settings."""
     if baseline is None:
         return []
     specs = [
@@ -173,6 +191,7 @@ def _claims(groups: dict[str, list[Run]], baseline: list[Run] | None) -> list[li
     seeds = [r.config.seed for r in baseline]
     table = []
     for claim, applies, key, scale, sign in specs:
+        family = []  # the settings this claim is tested on: one Holm correction over them
         for group in groups.values():
             beta = group[0].constant_beta
             kind = ("warmup" if group[0].is_warmup else None) if beta is None else \
@@ -183,9 +202,12 @@ def _claims(groups: dict[str, list[Run]], baseline: list[Run] | None) -> list[li
             base = [next(b for b in baseline if b.config.seed == r.config.seed) for r in paired]
             c = paired_comparison([r.values[key] for r in paired], [b.values[key] for b in base])
             treat, ref = mean_std([r.values[key] for r in paired]), mean_std([b.values[key] for b in base])
+            family.append((group, c, treat, ref))
+        for (group, c, treat, ref), adjusted in zip(family, holm([c.p_value for _, c, _, _ in family]),
+                                                    strict=True):
             table.append([claim, group[0].label, f"{scale * treat[0]:.3g}", f"{scale * ref[0]:.3g}",
-                          f"{scale * c.difference:+.3g}", f"{c.effect_size:+.2f}", f"{c.p_value:.3g}",
-                          verdict(c, sign)])
+                          f"{scale * c.difference:+.3g} [{scale * c.ci_low:+.3g}, {scale * c.ci_high:+.3g}]",
+                          f"{c.effect_size:+.2f}", f"{c.p_value:.3g}", f"{adjusted:.3g}", verdict(c, sign, adjusted)])
     return table
 
 
@@ -211,7 +233,9 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     lines = [f"# Report: {sweep_dir.name}", "",
              f"{first.data.dataset}, model {first.model.name}, {first.train.epochs} epochs, {len(runs)} runs "
              f"({len(groups)} settings × up to {n_seeds} seeds). Mean ± std over seeds; Δ is paired by seed "
-             f"against β = 1 (paired t-test, * for p < 0.05). ECE/MCE use {n_bins} equal-width bins.", "",
+             f"against β = 1, with its 95 % t-interval in brackets and the paired t-test's p-value "
+             f"Holm-corrected over the settings compared with β = 1 (* for a corrected p < 0.05). ECE/MCE use "
+             f"{n_bins} equal-width bins.", "",
              "The claims tested are the paper's own statements (abstract and section 3). Every number here, "
              "including the β = 1 baseline, is our measurement.", ""]
     if command:
@@ -225,9 +249,12 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     claims = _claims(groups, baseline)
     if claims:
         lines += ["## Claims", "",
-                  "Verdict: *confirmed* if the difference has the claimed sign with p < 0.05, *refuted* if it has "
-                  "the opposite sign with p < 0.05, otherwise *inconclusive*. d_z is the paired effect size.", "",
-                  _markdown_table(["claim", "setting", "ours", "β = 1", "Δ", "d_z", "p", "verdict"], claims), ""]
+                  "Verdict: *confirmed* if the difference has the claimed sign with a Holm-corrected p < 0.05 (the "
+                  "correction runs over the settings each claim is tested on), *refuted* if it has the opposite "
+                  "sign with a corrected p < 0.05, otherwise *inconclusive*. Δ carries its 95 % t-interval; d_z "
+                  "is the paired effect size.", "",
+                  _markdown_table(["claim", "setting", "ours", "β = 1", "Δ [95 % CI]", "d_z", "p", "Holm p",
+                                   "verdict"], claims), ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -237,10 +264,11 @@ def _final_metrics(groups: dict[str, list[Run]], baseline, n_bins: int) -> list[
     header = ["setting", "seeds", "test acc %", "Δ acc vs β=1", f"ECE % ({n_bins} bins)", "Δ ECE vs β=1", "MCE %",
               "adaptive ECE %", "NLL", "Brier", "conf − acc %", "margin"]
     rows = []
-    for group in groups.values():
+    accuracy, ece = _versus_all(groups, baseline, "test accuracy"), _versus_all(groups, baseline, "test ece")
+    for name, group in groups.items():
         rows.append([group[0].label, len(group), _cell(group, "test accuracy"),
-                     _versus(group, baseline, "test accuracy"), _cell(group, "test ece"),
-                     _versus(group, baseline, "test ece"), _cell(group, "test mce"),
+                     accuracy[name], _cell(group, "test ece"),
+                     ece[name], _cell(group, "test mce"),
                      _cell(group, "test adaptive_ece"), _cell(group, "test nll", 1, 3),
                      _cell(group, "test brier", 1, 3), _cell(group, "overconfidence"), _cell(group, "margin", 1, 2)])
     return ["## Final test metrics", "", _markdown_table(header, rows), ""]
@@ -278,8 +306,9 @@ def _confidence_intervals(groups: dict[str, list[Run]], out: Path) -> list[str]:
 
 def _convergence(groups: dict[str, list[Run]], baseline, out: Path, dataset: str) -> list[str]:
     early = EARLY_EPOCH
+    early_acc = _versus_all(groups, baseline, "early test_acc")
     rows = [[g[0].label, _cell(g, "early train_ce", 1, 4), _cell(g, "early test_acc"),
-             _versus(g, baseline, "early test_acc"), _cell(g, "curriculum spread", 1, 3)] for g in groups.values()]
+             early_acc[n], _cell(g, "curriculum spread", 1, 3)] for n, g in groups.items()]
     lines = ["## Convergence and training dynamics", "",
              _markdown_table(["setting", f"train CE @ epoch {early}", f"test acc % @ epoch {early}",
                               "Δ vs β=1", f"std of training p_c @ epoch {CURRICULUM_EPOCH}"], rows), ""]

@@ -1,0 +1,41 @@
+"""Statistics a reviewer accepts: Holm-corrected p-values, 95 % intervals of paired differences."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gdsoftmax.analysis.stats import holm, paired_comparison, verdict
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> made monotone: 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5]) == [0.5]
+    assert holm([0.4, 0.5]) == pytest.approx([0.8, 0.8])  # capped at 1, monotone
+    adjusted = holm([0.02, math.nan, 0.01])
+    assert math.isnan(adjusted[1])  # not a test, not counted in the family
+    assert adjusted[0] == pytest.approx(0.02)
+    assert adjusted[2] == pytest.approx(0.02)
+
+
+def test_holm_never_lowers_a_p_value():
+    p = [0.001, 0.2, 0.049, 0.03, 0.7, 0.01]
+    assert all(a >= b for a, b in zip(holm(p), p, strict=True))
+
+
+def test_the_95_interval_of_a_paired_difference_by_hand():
+    c = paired_comparison([3.0, 5.0, 7.0], [2.0, 3.0, 4.0])  # differences 1, 2, 3: mean 2, sd 1
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2)
+    assert (c.ci_low, c.ci_high) == pytest.approx((2 - half, 2 + half))
+    assert c.ci_low < 0 < c.difference  # the interval includes 0 ...
+    assert c.p_value > 0.05  # ... exactly when the t-test is not significant
+
+
+def test_a_verdict_follows_the_corrected_p_value():
+    c = paired_comparison([1.1, 1.2, 1.3, 1.25], [1.0, 1.0, 1.1, 1.05])
+    assert c.p_value < 0.05
+    assert verdict(c, +1) == "confirmed"
+    assert verdict(c, +1, adjusted_p=0.2) == "inconclusive"
+    assert verdict(c, -1, adjusted_p=0.01) == "refuted"
