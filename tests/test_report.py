@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,22 @@ def test_paired_statistics():
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
     with pytest.raises(ValueError, match="equal numbers"):
         paired_comparison([1.0], [1.0, 2.0])
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.mark.skipif(not (SHARED / "MNIST").exists(), reason="needs the MNIST copy in ../shared/datasets")
+def test_the_paper_numbers_stand_beside_ours(tmp_path):
+    from gdsoftmax.engine.config import parse_config
+    from gdsoftmax.engine.sweep import run_sweep
+
+    spec = {"name": "mnist", "data": {"dataset": "mnist", "data_dir": str(SHARED), "download": False,
+                                      "val_size": 59000},
+            "train": {"epochs": 1, "record_epochs": [1]}, "sweep": {"loss.beta": [1.0, 0.1], "seed": [0, 1]}}
+    run_sweep(parse_config(spec), tmp_path, progress=False, log=lambda *_: None)
+    text = build_report(tmp_path / "mnist").read_text()
+    section = text.split("## Beside the paper")[1].split("## ")[0]
+    assert "| β = 0.1 | training samples with p_c in the interval (0, 0.2] |" in section
+    assert "| 1105 | arXiv v1, Table 1 |" in section  # the paper's count at beta = 0.1
+    assert "Table 1 counts 1000 training samples, not the whole set" in section
