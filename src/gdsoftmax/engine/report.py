@@ -282,10 +282,12 @@ def beside_the_paper(groups: dict[str, list[Run]], config: ExperimentConfig, n_b
                    for i, (a, b) in enumerate(plots.INTERVALS)]
         for metric, key, scale, fmt in wanted:
             ours = [r.values[key[0]][key[1]] if isinstance(key, tuple) else r.values[key] for r in group]
+            digits = {"{:.3f}": 3, "{:.2f}": 2}.get(fmt, 0)
+            by_value: dict[float, list[str]] = {}  # both versions print some tables alike: one row each value
             for number in lookup(dataset, model, metric, setting):
-                rows.append([group[0].label, metric, format_mean_std(ours, scale, 3 if fmt == "{:.3f}" else 2 if
-                                                                     fmt == "{:.2f}" else 0),
-                             fmt.format(number.value), number.citation])
+                by_value.setdefault(number.value, []).append(number.citation)
+            rows += [[group[0].label, metric, format_mean_std(ours, scale, digits), fmt.format(value),
+                      "; ".join(sources)] for value, sources in by_value.items()]
     lines = ["## Beside the paper", ""]
     if not rows:
         return [*lines, f"The paper reports no numbers for {dataset} with {model}.", ""]
@@ -293,7 +295,8 @@ def beside_the_paper(groups: dict[str, list[Run]], config: ExperimentConfig, n_b
     lines += [f"Ours: mean ± std over seeds. Our setup: {config.train.epochs} epochs, batch "
               f"{config.train.batch_size}, lr {config.train.lr:g}, a validation split of {config.data.val_size} "
               f"held out of the training set (so Table 1 counts {train_size} training samples, not the whole "
-              f"set), inputs standardised per channel, model {model} {config.model.options or ''}. Where the "
+              f"set), inputs standardised per channel, model {model}"
+              f"{' ' + str(config.model.options) if config.model.options else ''}. Where the "
               "paper's setup differs, its numbers are context, not a replication target.", "",
               _markdown_table(["setting", "metric", "ours", "paper", "source"], rows), ""]
     return lines
