@@ -90,5 +90,5 @@ def test_the_paper_numbers_stand_beside_ours(tmp_path):
     text = build_report(tmp_path / "mnist").read_text()
     section = text.split("## Beside the paper")[1].split("## ")[0]
     assert "| β = 0.1 | training samples with p_c in the interval (0, 0.2] |" in section
-    assert "| 1105 | arXiv v1, Table 1 |" in section  # the paper's count at beta = 0.1
+    assert "| 1105 | arXiv v1, Table 1; ICLR 2024 submission, Table 1 |" in section  # both versions print it
     assert "Table 1 counts 1000 training samples, not the whole set" in section
