@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -45,3 +46,24 @@ def kernel(request, native_built) -> str:
 def loss_fn(kernel):
     """``gradient_decay_loss`` bound to the kernel under test (see ``_loss_on``)."""
     return functools.partial(_loss_on, kernel)
+
+
+@contextlib.contextmanager
+def interrupted_at_epoch(epoch: int):
+    """Within the block, a run is interrupted (KeyboardInterrupt) as it is about to write ``epoch``'s
+    row and checkpoint, as a kill at the end of that epoch would leave it; the block expects it."""
+    from gdsoftmax.engine.rundir import RunDirectory
+
+    real_append = RunDirectory.append
+
+    def append(run, row, checkpoint, **kwargs):
+        if row.epoch == epoch:
+            raise KeyboardInterrupt
+        real_append(run, row, checkpoint, **kwargs)
+
+    RunDirectory.append = append
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        RunDirectory.append = real_append

@@ -11,6 +11,7 @@ import dataclasses
 import subprocess
 import sys
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
@@ -128,16 +129,11 @@ def test_every_config_key_is_classified_for_stacked_training():
     from gdsoftmax.engine.stacked import PER_RUN_KEYS, SHARED_KEYS, TRAIN_ALONE_WHEN
 
     def leaves(cls, prefix=""):
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None):
-                yield from leaves(f.type, f"{prefix}{f.name}.")
+        for name, hint in typing.get_type_hints(cls).items():
+            if dataclasses.is_dataclass(hint):
+                yield from leaves(hint, f"{prefix}{name}.")
             else:
-                hint = cls.__annotations__[f.name]
-                nested = getattr(sys.modules[cls.__module__], hint, None) if isinstance(hint, str) else None
-                if dataclasses.is_dataclass(nested):
-                    yield from leaves(nested, f"{prefix}{f.name}.")
-                else:
-                    yield prefix + f.name
+                yield prefix + name
 
     keys = set(leaves(ExperimentConfig))
     classified = set(PER_RUN_KEYS) | set(SHARED_KEYS) | set(TRAIN_ALONE_WHEN)

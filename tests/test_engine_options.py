@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import interrupted_at_epoch
 from gdsoftmax.engine.config import ConfigError, parse_config
 from gdsoftmax.engine.data import Dataset, Split, augment_batch, crop_and_flip, draw_augmentation
-from gdsoftmax.engine.rundir import RunDirectory
 from gdsoftmax.engine.trainer import SingleRun, _Distributed, run_experiment
 from gdsoftmax.loss import fused
 from gdsoftmax.loss.fused import fused_target_loss
@@ -85,20 +85,11 @@ def test_float32_options_off_is_the_plain_model(tmp_path, images):
     assert run.scaler is None
 
 
-def test_fp16_scaler_state_is_checkpointed_and_resumes_exactly(tmp_path, images, monkeypatch):
+def test_fp16_scaler_state_is_checkpointed_and_resumes_exactly(tmp_path, images):
     _, whole = train(tmp_path, images, "whole", precision="fp16")
     assert "scaler" in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
-    real_append = RunDirectory.append
-
-    def crash_in_epoch_two(run, row, checkpoint, **kwargs):
-        if row.epoch == 2:
-            raise KeyboardInterrupt
-        real_append(run, row, checkpoint, **kwargs)
-
-    monkeypatch.setattr(RunDirectory, "append", crash_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_epoch(2):
         train(tmp_path, images, "cut", precision="fp16")
-    monkeypatch.setattr(RunDirectory, "append", real_append)
     _, resumed = train(tmp_path, images, "cut", precision="fp16")
     assert max_weight_difference(whole, resumed) == 0.0
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
+from conftest import interrupted_at_epoch
 from gdsoftmax.cli import main
 from gdsoftmax.engine.config import parse_config
 from gdsoftmax.engine.data import load_dataset
@@ -30,19 +32,10 @@ def rows_of(run_dir) -> list[dict]:
     return rows
 
 
-def test_a_lost_last_row_is_restored_on_resume(tmp_path, digits, monkeypatch):
+def test_a_lost_last_row_is_restored_on_resume(tmp_path, digits):
     run_experiment(config(), tmp_path / "whole", data=digits, progress=False)
-    real_append = RunDirectory.append
-
-    def crash_in_epoch_three(run, row, checkpoint, **kwargs):
-        if row.epoch == 3:
-            raise KeyboardInterrupt
-        real_append(run, row, checkpoint, **kwargs)
-
-    monkeypatch.setattr(RunDirectory, "append", crash_in_epoch_three)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_epoch(3):
         run_experiment(config(), tmp_path / "cut", data=digits, progress=False)
-    monkeypatch.setattr(RunDirectory, "append", real_append)
     metrics = tmp_path / "cut" / "metrics.jsonl"
     metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # the line of epoch 2 is lost
     result = run_experiment(config(), tmp_path / "cut", data=digits, progress=False)
@@ -93,7 +86,7 @@ def test_json_files_are_standard_null_not_nan(tmp_path, digits):
     assert "NaN" not in text
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["val_acc"] is None
-    assert RunDirectory(tmp_path / "run").rows()[0].val_acc != RunDirectory(tmp_path / "run").rows()[0].val_acc
+    assert math.isnan(RunDirectory(tmp_path / "run").rows()[0].val_acc)  # null reads back as NaN
 
 
 @pytest.mark.parametrize(("damaged", "command"), [

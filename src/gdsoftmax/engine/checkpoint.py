@@ -61,9 +61,10 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``: no pickle code is ever executed."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
+    """Load a checkpoint with ``weights_only=True``: no pickle code is ever executed. ``mmap=True``
+    maps the tensors instead of reading them, for a caller that only needs the small entries."""
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
 def capture_rng_state(generator: torch.Generator | None = None) -> dict:

@@ -169,7 +169,7 @@ class Checkpoint:
         state = {"model": self.model, "optimizer": self.optimizer, "epoch": self.epoch, "step": self.step,
                  "lr": self.lr, "elapsed": self.elapsed, "rng": self.rng,
                  "records": {str(k): v for k, v in self.records.items()}, **self.objective}
-        state = {**state, "rows": [_json(row) for row in self.rows]}  # JSON text: weights_only loads strings
+        state = {**state, "rows": self.rows}
         return {**state, "scaler": self.scaler} if self.scaler else state
 
     @classmethod
@@ -177,7 +177,7 @@ class Checkpoint:
         return cls(state["model"], state["optimizer"], int(state["epoch"]), int(state["step"]), float(state["lr"]),
                    float(state["elapsed"]), state["rng"], {int(k): v for k, v in state["records"].items()},
                    {"lr_factor": float(state.get("lr_factor", 1.0)), "controller": state.get("controller", {})},
-                   state.get("scaler", {}), [json.loads(row) for row in state.get("rows", [])])
+                   state.get("scaler", {}), list(state.get("rows", [])))
 
 
 @dataclass
@@ -338,8 +338,10 @@ class RunDirectory:
         """The newest checkpoint, or the one of ``epoch`` (the current or the previous one); None if absent."""
         for name in (CHECKPOINT_FILE, PREVIOUS_FILE):
             path = self.path / name
-            if path.exists() and (epoch is None or self._epoch_of(path) == epoch):
-                return _read(path, lambda p: Checkpoint.from_state(load_checkpoint(p, map_location=map_location)))
+            if path.exists():
+                checkpoint = _read(path, lambda p: Checkpoint.from_state(load_checkpoint(p, map_location=map_location)))
+                if epoch is None or checkpoint.epoch == epoch:
+                    return checkpoint
         return None
 
     def checkpoint_epochs(self) -> tuple[int, int | None]:
@@ -355,7 +357,8 @@ class RunDirectory:
         return self.checkpoint_epochs()[0]
 
     def _epoch_of(self, path: Path) -> int:
-        return _read(path, lambda p: int(load_checkpoint(p)["epoch"]))
+        # mapped, not read: resuming and sweep planning ask for epochs often, and weights can be large
+        return _read(path, lambda p: int(load_checkpoint(p, mmap=True)["epoch"]))
 
     def rows(self, up_to: int | None = None) -> list[EpochRow]:
         """Rows with epoch <= ``up_to`` (all without it); a torn last line from a crash is skipped."""

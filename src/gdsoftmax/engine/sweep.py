@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -52,7 +53,7 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     """
     root = sweep_root(out_dir, config)
     grid = sweep_cells(config, max_cells)
-    per_setting = {c.setting: sum(d.setting == c.setting for d in grid) for c in grid}
+    per_setting = Counter(c.setting for c in grid)
     cells = [(c.name, c.config) for c in grid][shard[0] :: shard[1]]
     settings = {c.name: c.setting for c in grid}
     log(f"{config.name}: {len(cells)} cell(s) in {root}" + (f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""))
@@ -72,8 +73,9 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
         if restart:
             run.restart()
         run.claim(cell)  # a cell directory of another config is refused, naming the keys
-        if run.is_finished and run.result()["epochs"] == cell.train.epochs:
-            finished[name] = run.result()
+        result = run.result() if run.is_finished else None
+        if result is not None and result["epochs"] == cell.train.epochs:
+            finished[name] = result
         else:
             pending.append((name, cell, run_dir))
     groups = plan_stacks(pending, lambda c: (data_for(c).image_shape, data_for(c).num_classes), max_stack)
