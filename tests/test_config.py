@@ -45,7 +45,7 @@ def test_paper_grids():
     ({"train": {"lr_milestones": [0.5, 1.5]}}, "train.lr_milestones"),
     ({"data": {"dataset": "imagenet"}}, "data.dataset must be one of"),
     ({"data": {"augment": "yes"}}, "data.augment must be bool"),
-    ({"model": {"name": "resnet9"}}, "model.name must be one of"),
+    ({"model": {"name": "resnet7"}}, "model.name must be one of"),
     ({"model": {"name": "fcnn", "options": {"width": 3}}}, "model.options.width is not an option of fcnn"),
     ({"loss": {"beta": 0.0}}, "loss.beta: value must be a finite number > 0"),
     ({"loss": {"beta": {"kind": "linear", "start": 0.1}}}, "loss.beta: .*needs the key"),

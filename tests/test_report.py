@@ -50,7 +50,9 @@ def test_report_has_every_section_and_figure(sweep, tmp_path):
     claims = text.split("## Claims")[1]
     rows = [line for line in claims.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
     verdicts = [row.rsplit("|", 2)[-2].strip() for row in rows]
-    assert len(verdicts) == 6 + 2 + 3  # 6 claims about β < 1 (one setting), 2 about β > 1, 3 about the warm-up
+    # 6 claims about β < 1 (one setting), 3 about β > 1, 3 about the warm-up, 3 trends over the constant β
+    assert len(verdicts) == 6 + 3 + 3 + 3
+    assert sum("slope per decade of β, 9 runs" in row for row in rows) == 3
     assert set(verdicts) <= {"confirmed", "refuted", "inconclusive"}
     assert "± " in text
 
@@ -92,3 +94,24 @@ def test_the_paper_numbers_stand_beside_ours(tmp_path):
     assert "| β = 0.1 | training samples with p_c in the interval (0, 0.2] |" in section
     assert "| 1105 | arXiv v1, Table 1; ICLR 2024 submission, Table 1 |" in section  # both versions print it
     assert "Table 1 counts 1000 training samples, not the whole set" in section
+
+
+@pytest.mark.skipif(not (SHARED / "CIFAR10").exists(), reason="needs the CIFAR-10 copy in ../shared/datasets")
+def test_a_model_the_paper_did_not_run_stands_beside_the_papers_models(tmp_path):
+    from gdsoftmax.engine.config import parse_config
+    from gdsoftmax.engine.sweep import run_sweep
+
+    spec = {"name": "c10", "data": {"dataset": "cifar10", "data_dir": str(SHARED), "download": False,
+                                    "val_size": 49000},
+            "model": {"name": "small_cnn", "options": {"width": 4}},
+            "train": {"epochs": 1, "record_epochs": [1], "eval_batch_size": 2000},
+            "sweep": {"loss.beta": [20.0, 1.0], "seed": [0, 1]}}
+    run_sweep(parse_config(spec), tmp_path, progress=False, log=lambda *_: None)
+    section = build_report(tmp_path / "c10").read_text().split("## Beside the paper")[1].split("## ")[0]
+    assert "which the paper did not run" in section
+    # Table 3's CIFAR-10 row (ICLR version): ECE 0.023 at beta = 20, temperature scaling 0.014
+    assert "| ECE (10 bins) |" in section
+    assert "| resnet18 | 0.023 | ICLR 2024 submission, Table 3 |" in section
+    assert "| β = 1, then temperature scaling | ECE (10 bins) |" in section
+    assert "| resnet18 | 0.014 | ICLR 2024 submission, Table 3 |" in section
+    assert "| vgg16 | 93.00 | ICLR 2024 submission, Table 2 |" in section  # beta = 1, every model it ran

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gdsoftmax.analysis.stats import holm, paired_comparison, verdict
+from gdsoftmax.analysis.stats import holm, linear_trend, paired_comparison, verdict
 
 
 def test_holm_by_hand():
@@ -39,3 +39,19 @@ def test_a_verdict_follows_the_corrected_p_value():
     assert verdict(c, +1) == "confirmed"
     assert verdict(c, +1, adjusted_p=0.2) == "inconclusive"
     assert verdict(c, -1, adjusted_p=0.01) == "refuted"
+
+
+def test_a_linear_trend_by_hand():
+    # x = 0, 1, 2 and y = 1, 3, 2: slope Sxy / Sxx = 1 / 2; residuals -0.5, 1, -0.5, so s^2 = 1.5 / 1 and
+    # se = sqrt(1.5 / 2); with one degree of freedom t is Cauchy: p = 1 - (2 / pi) atan(0.5 / se) = 2 / 3
+    trend = linear_trend([0, 1, 2], [1, 3, 2])
+    se = math.sqrt(1.5 / 2)
+    assert trend.difference == pytest.approx(0.5)
+    assert trend.p_value == pytest.approx(1 - 2 / math.pi * math.atan(0.5 / se))
+    assert trend.p_value == pytest.approx(2 / 3)
+    assert trend.ci_low == pytest.approx(0.5 - 12.7062047 * se, rel=1e-6)
+    assert trend.effect_size == pytest.approx(0.5)  # r = Sxy / sqrt(Sxx Syy) = 1 / sqrt(2 * 2)
+    assert verdict(trend, -1) == "inconclusive"
+    assert math.isnan(linear_trend([1, 1, 1], [1, 2, 3]).p_value)  # no spread in x: no slope
+    with pytest.raises(ValueError, match="as many x as y"):
+        linear_trend([1, 2], [1])

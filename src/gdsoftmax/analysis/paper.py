@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PaperNumber", "lookup", "paper_numbers", "setting_key"]
+__all__ = ["PaperNumber", "has_model", "lookup", "paper_numbers", "setting_key"]
 
 SOURCE = Path(__file__).with_name("paper_numbers.toml")
 
@@ -62,7 +62,14 @@ def setting_key(beta) -> str:
     return f"{float(beta):g}"
 
 
-def lookup(dataset: str, model: str, metric: str, setting: str, version: str | None = None) -> list[PaperNumber]:
-    """The printed values for one setting (both versions unless ``version`` is given)."""
-    return [n for n in paper_numbers() if n.dataset == dataset and n.model == model and n.metric == metric
+def lookup(dataset: str, model: str | None, metric: str, setting: str,
+           version: str | None = None) -> list[PaperNumber]:
+    """The printed values for one setting (both versions unless ``version`` is given; every model
+    the paper ran on ``dataset`` when ``model`` is None)."""
+    return [n for n in paper_numbers() if n.dataset == dataset and model in (None, n.model) and n.metric == metric
             and n.setting == setting and (version is None or n.version == version)]
+
+
+def has_model(dataset: str, model: str) -> bool:
+    """Whether the paper prints any number for ``model`` on ``dataset``."""
+    return any(n.dataset == dataset and n.model == model for n in paper_numbers())

@@ -15,7 +15,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-__all__ = ["Comparison", "format_mean_std", "holm", "mean_std", "paired_comparison", "verdict"]
+__all__ = ["Comparison", "format_mean_std", "holm", "linear_trend", "mean_std", "paired_comparison", "verdict"]
 
 SIGNIFICANCE = 0.05
 
@@ -69,6 +69,28 @@ def paired_comparison(treatment, baseline) -> Comparison:
     half_width = float(stats.t.ppf(0.975, n - 1)) * spread / math.sqrt(n)
     return Comparison(n, mean, mean / spread, float(stats.ttest_rel(treatment, baseline).pvalue),
                       mean - half_width, mean + half_width)
+
+
+def linear_trend(x, y) -> Comparison:
+    """The least-squares slope of ``y`` on ``x`` as a Comparison: ``difference`` is the slope with its
+    95 % t-interval, ``effect_size`` Pearson's r, ``p_value`` the two-sided test of a zero slope.
+
+    >>> trend = linear_trend([-1, 0, 1, 2], [4.1, 3.0, 2.1, 0.9])
+    >>> round(trend.difference, 2), trend.p_value < 0.01
+    (-1.05, True)
+    """
+    from scipy import stats
+
+    x, y = [float(v) for v in x], [float(v) for v in y]
+    if len(x) != len(y):
+        raise ValueError(f"a trend needs as many x as y values, got {len(x)} and {len(y)}")
+    n = len(x)
+    if n < 3 or len(set(x)) < 2:
+        return Comparison(n, math.nan, math.nan, math.nan)
+    fit = stats.linregress(x, y)
+    half_width = float(stats.t.ppf(0.975, n - 2)) * fit.stderr
+    return Comparison(n, float(fit.slope), float(fit.rvalue), float(fit.pvalue), fit.slope - half_width,
+                      fit.slope + half_width)
 
 
 def holm(p_values: list[float]) -> list[float]:

@@ -82,6 +82,33 @@ def small_cnn(image_shape, num_classes, penultimate_dim=None, width=16):
     return Classifier(body, 4 * width, num_classes, penultimate_dim)
 
 
+class _Residual(nn.Module):
+    """x + f(x) with f two 3x3 conv-BN-ReLU layers of the same width."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.body = nn.Sequential(_conv_bn(channels, channels), _conv_bn(channels, channels))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def resnet9(image_shape, num_classes, penultimate_dim=None, width=64):
+    """The 9-layer residual net of the DAWNBench CIFAR-10 entries, channels (w, 2w, 4w, 8w).
+
+    Width 64 is the original (6.5 M parameters); width 16 (0.41 M) is our 2-core CPU study's model.
+    """
+    w = width
+    body = nn.Sequential(
+        _conv_bn(image_shape[0], w),
+        _conv_bn(w, 2 * w), nn.MaxPool2d(2), _Residual(2 * w),  # 32 -> 16
+        _conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),  # 16 -> 8
+        _conv_bn(4 * w, 8 * w), nn.MaxPool2d(2), _Residual(8 * w),  # 8 -> 4
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+    )
+    return Classifier(body, 8 * w, num_classes, penultimate_dim)
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -167,6 +194,7 @@ MODELS: dict[str, Callable[..., Classifier]] = {
     "fcnn": fcnn,
     "homogeneous_mlp": homogeneous_mlp,
     "small_cnn": small_cnn,
+    "resnet9": resnet9,
     "resnet18": _resnet(BasicBlock, (2, 2, 2, 2)),
     "resnet34": _resnet(BasicBlock, (3, 4, 6, 3)),
     # "ResNet35" is not a standard depth. We read it as bottleneck blocks (2, 3, 4, 2):

@@ -19,8 +19,16 @@ import torch
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.calibration import compare_post_hoc
 from gdsoftmax.analysis.metrics import calibration_metrics
-from gdsoftmax.analysis.paper import lookup, setting_key
-from gdsoftmax.analysis.stats import Comparison, format_mean_std, holm, mean_std, paired_comparison, verdict
+from gdsoftmax.analysis.paper import has_model, lookup, setting_key
+from gdsoftmax.analysis.stats import (
+    Comparison,
+    format_mean_std,
+    holm,
+    linear_trend,
+    mean_std,
+    paired_comparison,
+    verdict,
+)
 from gdsoftmax.engine.config import ExperimentConfig, to_dict
 from gdsoftmax.engine.grid import label
 from gdsoftmax.engine.rundir import EpochRow, finished_runs
@@ -188,10 +196,13 @@ def _claims(groups: dict[str, list[Run]], baseline: list[Run] | None) -> list[li
         ("warm-up converges faster than β = 1 (lower train CE at epoch 5)", "warmup", "early train_ce", 1, -1),
         ("warm-up converges faster than β = 1 (higher test accuracy at epoch 5)", "warmup", "early test_acc", 100, +1),
         ("warm-up keeps the final accuracy of β = 1 or better", "warmup", "test accuracy", 100, +1),
+        ("β > 1 calibrates as well as temperature scaling of β = 1 (lower ECE; Table 3 sets them side by side)",
+         "large", "test ece", 100, -1, "temperature ece"),
     ]
     seeds = [r.config.seed for r in baseline]
     table = []
-    for claim, applies, key, scale, sign in specs:
+    for claim, applies, key, scale, sign, *reference in specs:
+        base_key = reference[0] if reference else key  # the baseline's value, usually the same quantity
         family = []  # the settings this claim is tested on: one Holm correction over them
         for group in groups.values():
             beta = group[0].constant_beta
@@ -201,14 +212,39 @@ def _claims(groups: dict[str, list[Run]], baseline: list[Run] | None) -> list[li
                 continue
             paired = [r for r in group if r.config.seed in seeds]
             base = [next(b for b in baseline if b.config.seed == r.config.seed) for r in paired]
-            c = paired_comparison([r.values[key] for r in paired], [b.values[key] for b in base])
-            treat, ref = mean_std([r.values[key] for r in paired]), mean_std([b.values[key] for b in base])
+            if any(base_key not in b.values for b in base):
+                continue
+            c = paired_comparison([r.values[key] for r in paired], [b.values[base_key] for b in base])
+            treat, ref = mean_std([r.values[key] for r in paired]), mean_std([b.values[base_key] for b in base])
             family.append((group, c, treat, ref))
         for (group, c, treat, ref), adjusted in zip(family, holm([c.p_value for _, c, _, _ in family]),
                                                     strict=True):
             table.append([claim, group[0].label, f"{scale * treat[0]:.3g}", f"{scale * ref[0]:.3g}",
                           f"{scale * c.difference:+.3g} [{scale * c.ci_low:+.3g}, {scale * c.ci_high:+.3g}]",
                           f"{c.effect_size:+.2f}", f"{c.p_value:.3g}", f"{adjusted:.3g}", verdict(c, sign, adjusted)])
+    return table + _trend_claims(groups)
+
+
+TREND_CLAIMS = [  # (claim, value key, scale, expected sign of the slope on log10 beta)
+    ("ECE falls as β rises (Table 3: 0.045 at β = 0.1 to 0.023 at β = 20, CIFAR-10 ResNet18)", "test ece", 100, -1),
+    ("MCE falls as β rises (Table 3)", "test mce", 100, -1),
+    ("test accuracy falls as β rises (Table 2's columns from 0.01 to 5)", "test accuracy", 100, -1),
+]
+
+
+def _trend_claims(groups: dict[str, list[Run]]) -> list[list[str]]:
+    """One row per trend claim: the slope of a per-run value on log10 beta over every constant-beta run
+    (one test per claim, so no correction), with its 95 % interval and Pearson's r in the d_z column."""
+    runs = [r for g in groups.values() for r in g if r.constant_beta is not None]
+    if len({r.constant_beta for r in runs}) < 3:
+        return []
+    x = [math.log10(r.constant_beta) for r in runs]
+    table = []
+    for claim, key, scale, sign in TREND_CLAIMS:
+        t = linear_trend(x, [scale * r.values[key] for r in runs])
+        table.append([claim, f"slope per decade of β, {len(runs)} runs", "", "",
+                      f"{t.difference:+.3g} [{t.ci_low:+.3g}, {t.ci_high:+.3g}]", f"r = {t.effect_size:+.2f}",
+                      f"{t.p_value:.3g}", "—", verdict(t, sign)])
     return table
 
 
@@ -266,11 +302,26 @@ PAPER_METRICS = [("top-1 accuracy %", "test accuracy", 100.0, "{:.2f}"), ("ECE (
                  ("MCE (10 bins)", "test mce", 1.0, "{:.3f}")]
 
 
+POST_HOC_METRICS = [("ECE (10 bins)", "ece", "{:.3f}"), ("MCE (10 bins)", "mce", "{:.3f}")]
+
+
 def beside_the_paper(groups: dict[str, list[Run]], config: ExperimentConfig, n_bins: int) -> list[str]:
-    """Our numbers beside the paper's for every setting the paper has a number for, with its version
-    and table, and what in our setup differs from a paper run."""
+    """Our numbers beside the paper's for every setting the paper has a number for, with its version,
+    table and model, and what in our setup differs from a paper run. For a model the paper did not
+    run, the paper's numbers for every model it ran on the same data set stand beside ours."""
     dataset, model = config.data.dataset, config.model.name
+    same_model = has_model(dataset, model)
+    paper_model = model if same_model else None
     rows = []
+
+    def add(label, metric, ours, scale, fmt, setting):
+        digits = {"{:.3f}": 3, "{:.2f}": 2}.get(fmt, 0)
+        by_value: dict[tuple, list[str]] = {}  # both versions print some tables alike: one row each value
+        for number in lookup(dataset, paper_model, metric, setting):
+            by_value.setdefault((number.model, number.value), []).append(number.citation)
+        rows.extend([label, metric, format_mean_std(ours, scale, digits), their_model, fmt.format(value),
+                     "; ".join(sources)] for (their_model, value), sources in by_value.items())
+
     for group in groups.values():
         beta = group[0].constant_beta
         setting = setting_key(beta) if beta is not None else ("warm-up" if group[0].is_warmup else None)
@@ -282,12 +333,12 @@ def beside_the_paper(groups: dict[str, list[Run]], config: ExperimentConfig, n_b
                    for i, (a, b) in enumerate(plots.INTERVALS)]
         for metric, key, scale, fmt in wanted:
             ours = [r.values[key[0]][key[1]] if isinstance(key, tuple) else r.values[key] for r in group]
-            digits = {"{:.3f}": 3, "{:.2f}": 2}.get(fmt, 0)
-            by_value: dict[float, list[str]] = {}  # both versions print some tables alike: one row each value
-            for number in lookup(dataset, model, metric, setting):
-                by_value.setdefault(number.value, []).append(number.citation)
-            rows += [[group[0].label, metric, format_mean_std(ours, scale, digits), fmt.format(value),
-                      "; ".join(sources)] for value, sources in by_value.items()]
+            add(group[0].label, metric, ours, scale, fmt, setting)
+        if beta == 1.0 and n_bins == 10:  # the paper does not say which beta its post-hoc columns started from
+            for method in ("temperature", "vector"):
+                for metric, key, fmt in POST_HOC_METRICS:
+                    add(f"β = 1, then {method} scaling", metric, [r.values[f"{method} {key}"] for r in group],
+                        1.0, fmt, f"{method} scaling")
     lines = ["## Beside the paper", ""]
     if not rows:
         return [*lines, f"The paper reports no numbers for {dataset} with {model}.", ""]
@@ -296,9 +347,10 @@ def beside_the_paper(groups: dict[str, list[Run]], config: ExperimentConfig, n_b
               f"{config.train.batch_size}, lr {config.train.lr:g}, a validation split of {config.data.val_size} "
               f"held out of the training set (so Table 1 counts {train_size} training samples, not the whole "
               f"set), inputs standardised per channel, model {model}"
-              f"{' ' + str(config.model.options) if config.model.options else ''}. Where the "
+              f"{' ' + str(config.model.options) if config.model.options else ''}"
+              f"{'' if same_model else ', which the paper did not run: its rows are its own models'}. Where the "
               "paper's setup differs, its numbers are context, not a replication target.", "",
-              _markdown_table(["setting", "metric", "ours", "paper", "source"], rows), ""]
+              _markdown_table(["setting", "metric", "ours", "paper model", "paper", "source"], rows), ""]
     return lines
 
 
