@@ -40,18 +40,18 @@ def test_report_has_every_section_and_figure(sweep, tmp_path):
     path = build_report(sweep, tmp_path, n_bins=15, command="gdsoftmax report x")
     text = path.read_text()
     for section in ("Final test metrics", "Post-hoc calibration", "Table 1", "Convergence", "Reliability",
-                    "2-D features", "Claims", "gdsoftmax report x"):
+                    "2-D features", "Claims", "gdsoftmax report x", "Calibration estimators of current practice"):
         assert section in text
     for png in ("reliability", "confidence_dynamics", "confidence_intervals", "learning_curves", "features",
-                "gradient_decay", "calibration_trend"):
+                "gradient_decay", "calibration_trend", "smooth_reliability"):
         assert (tmp_path / f"{png}.png").stat().st_size > 10_000
     assert text.count("| β = 0.05 |") >= 3
     assert "β linear 0.05→0.5" in text
     claims = text.split("## Claims")[1]
     rows = [line for line in claims.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
     verdicts = [row.rsplit("|", 2)[-2].strip() for row in rows]
-    # 6 claims about β < 1 (one setting), 3 about β > 1, 3 about the warm-up, 3 trends over the constant β
-    assert len(verdicts) == 6 + 3 + 3 + 3
+    # 6 claims about β < 1 (one setting), 4 about β > 1, 3 about the warm-up, 3 trends over the constant β
+    assert len(verdicts) == 6 + 4 + 3 + 3
     assert sum("slope per decade of β, 9 runs" in row for row in rows) == 3
     assert set(verdicts) <= {"confirmed", "refuted", "inconclusive"}
     assert "± " in text

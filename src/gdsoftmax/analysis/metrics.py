@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BinStats", "CalibrationAccumulator", "CalibrationReport", "calibration_metrics"]
+__all__ = ["BinStats", "CalibrationAccumulator", "CalibrationReport", "adaptive_ece", "calibration_metrics"]
 
 
 @dataclass
@@ -55,6 +55,13 @@ def _bin_index(values: torch.Tensor, n_bins: int) -> torch.Tensor:
     """Index of the ((m-1)/M, m/M] bin of each value in [0, 1]; 0 goes to the first bin."""
     inner = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)[1:-1]
     return torch.bucketize(values.double(), inner, right=False)
+
+
+def adaptive_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int) -> float:
+    """ECE over ``n_bins`` equal-mass bins of the sorted confidences (N,), correctness (N,) in {0, 1}."""
+    order = confidence.argsort()
+    return float(sum((correct[chunk].sum() - confidence[chunk].sum()).abs()
+                     for chunk in order.tensor_split(n_bins) if len(chunk)) / len(confidence))
 
 
 class CalibrationAccumulator:
@@ -120,9 +127,7 @@ class CalibrationAccumulator:
         occupied = self.counts > 0
         confidence = torch.cat(self.confidences)
         correct = torch.cat(self.correct)
-        order = confidence.argsort()
-        adaptive = sum((correct[chunk].sum() - confidence[chunk].sum()).abs()
-                       for chunk in order.tensor_split(self.n_bins) if len(chunk)) / n
+        adaptive = adaptive_ece(confidence, correct, self.n_bins)
         classwise = ((self.class_hit_sums - self.class_prob_sums).abs().sum(1) / n).mean()
         hits, top5, nll, brier = (self.totals / n).tolist()
         empty = torch.full_like(self.counts, float("nan"))

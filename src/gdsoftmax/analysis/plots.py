@@ -207,3 +207,23 @@ def band(ax, x, values, color, label, scale="linear"):
     ax.plot(x, values.mean(0), color=color, label=label)
     ax.fill_between(x, values.min(0), values.max(0), color=color, alpha=0.15)
     ax.set_yscale(scale)
+
+
+def smooth_reliability_diagrams(panels, path, suptitle="Smoothed reliability diagrams (test set)"):
+    """smECE's reliability curves (Błasiok & Nakkiran 2024). ``panels``: list of (label, curve) with
+    ``curve`` from :func:`gdsoftmax.analysis.estimators.smooth_reliability`; one column per label."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False, sharey=True)
+    for ax, (label, curve) in zip(axes[0], panels, strict=True):
+        mesh, mu = np.asarray(curve["mesh"]), np.asarray(curve["mu"])
+        ax.fill_between(mesh, curve["lower"], curve["upper"], color="tab:blue", alpha=0.2, label="bootstrap band")
+        ax.plot(mesh, mu, color="tab:blue", label="smoothed accuracy")
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        density = np.asarray(curve["density"], dtype=np.float64)
+        ax.fill_between(mesh, 0, 0.3 * density / max(density.max(), 1e-12), color="gray", alpha=0.3,
+                        label="density of confidences")
+        ax.set(title=f"{label}\nsmECE {100 * curve['ce']:.2f} %", xlim=(0, 1), ylim=(0, 1), xlabel="confidence")
+    axes[0, 0].set_ylabel("accuracy")
+    axes[0, 0].legend(loc="upper left", fontsize=7)
+    fig.suptitle(suptitle)
+    return save_figure(fig, path)

@@ -1,6 +1,6 @@
 """Experiment configs: TOML files, validated into dataclasses, with dotted overrides and sweeps.
 
-A config names everything a run needs; defaults are the paper's recipe (SGD, momentum 0.9,
+A config names everything a run needs; defaults are the ICLR version's deep-model recipe (SGD, momentum 0.9,
 weight decay 1e-4, batch 100, lr / 10 at 50 % and 75 % of the epochs, gradient clipping at 3).
 
 >>> config = parse_config({"name": "demo", "train": {"epochs": 3}, "loss": {"beta": 0.1}})

@@ -41,7 +41,8 @@ class Classifier(nn.Module):
 
 
 def fcnn(image_shape, num_classes, penultimate_dim=None, hidden=(50, 20)):
-    """The paper's MNIST network: flatten, then fully connected layers of 50 and 20 ReLU units."""
+    """The paper's MNIST network: flatten, then fully connected layers of 50 and 20 units. The paper names
+    no activation; ReLU is our choice."""
     layers, width = [nn.Flatten()], math.prod(image_shape)
     for units in hidden:
         layers += [nn.Linear(width, units), nn.ReLU()]

@@ -1,8 +1,10 @@
 """Turn a finished sweep directory into ``report.md`` with tables, figures and claim verdicts.
 
 Every number from training is a mean +- std over seeds; comparisons with beta = 1 are paired
-by seed (paired t-test, p < 0.05 marked with *). The claims checked are the paper's own
-statements. Runs are read through :mod:`gdsoftmax.engine.rundir`.
+by seed (paired t-test with its 95 % interval, Holm-corrected over the settings compared, *
+for a corrected p < 0.05). The claims checked are the paper's own statements
+(:mod:`gdsoftmax.engine.claims`), and the paper's printed numbers stand beside ours
+(:mod:`gdsoftmax.engine.beside_paper`). Runs are read through :mod:`gdsoftmax.engine.rundir`.
 """
 
 from __future__ import annotations
@@ -18,19 +20,14 @@ import torch
 
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.calibration import compare_post_hoc
+from gdsoftmax.analysis.estimators import calibration_estimates, debiased_l2_ece, smooth_ece, smooth_reliability, top1
 from gdsoftmax.analysis.metrics import calibration_metrics
-from gdsoftmax.analysis.paper import has_model, lookup, setting_key
-from gdsoftmax.analysis.stats import (
-    Comparison,
-    format_mean_std,
-    holm,
-    linear_trend,
-    mean_std,
-    paired_comparison,
-    verdict,
-)
+from gdsoftmax.analysis.stats import Comparison, format_mean_std, holm, mean_std, paired_comparison
+from gdsoftmax.engine.beside_paper import beside_the_paper
+from gdsoftmax.engine.claims import claims_table
 from gdsoftmax.engine.config import ExperimentConfig, to_dict
 from gdsoftmax.engine.grid import label
+from gdsoftmax.engine.markdown import markdown_table
 from gdsoftmax.engine.rundir import EpochRow, finished_runs
 
 __all__ = ["build_report", "load_runs"]
@@ -103,6 +100,9 @@ def measure(run: Run, n_bins: int) -> None:
     report = calibration_metrics(test_logits, test_labels, n_bins)
     run.values.update({f"test {k}": v for k, v in report.as_dict().items()})
     run.values["bins"] = report.bins
+    confidence, correct = top1(test_logits, test_labels)
+    run.values["test smece"] = smooth_ece(confidence, correct)
+    run.values["test debiased_l2_ece"] = debiased_l2_ece(confidence, correct, n_bins)
     run.values["overconfidence"] = report.mean_confidence - report.accuracy
     true = test_logits.gather(1, test_labels[:, None]).squeeze(1)
     others = test_logits.scatter(1, test_labels[:, None], -math.inf).amax(1)
@@ -176,84 +176,6 @@ def _versus_all(groups: dict[str, list[Run]], baseline, key: str, scale: float =
     return cells
 
 
-def _claims(groups: dict[str, list[Run]], baseline: list[Run] | None) -> list[list[str]]:
-    """(claim, setting, treatment, β = 1, Δ [95 % CI], d_z, p, Holm p, verdict) for every setting a claim
-    applies to; the verdict is on the p-value Holm-corrected over those settings."""
-    if baseline is None:
-        return []
-    specs = [
-        # (claim, applies to, value key, scale, expected sign of treatment - baseline)
-        ("β < 1 raises test accuracy (abstract: generalisation depends on the decay rate)", "small",
-         "test accuracy", 100, +1),
-        ("β < 1 makes the model over-confident (mean confidence − accuracy rises)", "small", "overconfidence", 100, +1),
-        ("β < 1 converges faster early (lower train CE at epoch 5)", "small", "early train_ce", 1, -1),
-        ("β < 1 converges faster early (higher test accuracy at epoch 5)", "small", "early test_acc", 100, +1),
-        ("β < 1 enlarges the margin (mean z_y − max other logit, test)", "small", "margin", 1, +1),
-        ("β < 1 learns easy samples first (wider spread of training p_c at epoch 2)", "small",
-         "curriculum spread", 1, +1),
-        ("β > 1 improves calibration (lower ECE)", "large", "test ece", 100, -1),
-        ("β > 1 improves calibration (lower MCE)", "large", "test mce", 100, -1),
-        ("warm-up converges faster than β = 1 (lower train CE at epoch 5)", "warmup", "early train_ce", 1, -1),
-        ("warm-up converges faster than β = 1 (higher test accuracy at epoch 5)", "warmup", "early test_acc", 100, +1),
-        ("warm-up keeps the final accuracy of β = 1 or better", "warmup", "test accuracy", 100, +1),
-        ("β > 1 calibrates as well as temperature scaling of β = 1 (lower ECE; Table 3 sets them side by side)",
-         "large", "test ece", 100, -1, "temperature ece"),
-    ]
-    seeds = [r.config.seed for r in baseline]
-    table = []
-    for claim, applies, key, scale, sign, *reference in specs:
-        base_key = reference[0] if reference else key  # the baseline's value, usually the same quantity
-        family = []  # the settings this claim is tested on: one Holm correction over them
-        for group in groups.values():
-            beta = group[0].constant_beta
-            kind = ("warmup" if group[0].is_warmup else None) if beta is None else \
-                "small" if beta < 1 else "large" if beta > 1 else None
-            if kind != applies:
-                continue
-            paired = [r for r in group if r.config.seed in seeds]
-            base = [next(b for b in baseline if b.config.seed == r.config.seed) for r in paired]
-            if any(base_key not in b.values for b in base):
-                continue
-            c = paired_comparison([r.values[key] for r in paired], [b.values[base_key] for b in base])
-            treat, ref = mean_std([r.values[key] for r in paired]), mean_std([b.values[base_key] for b in base])
-            family.append((group, c, treat, ref))
-        for (group, c, treat, ref), adjusted in zip(family, holm([c.p_value for _, c, _, _ in family]),
-                                                    strict=True):
-            table.append([claim, group[0].label, f"{scale * treat[0]:.3g}", f"{scale * ref[0]:.3g}",
-                          f"{scale * c.difference:+.3g} [{scale * c.ci_low:+.3g}, {scale * c.ci_high:+.3g}]",
-                          f"{c.effect_size:+.2f}", f"{c.p_value:.3g}", f"{adjusted:.3g}", verdict(c, sign, adjusted)])
-    return table + _trend_claims(groups)
-
-
-TREND_CLAIMS = [  # (claim, value key, scale, expected sign of the slope on log10 beta)
-    ("ECE falls as β rises (Table 3: 0.045 at β = 0.1 to 0.023 at β = 20, CIFAR-10 ResNet18)", "test ece", 100, -1),
-    ("MCE falls as β rises (Table 3)", "test mce", 100, -1),
-    ("test accuracy falls as β rises (Table 2's columns from 0.01 to 5)", "test accuracy", 100, -1),
-]
-
-
-def _trend_claims(groups: dict[str, list[Run]]) -> list[list[str]]:
-    """One row per trend claim: the slope of a per-run value on log10 beta over every constant-beta run
-    (one test per claim, so no correction), with its 95 % interval and Pearson's r in the d_z column."""
-    runs = [r for g in groups.values() for r in g if r.constant_beta is not None]
-    if len({r.constant_beta for r in runs}) < 3:
-        return []
-    x = [math.log10(r.constant_beta) for r in runs]
-    table = []
-    for claim, key, scale, sign in TREND_CLAIMS:
-        t = linear_trend(x, [scale * r.values[key] for r in runs])
-        table.append([claim, f"slope per decade of β, {len(runs)} runs", "", "",
-                      f"{t.difference:+.3g} [{t.ci_low:+.3g}, {t.ci_high:+.3g}]", f"r = {t.effect_size:+.2f}",
-                      f"{t.p_value:.3g}", "—", verdict(t, sign)])
-    return table
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_bins: int = 10,
                  command: str = "") -> Path:
     """Write ``report.md`` and its PNGs into ``out_dir`` (default: the sweep directory)."""
@@ -280,78 +202,23 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     lines += _final_metrics(groups, baseline, n_bins)
     if "T" in runs[0].values:
         lines += _post_hoc(groups, out, first.data.dataset)
+    lines += _estimators(groups, out, n_bins)
     lines += _confidence_intervals(groups, out)
     lines += _convergence(groups, baseline, out, first.data.dataset)
     lines += _figures(groups, runs, out)
     lines += beside_the_paper(groups, first, n_bins)
-    claims = _claims(groups, baseline)
+    claims = claims_table(groups, baseline)
     if claims:
         lines += ["## Claims", "",
                   "Verdict: *confirmed* if the difference has the claimed sign with a Holm-corrected p < 0.05 (the "
                   "correction runs over the settings each claim is tested on), *refuted* if it has the opposite "
                   "sign with a corrected p < 0.05, otherwise *inconclusive*. Δ carries its 95 % t-interval; d_z "
                   "is the paired effect size.", "",
-                  _markdown_table(["claim", "setting", "ours", "β = 1", "Δ [95 % CI]", "d_z", "p", "Holm p",
+                  markdown_table(["claim", "setting", "ours", "β = 1", "Δ [95 % CI]", "d_z", "p", "Holm p",
                                    "verdict"], claims), ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
-
-
-PAPER_METRICS = [("top-1 accuracy %", "test accuracy", 100.0, "{:.2f}"), ("ECE (10 bins)", "test ece", 1.0, "{:.3f}"),
-                 ("MCE (10 bins)", "test mce", 1.0, "{:.3f}")]
-
-
-POST_HOC_METRICS = [("ECE (10 bins)", "ece", "{:.3f}"), ("MCE (10 bins)", "mce", "{:.3f}")]
-
-
-def beside_the_paper(groups: dict[str, list[Run]], config: ExperimentConfig, n_bins: int) -> list[str]:
-    """Our numbers beside the paper's for every setting the paper has a number for, with its version,
-    table and model, and what in our setup differs from a paper run. For a model the paper did not
-    run, the paper's numbers for every model it ran on the same data set stand beside ours."""
-    dataset, model = config.data.dataset, config.model.name
-    same_model = has_model(dataset, model)
-    paper_model = model if same_model else None
-    rows = []
-
-    def add(label, metric, ours, scale, fmt, setting):
-        digits = {"{:.3f}": 3, "{:.2f}": 2}.get(fmt, 0)
-        by_value: dict[tuple, list[str]] = {}  # both versions print some tables alike: one row each value
-        for number in lookup(dataset, paper_model, metric, setting):
-            by_value.setdefault((number.model, number.value), []).append(number.citation)
-        rows.extend([label, metric, format_mean_std(ours, scale, digits), their_model, fmt.format(value),
-                     "; ".join(sources)] for (their_model, value), sources in by_value.items())
-
-    for group in groups.values():
-        beta = group[0].constant_beta
-        setting = setting_key(beta) if beta is not None else ("warm-up" if group[0].is_warmup else None)
-        if setting is None:
-            continue
-        wanted = [(metric, key, scale, fmt) for metric, key, scale, fmt in PAPER_METRICS
-                  if n_bins == 10 or not metric.startswith(("ECE", "MCE"))]
-        wanted += [(f"training samples with p_c in the interval ({a:g}, {b:g}]", ("intervals", i), 1.0, "{:.0f}")
-                   for i, (a, b) in enumerate(plots.INTERVALS)]
-        for metric, key, scale, fmt in wanted:
-            ours = [r.values[key[0]][key[1]] if isinstance(key, tuple) else r.values[key] for r in group]
-            add(group[0].label, metric, ours, scale, fmt, setting)
-        if beta == 1.0 and n_bins == 10:  # the paper does not say which beta its post-hoc columns started from
-            for method in ("temperature", "vector"):
-                for metric, key, fmt in POST_HOC_METRICS:
-                    add(f"β = 1, then {method} scaling", metric, [r.values[f"{method} {key}"] for r in group],
-                        1.0, fmt, f"{method} scaling")
-    lines = ["## Beside the paper", ""]
-    if not rows:
-        return [*lines, f"The paper reports no numbers for {dataset} with {model}.", ""]
-    train_size = len(next(iter(groups.values()))[0].samples["labels"])
-    lines += [f"Ours: mean ± std over seeds. Our setup: {config.train.epochs} epochs, batch "
-              f"{config.train.batch_size}, lr {config.train.lr:g}, a validation split of {config.data.val_size} "
-              f"held out of the training set (so Table 1 counts {train_size} training samples, not the whole "
-              f"set), inputs standardised per channel, model {model}"
-              f"{' ' + str(config.model.options) if config.model.options else ''}"
-              f"{'' if same_model else ', which the paper did not run: its rows are its own models'}. Where the "
-              "paper's setup differs, its numbers are context, not a replication target.", "",
-              _markdown_table(["setting", "metric", "ours", "paper model", "paper", "source"], rows), ""]
-    return lines
 
 
 def _final_metrics(groups: dict[str, list[Run]], baseline, n_bins: int) -> list[str]:
@@ -365,7 +232,7 @@ def _final_metrics(groups: dict[str, list[Run]], baseline, n_bins: int) -> list[
                      ece[name], _cell(group, "test mce"),
                      _cell(group, "test adaptive_ece"), _cell(group, "test nll", 1, 3),
                      _cell(group, "test brier", 1, 3), _cell(group, "overconfidence"), _cell(group, "margin", 1, 2)])
-    return ["## Final test metrics", "", _markdown_table(header, rows), ""]
+    return ["## Final test metrics", "", markdown_table(header, rows), ""]
 
 
 def _post_hoc(groups: dict[str, list[Run]], out: Path, dataset: str) -> list[str]:
@@ -373,7 +240,7 @@ def _post_hoc(groups: dict[str, list[Run]], out: Path, dataset: str) -> list[str
              _cell(g, "test mce"), _cell(g, "temperature mce"), _cell(g, "vector mce"), _cell(g, "T", 1, 2)]
             for g in groups.values()]
     lines = ["## Post-hoc calibration (fitted on the validation split, applied to test)", "",
-             _markdown_table(["setting", "ECE raw %", "ECE temp. scaling %", "ECE vector scaling %", "MCE raw %",
+             markdown_table(["setting", "ECE raw %", "ECE temp. scaling %", "ECE vector scaling %", "MCE raw %",
                               "MCE temp. %", "MCE vector %", "fitted T"], rows), ""]
     trend = [(g[0].constant_beta, {f"{m} {s}": mean_std([r.values[k] for r in g])
                                     for m, suffix in (("ECE", "ece"), ("MCE", "mce"))
@@ -387,6 +254,36 @@ def _post_hoc(groups: dict[str, list[Run]], out: Path, dataset: str) -> list[str
     return lines
 
 
+BOOTSTRAP_RESAMPLES = 100
+ESTIMATORS = [("binned ECE", "test ece"), ("adaptive ECE", "test adaptive_ece"),
+              ("debiased L2 ECE", "test debiased_l2_ece"), ("smECE", "test smece")]
+
+
+def _estimators(groups: dict[str, list[Run]], out: Path, n_bins: int) -> list[str]:
+    """Every ECE estimator (mean ± std over seeds), the first seed's bootstrap intervals over test
+    samples, and its smoothed reliability diagram."""
+    rows, panels = [], []
+    for g in groups.values():
+        logits = torch.from_numpy(g[0].predictions["test_logits"]).double()
+        labels = torch.from_numpy(g[0].predictions["test_labels"])
+        first = calibration_estimates(logits, labels, n_bins, n_resamples=BOOTSTRAP_RESAMPLES)
+        rows.append([g[0].label, *(_cell(g, key) for _, key in ESTIMATORS),
+                     first["binned ECE"].format(), first["smECE"].format()])
+        panels.append((g[0].label, smooth_reliability(*top1(logits, labels))))
+    seed = next(iter(groups.values()))[0].config.seed
+    plots.smooth_reliability_diagrams(panels, out / "smooth_reliability.png",
+                                      f"Smoothed reliability diagrams, test set (seed {seed})")
+    return ["## Calibration estimators of current practice", "",
+            f"Binned ECE ({n_bins} equal-width bins) is biased upwards for a nearly calibrated model and jumps as "
+            "confidences cross bin edges; adaptive ECE uses equal-mass bins; the debiased L2 ECE (Kumar et al. "
+            "2019) subtracts each bin's sampling variance; smECE (Błasiok & Nakkiran 2024) smooths the reliability "
+            f"curve with a kernel instead of bins. In % (mean ± std over seeds); the seed-{seed} columns give a "
+            f"95 % bootstrap interval over test samples ({BOOTSTRAP_RESAMPLES} resamples).", "",
+            markdown_table(["setting", *(f"{name} %" for name, _ in ESTIMATORS), f"binned ECE, seed {seed} [95 % CI]",
+                            f"smECE, seed {seed} [95 % CI]"], rows), "",
+            "![smoothed reliability diagrams](smooth_reliability.png)", ""]
+
+
 def _confidence_intervals(groups: dict[str, list[Run]], out: Path) -> list[str]:
     rows = [[g[0].label] + [format_mean_std([r.values["intervals"][i] for r in g], 1, 0)
                             for i in range(5)] for g in groups.values()]
@@ -394,7 +291,7 @@ def _confidence_intervals(groups: dict[str, list[Run]], out: Path) -> list[str]:
                          for g in groups.values()],
                         out / "confidence_intervals.png", "Training samples by final p_c (mean over seeds)")
     return ["## Table 1: training samples by final true-class probability", "",
-            _markdown_table(["setting"] + [f"({a:g}, {b:g}]" for a, b in plots.INTERVALS], rows), "",
+            markdown_table(["setting"] + [f"({a:g}, {b:g}]" for a, b in plots.INTERVALS], rows), "",
             "![confidence intervals](confidence_intervals.png)", ""]
 
 
@@ -404,7 +301,7 @@ def _convergence(groups: dict[str, list[Run]], baseline, out: Path, dataset: str
     rows = [[g[0].label, _cell(g, "early train_ce", 1, 4), _cell(g, "early test_acc"),
              early_acc[n], _cell(g, "curriculum spread", 1, 3)] for n, g in groups.items()]
     lines = ["## Convergence and training dynamics", "",
-             _markdown_table(["setting", f"train CE @ epoch {early}", f"test acc % @ epoch {early}",
+             markdown_table(["setting", f"train CE @ epoch {early}", f"test acc % @ epoch {early}",
                               "Δ vs β=1", f"std of training p_c @ epoch {CURRICULUM_EPOCH}"], rows), ""]
     curves = []
     for g in groups.values():

@@ -3,7 +3,7 @@
 A schedule holds no counter; the training loop passes the step in::
 
     >>> from gdsoftmax.loss.schedules import Linear, schedule_from_config
-    >>> warmup = Linear(start=0.001, end=0.01, steps=1000)   # the paper's linear warm-up
+    >>> warmup = Linear(start=0.001, end=0.01, steps=1000)   # arXiv v1's MNIST range, the paper's linear form
     >>> [round(warmup(t), 6) for t in (0, 500, 1000, 5000)]
     [0.001, 0.0055, 0.01, 0.01]
     >>> schedule_from_config(warmup.to_dict()) == warmup     # round-trips through a TOML table

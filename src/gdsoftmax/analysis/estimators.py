@@ -1,0 +1,139 @@
+"""Calibration estimators of current practice, each with a bootstrap interval over test samples.
+
+* **smECE** (smooth ECE, Błasiok & Nakkiran, ICLR 2024): the calibration error of a kernel-smoothed
+  reliability curve, with the bandwidth chosen by the paper's rule; computed by the ``relplot``
+  package (an optional dependency, in the ``experiments`` extra). Unlike binned ECE it does not
+  jump when a confidence crosses a bin edge, and it is consistent for well-calibrated models.
+* **debiased L2 ECE** (Kumar, Liang & Ma, NeurIPS 2019): the binned squared error minus each bin's
+  sampling variance acc (1 - acc) / (n - 1), then the square root (0 when the correction exceeds the
+  error). Binned ECE is biased upwards when the model is nearly calibrated; this one is not.
+* **binned ECE** and **adaptive ECE** (equal-mass bins), exactly as
+  :mod:`gdsoftmax.analysis.metrics` computes them.
+
+All take top-1 confidences (N,) and correctness (N,) in float64. A confidence of exactly 1.0 (a
+saturated softmax, common at small beta) belongs to the last bin ((M-1)/M, 1], and smECE's kernel
+is reflected at 0 and 1, so it needs no special case there either.
+
+>>> import torch
+>>> confidence = torch.full((100,), 0.9, dtype=torch.float64)
+>>> correct = (torch.arange(100) % 2).double()  # 50 % right at 90 % confidence
+>>> round(binned_ece(confidence, correct, 10), 3), round(debiased_l2_ece(confidence, correct, 10), 3)
+(0.4, 0.397)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from gdsoftmax.analysis.metrics import _bin_index, adaptive_ece
+
+__all__ = ["Estimate", "binned_ece", "bootstrap_interval", "calibration_estimates", "debiased_l2_ece",
+           "smooth_ece", "smooth_reliability", "top1"]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its percentile-bootstrap interval."""
+
+    value: float
+    low: float
+    high: float
+
+    def format(self, scale: float = 100.0, digits: int = 2) -> str:
+        return f"{scale * self.value:.{digits}f} [{scale * self.low:.{digits}f}, {scale * self.high:.{digits}f}]"
+
+
+def top1(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-1 confidence and correctness (N,), float64, from logits (N, K) and labels (N,)."""
+    probs = torch.softmax(torch.as_tensor(logits).double(), 1)
+    confidence, prediction = probs.max(1)
+    return confidence, (prediction == torch.as_tensor(labels)).double()
+
+
+def _bins(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int):
+    index = _bin_index(confidence, n_bins)
+    counts = torch.bincount(index, minlength=n_bins).double()
+    conf = torch.bincount(index, weights=confidence, minlength=n_bins) / counts.clamp_min(1)
+    acc = torch.bincount(index, weights=correct, minlength=n_bins) / counts.clamp_min(1)
+    return counts, conf, acc
+
+
+def binned_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> float:
+    """Equal-width binned ECE: sum over bins of (n_b / N) |acc_b - conf_b|."""
+    counts, conf, acc = _bins(confidence, correct, n_bins)
+    return float((counts * (acc - conf).abs()).sum() / counts.sum())
+
+
+def debiased_l2_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> float:
+    """sqrt(max(0, sum_b (n_b / N) [(acc_b - conf_b)^2 - acc_b (1 - acc_b) / (n_b - 1)])); bins with
+    one sample contribute their plain squared error (their variance cannot be estimated)."""
+    counts, conf, acc = _bins(confidence, correct, n_bins)
+    variance = torch.where(counts > 1, acc * (1 - acc) / (counts - 1).clamp_min(1), torch.zeros_like(acc))
+    squared = (counts * ((acc - conf).square() - variance)).sum() / counts.sum()
+    return math.sqrt(max(float(squared), 0.0))
+
+
+def _relplot():
+    try:
+        import relplot
+    except ImportError as error:  # an optional dependency: say how to get it
+        raise ImportError("smooth ECE needs the relplot package: pip install 'gdsoftmax[experiments]' "
+                          "(or pip install relplot)") from error
+    return relplot
+
+
+def smooth_ece(confidence: torch.Tensor, correct: torch.Tensor) -> float:
+    """smECE of Błasiok & Nakkiran (2024), through relplot, with its automatic bandwidth."""
+    return float(_relplot().smECE(confidence.numpy(), correct.numpy()))
+
+
+def smooth_reliability(confidence: torch.Tensor, correct: torch.Tensor) -> dict:
+    """The smoothed reliability curve for a diagram: ``mesh``, ``mu`` (accuracy at each confidence),
+    ``lower``/``upper`` (a bootstrap band), ``density`` of the confidences and ``ce`` (smECE)."""
+    relplot = _relplot()
+    with warnings.catch_warnings():  # relplot builds its bands through a pandas call that pandas deprecates
+        warnings.filterwarnings("ignore", module=r"relplot\.")
+        data = relplot.prepare_rel_diagram(confidence.numpy(), correct.numpy(), num_bootstrap=50)
+    return {key: data[key] for key in ("mesh", "mu", "lower", "upper", "density", "ce")}
+
+
+def bootstrap_interval(statistic: Callable[[torch.Tensor, torch.Tensor], float], confidence: torch.Tensor,
+                       correct: torch.Tensor, n_resamples: int = 200, level: float = 0.95,
+                       seed: int = 0) -> Estimate:
+    """The statistic on the data and its percentile-bootstrap interval over resampled test samples."""
+    if n_resamples < 2:
+        raise ValueError(f"n_resamples must be >= 2, got {n_resamples}")
+    generator = torch.Generator().manual_seed(seed)
+    n = len(confidence)
+    values = []
+    for _ in range(n_resamples):
+        pick = torch.randint(n, (n,), generator=generator)
+        values.append(statistic(confidence[pick], correct[pick]))
+    low, high = torch.tensor(values, dtype=torch.float64).quantile(
+        torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    return Estimate(statistic(confidence, correct), low, high)
+
+
+def calibration_estimates(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, n_resamples: int = 200,
+                          seed: int = 0) -> dict[str, Estimate]:
+    """Binned ECE, adaptive ECE, debiased L2 ECE and smECE of one set of predictions, each with a
+    95 % bootstrap interval over test samples.
+
+    >>> torch.manual_seed(0)
+    <torch._C.Generator object at ...>
+    >>> logits, labels = torch.randn(500, 10), torch.randint(10, (500,))
+    >>> sorted(calibration_estimates(logits, labels, n_resamples=20))
+    ['adaptive ECE', 'binned ECE', 'debiased L2 ECE', 'smECE']
+    """
+    confidence, correct = top1(logits, labels)
+    estimators = {"binned ECE": lambda f, y: binned_ece(f, y, n_bins),
+                  "adaptive ECE": lambda f, y: adaptive_ece(f, y, n_bins),
+                  "debiased L2 ECE": lambda f, y: debiased_l2_ece(f, y, n_bins),
+                  "smECE": smooth_ece}
+    return {name: bootstrap_interval(fn, confidence, correct, n_resamples, seed=seed)
+            for name, fn in estimators.items()}
