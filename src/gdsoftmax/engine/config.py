@@ -38,6 +38,7 @@ __all__ = ["ConfigError", "ExperimentConfig", "apply_assignments", "config_to_to
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+LOGGERS = ("tensorboard",)
 
 
 class ConfigError(ValueError):
@@ -91,6 +92,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format for convolutional models and their inputs
     compile: bool = False  # torch.compile the model (the loss runs eagerly: beta changes never recompile)
     deterministic: bool = False  # deterministic algorithms only (and no cuDNN autotuning)
+    log: list[str] = field(default_factory=list)  # extra loggers fed from the metric rows: "tensorboard"
 
 
 @dataclass
@@ -287,6 +289,8 @@ def _check_values(c: ExperimentConfig) -> None:
     _check(all(e >= 1 for e in c.train.record_epochs), "train.record_epochs", "must be epoch numbers >= 1")
     _check(c.train.device == "auto" or re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", c.train.device) is not None,
            "train.device", f"must be auto, cpu, cuda or cuda:N, got {c.train.device!r}")
+    for logger in c.train.log:
+        _check(logger in LOGGERS, "train.log", f"entries must be among {LOGGERS}, got {logger!r}")
     _check(c.train.precision in PRECISIONS, "train.precision",
            f"must be one of {PRECISIONS}, got {c.train.precision!r}")
     _check(c.loss.tau > 0, "loss.tau", "must be > 0")

@@ -51,7 +51,7 @@ __all__ = ["PER_RUN_KEYS", "SHARED_KEYS", "TRAIN_ALONE_WHEN", "StackedRuns", "is
            "reasons_to_train_alone", "stacking_key"]
 
 # keys whose values may differ between the runs of one stack
-PER_RUN_KEYS = ("name", "seed", "loss.beta")
+PER_RUN_KEYS = ("name", "seed", "loss.beta", "train.log")
 # keys that must be equal across a stack (they form the stacking key); every value is supported
 SHARED_KEYS = ("data.dataset", "data.data_dir", "data.download", "data.val_size", "data.split_seed", "model.name",
                "model.penultimate_dim", "model.options", "loss.options", "loss.tau", "train.epochs",

@@ -38,6 +38,7 @@ from gdsoftmax.engine.models import build_model
 from gdsoftmax.engine.objectives import build_objective
 from gdsoftmax.engine.rundir import Checkpoint, EpochRow, RunDirectory, RunResult
 from gdsoftmax.engine.stacked import StackedRuns
+from gdsoftmax.engine.tensorboard import TensorBoardLog
 
 __all__ = ["SingleRun", "TrainingDiverged", "learning_rate", "run_experiment", "train"]
 
@@ -91,6 +92,8 @@ def _train(configs: list[ExperimentConfig], runs: list[RunDirectory], world: _Di
     if world.is_main:
         for run, config, done in zip(runs, configs, rows, strict=True):
             run.open(config, start_epoch, done)
+    logs = [TensorBoardLog(run.path, start_epoch) if world.is_main and "tensorboard" in config.train.log else None
+            for run, config in zip(runs, configs, strict=True)]
 
     started = time.perf_counter()
     bar = tqdm(range(start_epoch, first.train.epochs), desc=first.name if len(configs) == 1 else
@@ -110,6 +113,8 @@ def _train(configs: list[ExperimentConfig], runs: list[RunDirectory], world: _Di
                 run.append(row, Checkpoint(model, optimizer, epoch + 1, step, lrs[m], row.wall_time, rng,
                                            records[m], strategy.objectives[m].state_dict(), scaler, rows[m]),
                            keep_previous=len(configs) > 1)
+                if logs[m] is not None:
+                    logs[m].epoch(rows[m][-1])
             if m == 0:
                 bar.set_postfix(loss=f"{row.train_loss:.3f}", test_acc=f"{row.test_acc:.4f}")
         world.barrier()
@@ -121,6 +126,10 @@ def _train(configs: list[ExperimentConfig], runs: list[RunDirectory], world: _Di
                                                                           config), len(configs), graphs)
                  if world.is_main else RunResult.from_rows(config, []).as_dict()
                  for m, (run, config) in enumerate(zip(runs, configs, strict=True))]
+    for log, run, config, summary in zip(logs, runs, configs, summaries, strict=True):
+        if log is not None:
+            predictions = run.read().predictions
+            log.finish(config, summary, predictions["test_logits"], predictions["test_labels"])
     world.close()
     return summaries
 
