@@ -28,6 +28,8 @@ examples:
   gdsoftmax sweep configs/mnist_fcnn.toml --data-dir ../shared/datasets
   gdsoftmax train configs/mnist_fcnn.toml --set loss.beta=0.1 --set train.epochs=5
   gdsoftmax sweep configs/cifar10_deep.toml --shard 0/4     # one machine's quarter of the grid
+  gdsoftmax sweep configs/cifar10_deep.toml --launcher submitit   # a Slurm job array ([launcher] resources)
+  gdsoftmax sweep configs/cifar10_deep.toml --status        # done / running / failed / pending per cell
   torchrun --nproc_per_node 2 -m gdsoftmax train configs/cifar10_small_cnn.toml   # data parallel
   gdsoftmax report runs/mnist_fcnn                          # report.md + figures for a finished sweep
   gdsoftmax lab peeled configs/lab_peeled.toml              # layer-peeled model: collapse and margins
@@ -73,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train up to M cells that differ only in beta and seed as one stacked model "
                             "(their parameters stacked; equal to separate runs up to float rounding, about "
                             "3.5x faster for the MNIST FCNN). 1 trains every cell alone. Default: 32")
+    sweep.add_argument("--status", action="store_true",
+                       help="only show each cell's state (done, running, failed, interrupted, pending) from its "
+                            "run directory, which works from any machine that sees the output folder")
+    sweep.add_argument("--launcher", choices=("none", "submitit"), default="none",
+                       help="submitit: submit the unfinished cells as jobs (one per group of cells that stack) "
+                            "with the config's [launcher] resources; requeued on timeout or preemption, they resume "
+                            "(needs pip install submitit). none (default): train here")
+    sweep.add_argument("--cluster", choices=("auto", "slurm", "local"), default="auto",
+                       help="where --launcher submitit sends jobs: slurm, local processes, or auto (slurm where "
+                            "sbatch exists)")
+    sweep.add_argument("--wait", action="store_true", help="with --launcher: wait for the jobs, then summarise")
     report = commands.add_parser("report", help="write report.md with tables, figures and claim verdicts for a sweep",
                                  description="Read every finished run under SWEEP_DIR and write report.md beside "
                                              "its PNGs: metrics as mean ± std over seeds, paired tests against "
@@ -224,6 +237,8 @@ def _train_or_sweep(args) -> int:
             result = run_experiment(config, run_dir, progress=not args.no_progress, restart=args.restart)
             results = [{"cell": config.name, **result}]
             print(f"results in {run_dir}")
+        elif args.status or args.launcher == "submitit":
+            return _status_or_launch(args, config)
         else:
             if args.max_stack < 1:
                 raise ValueError(f"--max-stack must be at least 1, got {args.max_stack}")
@@ -234,6 +249,28 @@ def _train_or_sweep(args) -> int:
         return 2
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
         print(format_summary(results))
+    return 0
+
+
+def _status_or_launch(args, config) -> int:
+    from gdsoftmax.engine.launcher import format_status, grid_status, submit_sweep
+
+    if not args.status:
+        jobs = submit_sweep(config, args.out, cluster=None if args.cluster == "auto" else args.cluster,
+                            max_stack=args.max_stack, max_cells=args.max_cells)
+        if not jobs:
+            print(f"{config.name}: every cell is done")
+        for job in jobs:
+            print(f"submitted job {job.job_id}")
+        if args.wait:
+            failed = [job.job_id for job in jobs if job.exception() is not None]
+            if failed:
+                print(f"gdsoftmax sweep: error: jobs {failed} failed; see --status", file=sys.stderr)
+                return 1
+        elif jobs:
+            print(f"watch them with: gdsoftmax sweep {args.config} --out {args.out} --status")
+            return 0
+    print(format_status(grid_status(config, args.out, args.max_cells)))
     return 0
 
 

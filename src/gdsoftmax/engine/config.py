@@ -96,6 +96,18 @@ class TrainConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """Per-job resources when a sweep is submitted to a cluster (``gdsoftmax sweep --launcher submitit``)."""
+
+    partition: str = ""  # Slurm partition; "" for the cluster's default
+    gpus_per_node: int = 0
+    cpus_per_task: int = 2
+    mem_gb: float = 0.0  # 0: the cluster's default
+    timeout_min: int = 60  # each job's time limit; a job that reaches it is requeued and resumes
+    array_parallelism: int = 8  # Slurm: array tasks at once; the local executor: worker processes
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     seed: int = 0
@@ -103,6 +115,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     sweep: dict = field(default_factory=dict)  # dotted key -> list of values
 
 
@@ -152,6 +165,14 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig
     return parse_config(raw)
 
 
+def parse_config_text(text: str) -> ExperimentConfig:
+    """A config from TOML text (as :func:`config_to_toml` writes it), validated."""
+    try:
+        return parse_config(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"the config text is not valid TOML: {error}") from error
+
+
 def parse_override(item: str) -> tuple[str, object]:
     """``"train.epochs=5"`` -> ("train.epochs", 5); values are TOML, bare words are strings."""
     key, sep, text = item.partition("=")
@@ -164,7 +185,7 @@ def parse_override(item: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-SECTIONS = ("data", "model", "loss", "train")
+SECTIONS = ("data", "model", "loss", "train", "launcher")
 
 
 def set_dotted(raw: dict, key: str, value) -> None:
@@ -289,6 +310,10 @@ def _check_values(c: ExperimentConfig) -> None:
     _check(all(e >= 1 for e in c.train.record_epochs), "train.record_epochs", "must be epoch numbers >= 1")
     _check(c.train.device == "auto" or re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", c.train.device) is not None,
            "train.device", f"must be auto, cpu, cuda or cuda:N, got {c.train.device!r}")
+    for key in ("cpus_per_task", "timeout_min", "array_parallelism"):
+        _check(getattr(c.launcher, key) >= 1, f"launcher.{key}", "must be >= 1")
+    for key in ("gpus_per_node", "mem_gb"):
+        _check(getattr(c.launcher, key) >= 0, f"launcher.{key}", "must be >= 0")
     for logger in c.train.log:
         _check(logger in LOGGERS, "train.log", f"entries must be among {LOGGERS}, got {logger!r}")
     _check(c.train.precision in PRECISIONS, "train.precision",

@@ -48,13 +48,14 @@ __all__ = ["Checkpoint", "DamagedRunError", "EpochRow", "RunDirectory", "RunLock
            "RunRecord", "RunResult", "finished_runs", "identity"]
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.toml", "metrics.jsonl", "checkpoint.pt"
+FAILURE_FILE = "failure.txt"  # why the last attempt stopped with an error (cleared when the run finishes)
 PREVIOUS_FILE = "checkpoint.prev.pt"  # stacked runs keep the epoch before, to realign after a cut
 SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE = "samples.npz", "predictions.npz", "result.json"
 IDENTITY_FILE, LOCK_FILE = "run.json", "lock"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PREVIOUS_FILE, SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE,
              IDENTITY_FILE)
 # keys that may change when a run is resumed: its length, where the data lives, which device trains it
-NOT_IDENTITY = ("train.epochs", "data.data_dir", "data.download", "train.device", "sweep")
+NOT_IDENTITY = ("train.epochs", "data.data_dir", "data.download", "train.device", "train.log", "launcher", "sweep")
 
 
 class RunMismatchError(ValueError):
@@ -331,9 +332,25 @@ class RunDirectory:
         _save_npz(self.path / PREDICTIONS_FILE, **predictions)
         atomic_write_bytes(self.path / RESULT_FILE, _json(result.as_dict(), indent=2).encode())
         (self.path / PREVIOUS_FILE).unlink(missing_ok=True)  # a finished run needs no way back
+        (self.path / FAILURE_FILE).unlink(missing_ok=True)
         return result.as_dict()
 
+    def record_failure(self, message: str) -> None:
+        """Note why an attempt stopped with an error, for ``gdsoftmax sweep --status``."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.path / FAILURE_FILE, message.encode())
+
     # ---- reading
+    def failure(self) -> str | None:
+        """The error of the last failed attempt (None if none, or once the run finished)."""
+        path = self.path / FAILURE_FILE
+        return path.read_text(errors="replace") if path.exists() else None
+
+    def writer(self) -> dict | None:
+        """The process holding the run's lock (pid, host, since), or None when no live process does."""
+        holder = _read_lock(self.path / LOCK_FILE)
+        return None if holder is None or _is_stale(holder) else holder
+
     def checkpoint(self, map_location="cpu", epoch: int | None = None) -> Checkpoint | None:
         """The newest checkpoint, or the one of ``epoch`` (the current or the previous one); None if absent."""
         for name in (CHECKPOINT_FILE, PREVIOUS_FILE):

@@ -51,7 +51,8 @@ __all__ = ["PER_RUN_KEYS", "SHARED_KEYS", "TRAIN_ALONE_WHEN", "StackedRuns", "is
            "reasons_to_train_alone", "stacking_key"]
 
 # keys whose values may differ between the runs of one stack
-PER_RUN_KEYS = ("name", "seed", "loss.beta", "train.log")
+PER_RUN_KEYS = ("name", "seed", "loss.beta", "train.log", "launcher.partition", "launcher.gpus_per_node",
+                "launcher.cpus_per_task", "launcher.mem_gb", "launcher.timeout_min", "launcher.array_parallelism")
 # keys that must be equal across a stack (they form the stacking key); every value is supported
 SHARED_KEYS = ("data.dataset", "data.data_dir", "data.download", "data.val_size", "data.split_seed", "model.name",
                "model.penultimate_dim", "model.options", "loss.options", "loss.tau", "train.epochs",

@@ -43,18 +43,19 @@ def cell_directory(root: Path, name: str) -> Path:
 
 def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int, int] = (0, 1),
               progress: bool = True, log=print, max_stack: int = 32, restart: bool = False,
-              max_cells: int = MAX_CELLS) -> list[dict]:
+              max_cells: int = MAX_CELLS, only: set[str] | None = None) -> list[dict]:
     """Run (or resume) this shard's cells; finished cells are read back, not rerun. Each result has
     its ``cell`` name, its ``setting`` (the cells that differ only in seed) and ``of``, how many cells
     of that setting the whole grid has.
 
     Cells that differ only in beta and seed train together as one stacked model, up to
     ``max_stack`` at a time (:mod:`gdsoftmax.engine.stacked`; 1 turns this off); the others one by one.
+    ``only`` restricts the sweep to the cells of those names (a launcher's job runs its share so).
     """
     root = sweep_root(out_dir, config)
     grid = sweep_cells(config, max_cells)
     per_setting = Counter(c.setting for c in grid)
-    cells = [(c.name, c.config) for c in grid][shard[0] :: shard[1]]
+    cells = [(c.name, c.config) for c in grid if only is None or c.name in only][shard[0] :: shard[1]]
     settings = {c.name: c.setting for c in grid}
     log(f"{config.name}: {len(cells)} cell(s) in {root}" + (f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""))
     datasets: dict[tuple, object] = {}  # load each data set once for all cells that share it
