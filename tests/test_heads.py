@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -130,3 +131,41 @@ def test_each_head_trains(name):
         optimizer.step()
     head.eval()
     assert (head(body(x)).argmax(1) == y).float().mean() > 0.9
+
+
+def _options(name):
+    return {"sphereface": {"m": 4}, "lsoftmax": {"m": 2}}.get(name, {})
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_every_head_exposes_its_plain_logits(name):
+    torch.manual_seed(0)
+    head = HEADS[name](6, 4, **_options(name))
+    features = torch.randn(5, 6)
+    torch.testing.assert_close(head.get_logits(features), head(features))
+    assert head.get_logits(features).shape == (5, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_heads_stay_finite_at_the_arccos_boundary_in_half_precision(name, dtype):
+    """Features exactly along (cos = 1) and against (cos = -1) their class weight, in half precision
+    and under autocast: the loss and every gradient finite (1 - 1e-7 rounds to 1 in fp16/bf16)."""
+    torch.manual_seed(0)
+    head = HEADS[name](6, 4, **_options(name))
+    with torch.no_grad():
+        weight = head.linear.weight if name == "center" else head.weight
+        features = torch.cat([3 * weight[:2], -3 * weight[2:]]).clone()  # (4, 6): along / against
+    target = torch.tensor([0, 1, 2, 3])
+    for autocast in (False, True):  # a half-precision head, or a float32 head under autocast
+        model = head if autocast else copy.deepcopy(head).to(dtype)
+        model.zero_grad()
+        x = features.to(torch.float32 if autocast else dtype).requires_grad_()
+        with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+            loss = model.loss(x, target)
+            logits = model.get_logits(x.detach())
+        loss.backward()
+        assert torch.isfinite(loss), (name, dtype, autocast)
+        assert torch.isfinite(x.grad).all()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        assert torch.isfinite(logits).all()

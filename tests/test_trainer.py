@@ -154,12 +154,16 @@ def test_rerunning_a_finished_run_changes_nothing(tmp_path):
     assert len(_rows_without_time(tmp_path / "run")) == 2
 
 
-def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
+@pytest.mark.parametrize("loss", ["gdsoftmax", "arcface", "sphereface", "center"])
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path, loss):
+    """The β-loss, and margin heads whose weight (or Center loss's centres) live in the wrapped model."""
     config_path = write_config(tmp_path, epochs=2)
-    single = cli("train", str(config_path), "--out", str(tmp_path / "single"), "--no-progress")
+    overrides = [] if loss == "gdsoftmax" else ["--set", f"loss.name={loss}"]
+    single = cli("train", str(config_path), "--out", str(tmp_path / "single"), "--no-progress", *overrides)
     assert single.wait(timeout=300) == 0
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                "-m", "gdsoftmax", "train", str(config_path), "--out", str(tmp_path / "ddp"), "--no-progress"]
+                "-m", "gdsoftmax", "train", str(config_path), "--out", str(tmp_path / "ddp"), "--no-progress",
+                *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(launcher, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,8 +1,12 @@
 """Margin heads that own the classifier weight: CosFace, ArcFace, A-Softmax, L-Softmax, Center loss.
 
-A head replaces a model's last linear layer. ``head(features)`` returns *plain* logits (what
-evaluation and post-hoc calibration use); ``head.loss(features, target)`` is the training loss
-with the margin applied to the true class only.
+A head replaces a model's last linear layer. ``head(features)`` and ``head.get_logits(features)``
+return *plain* logits (what evaluation and post-hoc calibration use); ``head.loss(features,
+target)`` is the training loss with the margin applied to the true class only. The angles are
+computed in float32 whatever the input precision (under fp16/bf16 autocast, 1 - 1e-7 rounds to 1
+and arccos' gradient there is infinite), and the logits come back in the input's dtype. Inside
+DistributedDataParallel a head is part of the wrapped model (its weight is averaged like any
+other); Center loss's centres move with the counts and sums of the whole global batch.
 
 * CosFace / AM-Softmax (Wang et al. 2018): s (cos theta_j - m [j = y]), unit features and weights.
 * ArcFace (Deng et al. 2019): s cos(theta_y + m) for the true class; where theta_y + m > pi the
@@ -35,8 +39,10 @@ __all__ = ["HEADS", "ArcFaceHead", "CenterLossHead", "CosFaceHead", "LSoftmaxHea
 
 
 def _cosine(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """cos theta between each feature and each class weight; (N, K)."""
-    return F.normalize(features, dim=1) @ F.normalize(weight, dim=1).T
+    """cos theta between each feature and each class weight, in float32 at least; (N, K)."""
+    dtype = torch.promote_types(features.dtype, torch.float32)
+    with torch.autocast(features.device.type, enabled=False):
+        return F.normalize(features.to(dtype), dim=1) @ F.normalize(weight.to(dtype), dim=1).T
 
 
 def cosface_loss(features, weight, target, s: float = 30.0, m: float = 0.35, *, reduction="mean",
@@ -63,8 +69,11 @@ def angular_margin_loss(features, weight, target, m: int = 4, lam: float = 0.0, 
                         reduction="mean", ignore_index=-100):
     """A-Softmax (``normalise_weight=True``) or L-Softmax: the true logit ||w|| ||x|| psi(theta) blended
     with the plain one as (lam cos + psi) / (1 + lam)."""
+    dtype = torch.promote_types(features.dtype, torch.float32)  # angles in float32 at least (see above)
+    features, weight = features.to(dtype), weight.to(dtype)
     weight = F.normalize(weight, dim=1) if normalise_weight else weight
-    logits = features @ weight.T  # (N, K)
+    with torch.autocast(features.device.type, enabled=False):
+        logits = features @ weight.T  # (N, K)
     safe = target.clamp_min(0)[:, None]
     scale = features.norm(dim=1, keepdim=True) * weight.norm(dim=1)[safe.squeeze(1)][:, None]
     cos = logits.gather(1, safe) / scale.clamp_min(1e-12)
@@ -89,6 +98,10 @@ class _Head(nn.Module):
         nn.init.xavier_uniform_(self.weight)
         self.step = 0  # set by the training loop, for heads whose margin anneals
 
+    def get_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The plain logits (N, K), without the margin: what evaluation and calibration use."""
+        return self(features)
+
 
 class _ScaledCosineHead(_Head):
     """Unit features and class weights; plain logits s cos theta_j."""
@@ -100,7 +113,7 @@ class _ScaledCosineHead(_Head):
         self.s, self.m = s, self.default_m if m is None else m
 
     def forward(self, features):
-        return self.s * _cosine(features, self.weight)
+        return (self.s * _cosine(features, self.weight)).to(features.dtype)
 
 
 class CosFaceHead(_ScaledCosineHead):
@@ -144,7 +157,7 @@ class SphereFaceHead(_Head):
 
     def forward(self, features):
         weight = F.normalize(self.weight, dim=1) if self.normalise_weight else self.weight
-        return features @ weight.T  # ||w|| ||x|| cos theta; ||w|| = 1 for A-Softmax
+        return features @ weight.T.to(features.dtype)  # ||w|| ||x|| cos theta; ||w|| = 1 for A-Softmax
 
     def loss(self, features, target, reduction="mean", ignore_index=-100):
         return angular_margin_loss(features, self.weight, target, self.m, self.lambda_at(self.step),
@@ -170,6 +183,10 @@ class CenterLossHead(nn.Module):
     def forward(self, features):
         return self.linear(features)
 
+    def get_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The linear classifier's logits (N, K)."""
+        return self(features)
+
     def loss(self, features, target, reduction="mean", ignore_index=-100):
         ce = F.cross_entropy(self.linear(features), target, reduction=reduction, ignore_index=ignore_index)
         pull = center_loss(features, self.centers, target, ignore_index=ignore_index, reduction=reduction)
@@ -182,8 +199,11 @@ class CenterLossHead(nn.Module):
     def _update_centers(self, x, y):
         """c_j -= alpha * sum_{i: y_i = j} (c_j - x_i) / (1 + n_j), Wen et al.'s rule."""
         k = self.centers.shape[0]
-        counts = torch.bincount(y, minlength=k).to(x.dtype)  # (K,)
+        counts = torch.bincount(y, minlength=k).to(self.centers.dtype)  # (K,)
         sums = torch.zeros_like(self.centers).index_add_(0, y, x.to(self.centers.dtype))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)  # the global batch's statistics on every process
+            torch.distributed.all_reduce(sums)
         delta = (counts[:, None] * self.centers - sums) / (1 + counts[:, None])
         self.centers -= self.alpha * delta
 
