@@ -26,14 +26,13 @@ from gdsoftmax.analysis.stats import Comparison, format_mean_std, holm, mean_std
 from gdsoftmax.engine.beside_paper import beside_the_paper
 from gdsoftmax.engine.claims import claims_table
 from gdsoftmax.engine.config import ExperimentConfig, to_dict
+from gdsoftmax.engine.epochs import CURRICULUM_EPOCH, early_epoch
 from gdsoftmax.engine.grid import label
 from gdsoftmax.engine.markdown import markdown_table
 from gdsoftmax.engine.rundir import EpochRow, finished_runs
 
 __all__ = ["build_report", "load_runs"]
 
-EARLY_EPOCH = 5  # "early convergence" is read at this epoch
-CURRICULUM_EPOCH = 2
 
 
 @dataclass
@@ -114,7 +113,7 @@ def measure(run: Run, n_bins: int) -> None:
             run.values[f"{key} ece"], run.values[f"{key} mce"] = result.after.ece, result.after.mce
             run.values[f"{key} nll"] = result.after.nll
         run.values["T"] = post["temperature"].params["T"]
-    early = _row_at(run.rows, EARLY_EPOCH)
+    early = _row_at(run.rows, early_epoch(run.config.train.epochs))
     run.values["early train_ce"], run.values["early test_acc"] = early["train_ce"], early["test_acc"]
     epochs, p_true = run.samples["epochs"], run.samples["p_true"].astype(np.float32)
     run.values["intervals"] = plots.interval_counts(p_true[-1])
@@ -296,7 +295,7 @@ def _confidence_intervals(groups: dict[str, list[Run]], out: Path) -> list[str]:
 
 
 def _convergence(groups: dict[str, list[Run]], baseline, out: Path, dataset: str) -> list[str]:
-    early = EARLY_EPOCH
+    early = early_epoch(next(iter(groups.values()))[0].config.train.epochs)
     early_acc = _versus_all(groups, baseline, "early test_acc")
     rows = [[g[0].label, _cell(g, "early train_ce", 1, 4), _cell(g, "early test_acc"),
              early_acc[n], _cell(g, "curriculum spread", 1, 3)] for n, g in groups.items()]
