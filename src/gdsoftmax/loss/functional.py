@@ -12,8 +12,12 @@ beta = 1 is cross-entropy. Three kernels compute it, with the same formulas:
   the forward; (N, C) float32/float64 logits, class indices, "mean" or "sum", no label smoothing.
 * ``"native"`` (:mod:`gdsoftmax.loss.native`): a compiled C++ operator for the fused kernel's
   cases on CPU tensors, once ``gdsoftmax build-native`` has built it.
+* ``"triton"`` (:mod:`gdsoftmax.loss.triton_beta`): a Triton kernel, one program per row, for
+  (N, C) float32/float16/bfloat16 logits with class indices, every reduction, class weights and
+  label smoothing; CUDA tensors (CPU tensors under ``TRITON_INTERPRET=1``).
 
-``backend="auto"`` (the default) is deterministic given what is installed: the native operator
+``backend="auto"`` (the default) is deterministic given what is installed: on CUDA tensors the
+Triton kernel where it covers the call; otherwise the native operator
 when it is built, the call is one it covers and the logits hold at most
 :data:`NATIVE_MAX_ELEMENTS` numbers (above that the fused kernel is faster); else the fused
 kernel where it covers the call; else the composite. It never starts a compiler.
@@ -25,13 +29,13 @@ from __future__ import annotations
 
 import torch
 
-from gdsoftmax.loss import composite, native
+from gdsoftmax.loss import composite, native, triton_beta
 from gdsoftmax.loss import validation as v
 from gdsoftmax.loss.fused import fused_target_loss
 
 __all__ = ["BACKENDS", "NATIVE_MAX_ELEMENTS", "gradient_decay_loss", "supported_backends"]
 
-BACKENDS = ("auto", "composite", "fused", "native")
+BACKENDS = ("auto", "composite", "fused", "native", "triton")
 NATIVE_MAX_ELEMENTS = 65536  # above this the chunked fused kernel is faster (measured up to 64 x 1000)
 
 
@@ -62,7 +66,7 @@ def gradient_decay_loss(
         reduction: "none", "mean" (weighted mean, as PyTorch) or "sum".
         label_smoothing: in [0, 1]; the loss becomes the expectation of J under the
             smoothed target distribution.
-        backend: "auto", "composite", "fused" or "native" (see the module docstring).
+        backend: "auto", "composite", "fused", "native" or "triton" (see the module docstring).
 
     Returns:
         The loss, in the input's dtype (float16/bfloat16 are computed in float32).
@@ -86,6 +90,18 @@ def gradient_decay_loss(
     num_classes = input.shape[0 if kind.unbatched else 1]
     v.check_weight(weight, num_classes, input.dtype)
     kernel = _choose(backend, input, kind, reduction, label_smoothing)
+    if kernel == "triton" and _compute_dtype(torch.float32, beta, tau) == torch.float64:
+        if backend == "triton":
+            raise ValueError(f"backend='triton' computes in float32, which beta={beta:g} or tau={tau:g} would "
+                             "overflow; use backend='auto' or 'composite'")
+        kernel = "composite"
+    if kernel == "triton":  # half precision read as is: the kernel computes in float32 itself
+        v.check_class_indices(target, num_classes, ignore_index)
+        logits, index = (input.unsqueeze(0), target.reshape(1)) if kind.unbatched else (input, target)
+        loss = triton_beta.triton_target_loss(logits, index.long().contiguous(), beta=beta, tau=tau, weight=weight,
+                                              ignore_index=ignore_index, reduction=reduction,
+                                              label_smoothing=label_smoothing)
+        return loss[0] if kind.unbatched and reduction == "none" else loss
 
     compute_dtype = _compute_dtype(input.dtype, beta, tau)
     logits = input.to(compute_dtype)  # (N, C, d...)
@@ -139,7 +155,7 @@ def supported_backends(input: torch.Tensor, target: torch.Tensor, *, reduction: 
     (True, ('composite',))
     """
     kind = v.check_input_and_target(input, target, -100)
-    return tuple(k for k in ("native", "fused", "composite")
+    return tuple(k for k in ("triton", "native", "fused", "composite")
                  if _why_not(k, input, kind, reduction, label_smoothing) is None)
 
 
@@ -153,6 +169,8 @@ def _choose(backend: str, input: torch.Tensor, kind: v.TargetKind, reduction: st
             raise ValueError(f"backend={backend!r} cannot compute this call: {reason}; "
                              "use backend='auto' or 'composite'")
         return backend
+    if input.device.type == "cuda" and _why_not("triton", input, kind, reduction, label_smoothing) is None:
+        return "triton"
     if (input.numel() <= NATIVE_MAX_ELEMENTS and native.enabled()
             and _why_not("native", input, kind, reduction, label_smoothing) is None):
         return "native"
@@ -163,6 +181,8 @@ def _why_not(kernel: str, input: torch.Tensor, kind: v.TargetKind, reduction: st
     """None if ``kernel`` covers the call, else the reason (a phrase)."""
     if kernel == "composite":
         return None
+    if kernel == "triton":
+        return _why_not_triton(input, kind)
     if kind.probabilities or input.dim() > 2:
         return "it takes (N, C) or (C,) logits with class-index targets"
     if reduction == "none" or label_smoothing > 0.0:
@@ -178,4 +198,19 @@ def _why_not(kernel: str, input: torch.Tensor, kind: v.TargetKind, reduction: st
         return "it takes contiguous CPU tensors"
     if not native.available():
         return "the C++ operator is not built here (run `gdsoftmax build-native`)"
+    return None
+
+
+def _why_not_triton(input: torch.Tensor, kind: v.TargetKind):
+    if not triton_beta.available():
+        return "the triton package is not installed"
+    if kind.probabilities or input.dim() > 2:
+        return "it takes (N, C) or (C,) logits with class-index targets"
+    if input.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"it computes in float32 from float32/float16/bfloat16 logits, not {input.dtype}"
+    if input.device.type != "cuda" and not triton_beta.interpreted():
+        return "it runs on CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)"
+    is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    if torch.compiler.is_compiling() or (is_wrapped is not None and is_wrapped(input)):
+        return "it is a custom autograd Function, which torch.func transforms and torch.compile do not trace"
     return None
