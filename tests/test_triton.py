@@ -127,3 +127,66 @@ def test_the_module_and_the_errors():
         gradient_decay_loss(x, target.to(DEVICE), 1e30, backend="triton")
     with pytest.raises(ValueError, match="class-index targets"):
         gradient_decay_loss(x, torch.softmax(x, 1), 0.1, backend="triton")
+
+
+# ---- the fused linear loss on the Triton kernel -------------------------------------------------
+
+from gdsoftmax.loss.triton_linear import triton_fused_linear_loss  # noqa: E402
+
+
+def _linear_case(n=9, h=6, vocab=21, seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    hidden, weight = torch.randn(n, h, dtype=dtype), torch.randn(vocab, h, dtype=dtype)
+    bias, target = torch.randn(vocab, dtype=dtype), torch.randint(vocab, (n,))
+    target[3] = -100
+    return hidden, weight, bias, target
+
+
+def _linear_reference(hidden, weight, bias, target, *, class_weight, row_weight, reduction, **options):
+    """matmul, then the composite loss per row, times the row weights, reduced by hand (float64)."""
+    per_row = gradient_decay_loss(hidden @ weight.T + bias, target, weight=class_weight, reduction="none",
+                                  backend="composite", **options)
+    per_row = per_row * (1.0 if row_weight is None else row_weight)
+    if reduction == "none":
+        return per_row
+    kept = (target != -100).double() * (1.0 if class_weight is None else class_weight[target.clamp_min(0)])
+    total = (kept * (1.0 if row_weight is None else row_weight)).sum()
+    return per_row.sum() / total if reduction == "mean" else per_row.sum()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weights", ["none", "class", "class+row"])
+def test_fused_linear_matches_matmul_then_loss(reduction, label_smoothing, weights):
+    hidden, weight, bias, target = _linear_case()
+    class_weight = torch.rand(21, dtype=torch.float64) + 0.5 if weights != "none" else None
+    row_weight = torch.rand(9, dtype=torch.float64) + 0.5 if weights == "class+row" else None
+    options = {"beta": 0.1, "tau": 0.8, "label_smoothing": label_smoothing}
+    inputs = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
+    expected = _linear_reference(*inputs, target, class_weight=class_weight, row_weight=row_weight,
+                                 reduction=reduction, **options)
+    upstream = torch.linspace(0.5, 1.5, expected.numel(), dtype=torch.float64).reshape(expected.shape)
+    expected_grads = torch.autograd.grad(expected, inputs, upstream)
+    ours = [t.float().to(DEVICE).requires_grad_() for t in (hidden, weight, bias)]
+    loss = triton_fused_linear_loss(ours[0], ours[1], target.to(DEVICE), bias=ours[2], reduction=reduction,
+                                    class_weight=None if class_weight is None else class_weight.float().to(DEVICE),
+                                    row_weight=None if row_weight is None else row_weight.float().to(DEVICE),
+                                    chunk_rows=4, **options)  # 3 chunks, the last one short
+    grads = torch.autograd.grad(loss, ours, upstream.float().to(DEVICE))
+    torch.testing.assert_close(loss.double().cpu(), expected.detach(), rtol=1e-5, atol=1e-6)
+    for ours_grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(ours_grad.double().cpu(), expected_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_linear_in_bf16_accumulates_the_logits_in_float32():
+    hidden, weight, _, target = _linear_case(dtype=torch.float32)
+    h, w = hidden.bfloat16().to(DEVICE).requires_grad_(), weight.bfloat16().to(DEVICE).requires_grad_()
+    loss = triton_fused_linear_loss(h, w, target.to(DEVICE), 0.1, reduction="sum")
+    grads = torch.autograd.grad(loss, (h, w))
+    x, y = h.detach().double().cpu().requires_grad_(), w.detach().double().cpu().requires_grad_()
+    expected = gradient_decay_loss(x @ y.T, target, 0.1, reduction="sum", backend="composite")
+    expected_grads = torch.autograd.grad(expected, (x, y))
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss.double().cpu(), expected.detach(), rtol=1e-5, atol=1e-5)  # no bf16 logits
+    for ours, ref in zip(grads, expected_grads, strict=True):  # one bf16 rounding of each gradient
+        torch.testing.assert_close(ours.double().cpu(), ref, rtol=2 ** -7, atol=1e-3)

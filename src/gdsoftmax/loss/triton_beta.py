@@ -53,9 +53,10 @@ def _kernel():
     import triton.language as tl
 
     @triton.jit
-    def _beta_loss_rows(logits_ptr, logits_stride, grad_ptr, grad_stride, target_ptr, weight_ptr, scale_ptr,
-                        loss_ptr, n_cols, ignore_index, beta, inv_tau, smoothing,
-                        HAS_WEIGHT: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr):
+    def _beta_loss_rows(logits_ptr, logits_stride, grad_ptr, grad_stride, target_ptr, weight_ptr, row_weight_ptr,
+                        scale_ptr, loss_ptr, n_cols, ignore_index, beta, inv_tau, smoothing,
+                        HAS_WEIGHT: tl.constexpr, HAS_ROW_WEIGHT: tl.constexpr, SMOOTH: tl.constexpr,
+                        BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         logits_ptr += row * logits_stride
         grad_ptr += row * grad_stride
@@ -86,6 +87,10 @@ def _kernel():
         e_c = tl.exp(z_c - m)
         d_c = rest + beta * e_c
         sample_weight = tl.where(keep, 1.0, 0.0)
+        token_weight = 1.0
+        if HAS_ROW_WEIGHT:  # a weight per row (token), on top of the class weight
+            token_weight = tl.load(row_weight_ptr + row).to(tl.float32)
+            sample_weight = sample_weight * token_weight
         if HAS_WEIGHT:
             sample_weight = sample_weight * tl.load(weight_ptr + target).to(tl.float32)
         scale = inv_tau * tl.load(scale_ptr)  # 1 / total weight for "mean", else 1
@@ -104,7 +109,7 @@ def _kernel():
                 e = tl.exp(z - m)
                 not_k = tl.where(cols == top, rest_top, tl.where(cols == target, rest, total - e))
                 d = not_k + beta * e
-                a = tl.where(mask & keep, smoothing / n_cols, 0.0)
+                a = tl.where(mask & keep, smoothing / n_cols * token_weight, 0.0)
                 if HAS_WEIGHT:
                     a = a * tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
                 loss += tl.sum(tl.where(mask, a * (tl.log(d) + m - z), 0.0), axis=0)
@@ -119,7 +124,7 @@ def _kernel():
                 e = tl.exp(z - m)
                 not_k = tl.where(cols == top, rest_top, tl.where(cols == target, rest, total - e))
                 d = not_k + beta * e
-                a = tl.where(mask & keep, smoothing / n_cols, 0.0)
+                a = tl.where(mask & keep, smoothing / n_cols * token_weight, 0.0)
                 if HAS_WEIGHT:
                     a = a * tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
                 a = tl.where(cols == target, a + a_c, a)
@@ -147,23 +152,10 @@ def _block(n_cols: int) -> int:
 class _TritonBetaLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target, weight, beta, tau, ignore_index, reduction, label_smoothing, inplace):
-        n, c = logits.shape
-        logits = logits.contiguous()
         grad = logits if inplace else torch.empty_like(logits)  # (N, C): the gradient, written in the forward
-        kept = target != ignore_index
-        if weight is None:
-            total = kept.sum().to(torch.float32)
-        else:
-            total = (weight.to(torch.float32)[target.clamp_min(0)] * kept).sum()
-        # "mean" divides by the total weight: a loss of 0/0 = NaN but a gradient of 0 when every row is
-        # ignored, as F.cross_entropy gives
-        one = torch.ones((), device=logits.device)
-        scale = (torch.where(total > 0, 1.0 / total, 0.0) if reduction == "mean" else one).reshape(1)
-        losses = torch.empty(n, dtype=torch.float32, device=logits.device)
-        _kernel()[(n,)](logits, logits.stride(0), grad, grad.stride(0), target, weight if weight is not None
-                              else logits, scale, losses, c, ignore_index, float(beta), 1.0 / float(tau),
-                              float(label_smoothing), HAS_WEIGHT=weight is not None, SMOOTH=label_smoothing > 0,
-                              BLOCK=_block(c))
+        total = total_weight(target, weight, None, ignore_index)
+        losses = rows_loss_and_grad(logits, grad, target, weight, None, mean_scale(total, reduction), beta, tau,
+                                    ignore_index, label_smoothing)
         ctx.reduction = reduction
         ctx.save_for_backward(grad)
         if reduction == "none":
@@ -180,6 +172,36 @@ class _TritonBetaLoss(torch.autograd.Function):
         return (grad * grad_output.to(grad.dtype),) + (None,) * 8
 
 
+def total_weight(target, weight, row_weight, ignore_index) -> torch.Tensor:
+    """The sum of the kept rows' weights (class weight times row weight): what "mean" divides by."""
+    kept = (target != ignore_index).to(torch.float32)
+    if weight is not None:
+        kept = kept * weight.to(torch.float32)[target.clamp_min(0)]
+    if row_weight is not None:
+        kept = kept * row_weight.to(torch.float32)
+    return kept.sum()
+
+
+def mean_scale(total: torch.Tensor, reduction: str) -> torch.Tensor:
+    """(1,): 1 / total for "mean" (0 when every row is ignored: a NaN loss but a zero gradient, as
+    F.cross_entropy gives), else 1."""
+    one = torch.ones((), device=total.device)
+    return (torch.where(total > 0, 1.0 / total, 0.0) if reduction == "mean" else one).reshape(1)
+
+
+def rows_loss_and_grad(logits, grad, target, weight, row_weight, scale, beta, tau, ignore_index,
+                       label_smoothing) -> torch.Tensor:
+    """Launch the kernel on (N, C) logits: the rows' losses (N,) float32, their gradients times ``scale``
+    written into ``grad`` (which may be ``logits``)."""
+    n, c = logits.shape
+    losses = torch.empty(n, dtype=torch.float32, device=logits.device)
+    _kernel()[(n,)](logits, logits.stride(0), grad, grad.stride(0), target, logits if weight is None else weight,
+                    logits if row_weight is None else row_weight, scale, losses, c, ignore_index, float(beta),
+                    1.0 / float(tau), float(label_smoothing), HAS_WEIGHT=weight is not None,
+                    HAS_ROW_WEIGHT=row_weight is not None, SMOOTH=label_smoothing > 0, BLOCK=_block(c))
+    return losses
+
+
 def triton_target_loss(logits: torch.Tensor, target: torch.Tensor, *, beta: float, tau: float = 1.0,
                        weight: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
                        label_smoothing: float = 0.0, inplace: bool = False) -> torch.Tensor:
@@ -190,5 +212,5 @@ def triton_target_loss(logits: torch.Tensor, target: torch.Tensor, *, beta: floa
     """
     if not available():
         raise RuntimeError("the triton backend needs the triton package (it comes with PyTorch on Linux)")
-    return _TritonBetaLoss.apply(logits, target, weight, beta, tau, ignore_index, reduction, label_smoothing,
-                                 inplace)
+    return _TritonBetaLoss.apply(logits.contiguous(), target, weight, beta, tau, ignore_index, reduction,
+                                 label_smoothing, inplace)
