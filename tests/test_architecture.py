@@ -1,7 +1,7 @@
 """The package's layers: no import cycles, no upward imports, short engine functions, the loss alone.
 
 Layers, lowest first; each module may import only from its own layer and those below it:
-loss -> baselines -> analysis -> engine -> labs -> the command line (and the package's face).
+loss -> integrations -> baselines -> analysis -> engine -> labs -> the command line (and the package's face).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gdsoftmax"
-LAYERS = ["loss", "baselines", "analysis", "engine", "labs", "top"]
+LAYERS = ["loss", "integrations", "baselines", "analysis", "engine", "labs", "top"]
 ENGINE_FUNCTION_LIMIT = 60  # lines, docstring included
 
 
