@@ -190,3 +190,18 @@ def test_fused_linear_in_bf16_accumulates_the_logits_in_float32():
     torch.testing.assert_close(loss.double().cpu(), expected.detach(), rtol=1e-5, atol=1e-5)  # no bf16 logits
     for ours, ref in zip(grads, expected_grads, strict=True):  # one bf16 rounding of each gradient
         torch.testing.assert_close(ours.double().cpu(), ref, rtol=2 ** -7, atol=1e-3)
+
+
+def test_the_gpu_benchmark_runs_its_code_path_in_the_interpreter(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_triton.py"
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "triton_smoke.md").read_text()
+    assert "β-loss, Triton (gdsoftmax)" in text
+    assert "fused linear β-loss, Triton (gdsoftmax)" in text
