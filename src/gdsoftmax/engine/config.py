@@ -39,6 +39,7 @@ __all__ = ["ConfigError", "ExperimentConfig", "apply_assignments", "config_to_to
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 LOGGERS = ("tensorboard",)
+INPUT_SCALINGS = ("standardize", "unit", "raw")
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,7 @@ class DataConfig:
     val_size: int | float = 0.1  # samples, or a fraction of the training split
     split_seed: int = 0
     augment: bool = False  # random crop (padding 4) + horizontal flip
+    input_scaling: str = "standardize"  # per channel with the training statistics; "unit": [0, 1]; "raw": [0, 255]
 
 
 @dataclass
@@ -314,6 +316,8 @@ def _check_values(c: ExperimentConfig) -> None:
         _check(getattr(c.launcher, key) >= 1, f"launcher.{key}", "must be >= 1")
     for key in ("gpus_per_node", "mem_gb"):
         _check(getattr(c.launcher, key) >= 0, f"launcher.{key}", "must be >= 0")
+    _check(c.data.input_scaling in INPUT_SCALINGS, "data.input_scaling",
+           f"must be one of {INPUT_SCALINGS}, got {c.data.input_scaling!r}")
     for logger in c.train.log:
         _check(logger in LOGGERS, "train.log", f"entries must be among {LOGGERS}, got {logger!r}")
     _check(c.train.precision in PRECISIONS, "train.precision",

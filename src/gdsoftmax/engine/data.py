@@ -22,7 +22,7 @@ import torch
 from gdsoftmax.engine.data_checks import DataIntegrityError, check_split, verify_files
 
 __all__ = ["DATASETS", "DataIntegrityError", "DataNotFoundError", "Dataset", "Split", "augment_batch",
-           "crop_and_flip", "draw_augmentation", "load_dataset"]
+           "crop_and_flip", "draw_augmentation", "load_dataset", "with_input_scaling"]
 
 ENV_DATA_DIR = "GDSOFTMAX_DATA_DIR"
 
@@ -252,6 +252,24 @@ DATASETS = {
 
 def default_data_dir() -> Path:
     return Path(os.environ.get(ENV_DATA_DIR, "data")).expanduser()
+
+
+def with_input_scaling(data: Dataset, scaling: str) -> Dataset:
+    """The data set with its inputs scaled as ``scaling`` says: "standardize" (per channel with the
+    training statistics, the default), "unit" (pixels / pixel_max, in [0, 1]) or "raw" (the pixel values).
+
+    >>> data = load_dataset("digits", val_size=0)
+    >>> float(with_input_scaling(data, "raw").normalize(data.train.images[:1]).max())
+    16.0
+    """
+    if scaling == "standardize":
+        return data
+    channels = data.mean.shape
+    mean = torch.zeros(channels)
+    std = torch.ones(channels) if scaling == "unit" else torch.full(channels, 1.0 / data.pixel_max)
+    if scaling not in ("unit", "raw"):
+        raise ValueError(f"input scaling must be standardize, unit or raw, got {scaling!r}")
+    return Dataset(data.name, data.train, data.val, data.test, data.num_classes, mean, std, data.pixel_max)
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = True,

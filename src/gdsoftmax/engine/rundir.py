@@ -242,10 +242,11 @@ class RunDirectory:
         than were done); raise :class:`RunMismatchError` naming what differs and the way out."""
         recorded = self._recorded_identity()
         if recorded is not None:
-            wanted = identity(config)
-            differ = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+            wanted, defaults = identity(config), identity(ExperimentConfig())
+            # a key newer than the recorded run stands at its default there (that version had no other value)
+            differ = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k, defaults.get(k)) != wanted.get(k))
             if differ:
-                shown = ", ".join(f"{k} ({_short(recorded.get(k))} there, {_short(wanted.get(k))} now)"
+                shown = ", ".join(f"{k} ({_short(recorded.get(k, defaults.get(k)))} there, {_short(wanted.get(k))} now)"
                                   for k in differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
                 raise RunMismatchError(f"{self.path} holds a run of another config: {shown}. Use another --out, "
                                        "or --restart to discard that run")

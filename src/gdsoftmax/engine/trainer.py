@@ -32,7 +32,7 @@ from gdsoftmax.analysis.margins import margin_statistics
 from gdsoftmax.engine.acceleration import compiled_graphs, gradient_scaler, set_determinism, training_model
 from gdsoftmax.engine.checkpoint import capture_rng_state, restore_rng_state, seed_everything
 from gdsoftmax.engine.config import ExperimentConfig
-from gdsoftmax.engine.data import Dataset, crop_and_flip, draw_augmentation, load_dataset
+from gdsoftmax.engine.data import Dataset, crop_and_flip, draw_augmentation, load_dataset, with_input_scaling
 from gdsoftmax.engine.evaluation import evaluation_scores, final_predictions, per_sample_record
 from gdsoftmax.engine.models import build_model
 from gdsoftmax.engine.objectives import build_objective
@@ -84,6 +84,7 @@ def _train(configs: list[ExperimentConfig], runs: list[RunDirectory], world: _Di
         d = first.data
         data = load_dataset(d.dataset, d.data_dir or None, download=d.download, val_size=d.val_size,
                             split_seed=d.split_seed)
+    data = with_input_scaling(data, first.data.input_scaling)
     steps_per_epoch = math.ceil(len(data.train) / first.train.batch_size)
     graphs_before = compiled_graphs() if first.train.compile else None
     strategy = (SingleRun(first, data, world, steps_per_epoch) if len(configs) == 1
