@@ -34,7 +34,6 @@ import io
 import json
 import math
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ import numpy as np
 
 from gdsoftmax.engine.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from gdsoftmax.engine.config import ExperimentConfig, config_to_toml, load_config, to_dict
+from gdsoftmax.engine.pidlock import hold_lock, is_stale, read_lock
 
 __all__ = ["Checkpoint", "DamagedRunError", "EpochRow", "RunDirectory", "RunLockedError", "RunMismatchError",
            "RunRecord", "RunResult", "finished_runs", "identity"]
@@ -272,27 +272,11 @@ class RunDirectory:
         """Hold the run's lock file while writing; a second writer stops with RunLockedError. A lock left
         by a process that no longer runs on this host is taken over."""
         self.path.mkdir(parents=True, exist_ok=True)
-        path, me = self.path / LOCK_FILE, {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = _read_lock(path)
-                if holder is not None and not _is_stale(holder):
-                    raise RunLockedError(
-                        f"{self.path} is being written by process {holder['pid']} on {holder['host']} (since "
-                        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(holder['since']))}); wait for it to end, "
-                        f"or delete {path} if that process is gone") from None
-                path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(me, handle)
-            break
-        try:
+        with hold_lock(self.path / LOCK_FILE, lambda holder, path: RunLockedError(
+                f"{self.path} is being written by process {holder['pid']} on {holder['host']} (since "
+                f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(holder['since']))}); wait for it to end, "
+                f"or delete {path} if that process is gone")):
             yield self
-        finally:
-            if _read_lock(path) == me:
-                path.unlink(missing_ok=True)
 
     # ---- writing, in the order a run does it
     def open(self, config: ExperimentConfig, start_epoch: int, rows: list[dict] | None = None) -> None:
@@ -349,8 +333,8 @@ class RunDirectory:
 
     def writer(self) -> dict | None:
         """The process holding the run's lock (pid, host, since), or None when no live process does."""
-        holder = _read_lock(self.path / LOCK_FILE)
-        return None if holder is None or _is_stale(holder) else holder
+        holder = read_lock(self.path / LOCK_FILE)
+        return None if holder is None or is_stale(holder) else holder
 
     def checkpoint(self, map_location="cpu", epoch: int | None = None) -> Checkpoint | None:
         """The newest checkpoint, or the one of ``epoch`` (the current or the previous one); None if absent."""
@@ -410,26 +394,6 @@ def _npz(path: Path) -> dict:
 def _short(value) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _read_lock(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _is_stale(holder: dict) -> bool:
-    """A lock whose process is gone (checked on this host only; another host's lock is trusted)."""
-    if holder.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError, KeyError, TypeError):
-        return False
-    return False
 
 
 def finished_runs(sweep_dir: str | Path) -> list[RunDirectory]:
