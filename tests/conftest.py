@@ -7,6 +7,12 @@ import functools
 import os
 
 import pytest
+import torch
+
+# Without a GPU the Triton kernels run in Triton's interpreter, on CPU tensors. Set once for the
+# whole session (before any kernel is defined), so every test sees the same backends.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from gdsoftmax.loss import gradient_decay_loss, native, supported_backends
 

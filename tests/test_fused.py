@@ -129,7 +129,8 @@ def test_module_and_supported_backends_name_the_same_kernels():
 
     logits, target = torch.randn(5, 4), torch.randint(4, (5,))
     assert supported_backends(logits, target)[-2:] == ("fused", "composite")
-    assert supported_backends(logits, target, reduction="none") == ("composite",)
+    # the Triton kernel covers every reduction (on CPU tensors only in Triton's interpreter)
+    assert [b for b in supported_backends(logits, target, reduction="none") if b != "triton"] == ["composite"]
     criterion = GradientDecayLoss(0.3, backend="composite")
     torch.testing.assert_close(criterion(logits, target), gradient_decay_loss(logits, target, 0.3, backend="fused"))
     assert "backend='composite'" in repr(criterion)

@@ -4,12 +4,8 @@ the fused path equals the unfused one; a Trainer trains with it."""
 
 import os
 
-import torch
-
-if not torch.cuda.is_available():  # the fused path's Triton kernel in the interpreter on CPU
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest
+import torch
 
 transformers = pytest.importorskip("transformers")
 
