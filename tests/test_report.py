@@ -50,8 +50,9 @@ def test_report_has_every_section_and_figure(sweep, tmp_path):
     claims = text.split("## Claims")[1]
     rows = [line for line in claims.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
     verdicts = [row.rsplit("|", 2)[-2].strip() for row in rows]
-    # 6 claims about β < 1 (one setting), 4 about β > 1, 3 about the warm-up, 3 trends over the constant β
-    assert len(verdicts) == 6 + 4 + 3 + 3
+    # 7 claims about β < 1 (one setting), 4 about β > 1, 3 about the warm-up, 3 trends over the constant β
+    assert len(verdicts) == 7 + 4 + 3 + 3
+    assert "Table 1's first row along training" in text
     assert sum("slope per decade of β, 9 runs" in row for row in rows) == 3
     assert set(verdicts) <= {"confirmed", "refuted", "inconclusive"}
     assert "± " in text

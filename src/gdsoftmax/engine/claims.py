@@ -28,6 +28,8 @@ def claims_table(groups: dict[str, list], baseline: list | None) -> list[list[st
         ("β < 1 converges faster early (lower train CE at epoch {early})", "small", "early train_ce", 1, -1),
         ("β < 1 converges faster early (higher test accuracy at epoch {early})", "small", "early test_acc", 100, +1),
         ("β < 1 enlarges the margin (mean z_y − max other logit, test)", "small", "margin", 1, +1),
+        ("β < 1 leaves more training samples at p_c <= 0.2 at the end (Table 1's first row: 903 at β = 1, "
+         "2375 at β = 0.001)", "small", "low confidence count", 1, +1),
         ("β < 1 learns easy samples first (wider spread of training p_c at epoch 2)", "small",
          "curriculum spread", 1, +1),
         ("β > 1 improves calibration (lower ECE)", "large", "test ece", 100, -1),

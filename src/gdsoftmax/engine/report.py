@@ -117,6 +117,9 @@ def measure(run: Run, n_bins: int) -> None:
     run.values["early train_ce"], run.values["early test_acc"] = early["train_ce"], early["test_acc"]
     epochs, p_true = run.samples["epochs"], run.samples["p_true"].astype(np.float32)
     run.values["intervals"] = plots.interval_counts(p_true[-1])
+    run.values["low confidence count"] = run.values["intervals"][0]  # Table 1's first row, p_c <= 0.2
+    run.values["low confidence along training"] = {int(e): plots.interval_counts(p)[0]
+                                                   for e, p in zip(epochs, p_true, strict=True)}
     # A curriculum polarises the training set early (easy samples near 1, hard ones still low), so
     # its signature is the spread of p_c over samples; it needs no ranking by (saturated) final p_c.
     at = int(np.argmin(np.abs(epochs - CURRICULUM_EPOCH)))
@@ -289,9 +292,16 @@ def _confidence_intervals(groups: dict[str, list[Run]], out: Path) -> list[str]:
     plots.interval_bars([(g[0].label, [np.mean([r.values["intervals"][i] for r in g]) for i in range(5)])
                          for g in groups.values()],
                         out / "confidence_intervals.png", "Training samples by final p_c (mean over seeds)")
+    epochs = sorted(set.intersection(*(set(r.values["low confidence along training"]) for g in groups.values()
+                                       for r in g)))
+    along = [[g[0].label] + [format_mean_std([r.values["low confidence along training"][e] for r in g], 1, 0)
+                             for e in epochs] for g in groups.values()]
     return ["## Table 1: training samples by final true-class probability", "",
             markdown_table(["setting"] + [f"({a:g}, {b:g}]" for a, b in plots.INTERVALS], rows), "",
-            "![confidence intervals](confidence_intervals.png)", ""]
+            "![confidence intervals](confidence_intervals.png)", "",
+            "Table 1's first row along training: training samples with p_c <= 0.2 at each recorded epoch "
+            "(mean ± std over seeds; the paper does not say at which epoch it counted).", "",
+            markdown_table(["setting"] + [f"epoch {e}" for e in epochs], along), ""]
 
 
 def _convergence(groups: dict[str, list[Run]], baseline, out: Path, dataset: str) -> list[str]:
