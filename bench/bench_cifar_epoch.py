@@ -173,7 +173,7 @@ def main() -> int:
               f"{after / before:.2f}× |"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "cifar_epoch_smoke" if args.quick else f"cifar_epoch_{args.model}{args.width}"
+    stem = "cifar_epoch_smoke" if args.quick else f"cifar_epoch_{args.model}_w{args.width}"
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (out / f"{stem}.json").write_text(json.dumps(
         {"args": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),

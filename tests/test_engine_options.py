@@ -181,3 +181,13 @@ def test_the_gpu_throughput_benchmark_runs_on_the_cpu(tmp_path):
     table = (tmp_path / "gpu_engine_cpu_smoke.md").read_text()
     assert "plain PyTorch loop" in table
     assert "bf16 + channels_last + compile" in table
+
+
+def test_the_cifar_epoch_benchmark_runs(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_cifar_epoch.py"
+    out = subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    text = (tmp_path / "cifar_epoch_smoke.md").read_text()
+    assert "Epoch, before and after" in text
+    assert "batch norm folded" in text
