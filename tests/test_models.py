@@ -51,5 +51,5 @@ def test_resnet35_has_35_weighted_layers():
 
 
 def test_unknown_model():
-    with pytest.raises(ValueError, match="unknown model 'resnet9'"):
-        build_model("resnet9", (3, 32, 32), 10)
+    with pytest.raises(ValueError, match="unknown model 'resnet7'"):
+        build_model("resnet7", (3, 32, 32), 10)
