@@ -32,6 +32,7 @@ examples:
   gdsoftmax sweep configs/cifar10_deep.toml --status        # done / running / failed / pending per cell
   torchrun --nproc_per_node 2 -m gdsoftmax train configs/cifar10_small_cnn.toml   # data parallel
   gdsoftmax report runs/mnist_fcnn                          # report.md + figures for a finished sweep
+  gdsoftmax table1 runs/mnist_fcnn_paper --factors runs/mnist_table1_factors   # the Table 1 study
   gdsoftmax lab peeled configs/lab_peeled.toml              # layer-peeled model: collapse and margins
   gdsoftmax theory                                          # the gradient-analysis table
 
@@ -93,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("sweep_dir", help="a sweep directory, e.g. runs/mnist_fcnn")
     report.add_argument("--out", help="where to write (default: SWEEP_DIR)")
     report.add_argument("--bins", type=int, default=10, help="equal-width bins for ECE/MCE (paper: 10; Guo et al.: 15)")
+    table1 = commands.add_parser(
+        "table1", help="write the MNIST Table 1 study (the paper's counts beside ours, verdict, factors, warm-ups)",
+        description="Read the finished recipe sweep (configs/mnist_fcnn_paper.toml) and, if given, the factor and "
+                    "warm-up sweeps, and write report.md with Table 1 beside the paper's, paired and Holm-corrected "
+                    "tests of its first row (samples with p_c <= 0.2) at every recorded epoch, the factor table, "
+                    "Figs. 4-5 and the compute used.")
+    table1.add_argument("recipe_dir", help="the recipe sweep, e.g. runs/mnist_fcnn_paper")
+    table1.add_argument("--factors", help="the factor sweep, e.g. runs/mnist_table1_factors")
+    table1.add_argument("--warmups", help="the warm-up sweep, e.g. runs/mnist_warmups")
+    table1.add_argument("--out", help="where to write (default: RECIPE_DIR)")
+    table1.add_argument("--preamble", help="a Markdown file whose text opens the report (e.g. the recipe's sources)")
     lab = commands.add_parser("lab", help="theory labs: the layer-peeled model, or normalized margins",
                               description="peeled: simulate free features and a classifier under CE, beta-softmax "
                                           "and ASM, and track neural collapse and margins. margin: train a "
@@ -136,10 +148,12 @@ def _main(argv: list[str] | None) -> int:
         from gdsoftmax.labs.theory_table import main as theory_table
 
         return theory_table()
-    if args.command in ("report", "lab", "train", "sweep") and not _experiments_installed(args.command):
+    if args.command in ("report", "table1", "lab", "train", "sweep") and not _experiments_installed(args.command):
         return 2
     if args.command == "report":
         return _report(args, "gdsoftmax " + " ".join(sys.argv[1:] if argv is None else argv))
+    if args.command == "table1":
+        return _table1(args)
     if args.command == "lab":
         return _lab(args)
     if args.command in ("train", "sweep"):
@@ -197,6 +211,20 @@ def _report(args, command: str) -> int:
     return 0
 
 
+def _table1(args) -> int:
+    from gdsoftmax.engine.table1_study import build_table1_report
+
+    try:
+        preamble = Path(args.preamble).read_text(encoding="utf-8").splitlines() if args.preamble else None
+        path = build_table1_report(args.recipe_dir, args.out or args.recipe_dir, factors_dir=args.factors,
+                                   warmups_dir=args.warmups, preamble=preamble)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"gdsoftmax table1: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
 def _lab(args) -> int:
     from gdsoftmax.engine.config import ConfigError
     from gdsoftmax.labs.margin_lab import run_margin_lab
@@ -222,7 +250,7 @@ def _train_or_sweep(args) -> int:
     from gdsoftmax.engine.config import ConfigError, load_config
     from gdsoftmax.engine.data import DataNotFoundError
     from gdsoftmax.engine.rundir import RunLockedError
-    from gdsoftmax.engine.sweep import format_summary, parse_shard, run_sweep
+    from gdsoftmax.engine.sweep import SweepIncomplete, format_summary, parse_shard, run_sweep
     from gdsoftmax.engine.trainer import TrainingDiverged, run_experiment
 
     if _output_folder(args.out, args.command) is None:
@@ -244,6 +272,11 @@ def _train_or_sweep(args) -> int:
                 raise ValueError(f"--max-stack must be at least 1, got {args.max_stack}")
             results = run_sweep(config, args.out, shard=parse_shard(args.shard), progress=not args.no_progress,
                                 max_stack=args.max_stack, restart=args.restart, max_cells=args.max_cells)
+    except SweepIncomplete as error:
+        if error.results:
+            print(format_summary(error.results))
+        print(f"gdsoftmax {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except (ConfigError, DataNotFoundError, ValueError, RunLockedError, TrainingDiverged) as error:
         print(f"gdsoftmax {args.command}: error: {error}", file=sys.stderr)
         return 2

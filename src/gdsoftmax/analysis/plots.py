@@ -9,7 +9,7 @@ import numpy as np
 from gdsoftmax.loss import theory
 
 __all__ = ["band", "calibration_trend", "confidence_dynamics", "feature_scatter", "gradient_curves", "interval_bars",
-           "learning_curves", "reliability_diagrams"]
+           "learning_curves", "low_confidence_curves", "reliability_diagrams"]
 
 
 def pyplot():
@@ -226,4 +226,22 @@ def smooth_reliability_diagrams(panels, path, suptitle="Smoothed reliability dia
     axes[0, 0].set_ylabel("accuracy")
     axes[0, 0].legend(loc="upper left", fontsize=7)
     fig.suptitle(suptitle)
+    return save_figure(fig, path)
+
+
+def low_confidence_curves(curves, paper, path, title):
+    """Table 1's first row along training. ``curves``: list of (label, epochs, counts (S, E)) drawn as
+    mean and min–max over seeds; ``paper``: list of (label, count) drawn as markers right of the last
+    epoch (the paper does not say when it counted)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    colors = palette(len(curves))
+    last = max(max(epochs) for _, epochs, _ in curves)
+    for (label, epochs, counts), color in zip(curves, colors, strict=True):
+        band(ax, epochs, counts, color, f"{label} (ours)", scale="log")
+    for (label, count), color in zip(paper, colors, strict=False):
+        ax.scatter([last * 1.6], [count], marker="D", color=color, edgecolor="black", zorder=3,
+                   label=f"{label} (paper, epoch not stated)")
+    ax.set(xscale="log", xlabel="epoch", ylabel="training samples with p_c <= 0.2", title=title)
+    ax.legend(fontsize=7, ncol=2)
     return save_figure(fig, path)

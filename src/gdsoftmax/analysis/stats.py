@@ -15,7 +15,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
-__all__ = ["Comparison", "format_mean_std", "holm", "linear_trend", "mean_std", "paired_comparison", "verdict"]
+__all__ = ["Comparison", "format_mean_std", "holm", "linear_trend", "mean_std", "paired_comparison",
+           "unpaired_comparison", "verdict"]
 
 SIGNIFICANCE = 0.05
 
@@ -69,6 +70,34 @@ def paired_comparison(treatment, baseline) -> Comparison:
     half_width = float(stats.t.ppf(0.975, n - 1)) * spread / math.sqrt(n)
     return Comparison(n, mean, mean / spread, float(stats.ttest_rel(treatment, baseline).pvalue),
                       mean - half_width, mean + half_width)
+
+
+def unpaired_comparison(treatment, baseline) -> Comparison:
+    """mean(treatment) - mean(baseline) for two independent samples: Welch's t-test and its 95 %
+    interval (Welch-Satterthwaite degrees of freedom); ``effect_size`` is the difference over the
+    pooled standard deviation.
+
+    >>> c = unpaired_comparison([5.0, 6.0, 7.0], [1.0, 2.0, 3.0])
+    >>> round(c.difference, 2), round(c.ci_low, 2), c.p_value < 0.05
+    (4.0, 1.73, True)
+    """
+    from scipy import stats
+
+    a, b = [float(v) for v in treatment], [float(v) for v in baseline]
+    if len(a) < 2 or len(b) < 2:
+        return Comparison(min(len(a), len(b)), math.nan, math.nan, math.nan)
+    difference = statistics.fmean(a) - statistics.fmean(b)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        p = 1.0 if difference == 0 else 0.0
+        return Comparison(min(len(a), len(b)), difference, math.copysign(math.inf, difference) if difference else 0.0,
+                          p, difference, difference)
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half_width = float(stats.t.ppf(0.975, dof)) * math.sqrt(va + vb)
+    pooled = math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2)
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return Comparison(min(len(a), len(b)), difference, difference / pooled if pooled else math.inf, p,
+                      difference - half_width, difference + half_width)
 
 
 def linear_trend(x, y) -> Comparison:

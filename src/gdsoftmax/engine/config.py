@@ -32,6 +32,7 @@ from gdsoftmax.engine.data import DATASETS
 from gdsoftmax.engine.models import MODELS
 from gdsoftmax.engine.objectives import check_options
 from gdsoftmax.loss import BACKENDS
+from gdsoftmax.loss.literal import NUMERICS
 
 __all__ = ["ConfigError", "ExperimentConfig", "apply_assignments", "config_to_toml", "load_config", "parse_config",
            "to_dict"]
@@ -73,6 +74,9 @@ class LossConfig:
     tau: float = 1.0
     label_smoothing: float = 0.0
     backend: str = "auto"  # the loss kernel: auto, composite, fused or native (gdsoftmax.loss.functional)
+    # "stable" (logsumexp) or "paper-u70": the paper's Eq. 25 literally, e^{z-70} in float32, a
+    # reproduction option (gdsoftmax.loss.literal); gdsoftmax loss only
+    numerics: str = "stable"
 
 
 @dataclass
@@ -325,6 +329,11 @@ def _check_values(c: ExperimentConfig) -> None:
     _check(c.loss.tau > 0, "loss.tau", "must be > 0")
     _check(0 <= c.loss.label_smoothing <= 1, "loss.label_smoothing", "must be in [0, 1]")
     _check(c.loss.backend in BACKENDS, "loss.backend", f"must be one of {BACKENDS}, got {c.loss.backend!r}")
+    _check(c.loss.numerics in NUMERICS, "loss.numerics", f"must be one of {NUMERICS}, got {c.loss.numerics!r}")
+    if c.loss.numerics != "stable":
+        _check(c.loss.name == "gdsoftmax" and c.loss.label_smoothing == 0 and not c.loss.beta.is_adaptive,
+               "loss.numerics", "'paper-u70' needs the plain gdsoftmax loss of Eq. 25: no baseline loss, no "
+               "label smoothing, no adaptive beta")
     if c.loss.beta.is_adaptive:
         _check(c.data.val_size > 0, "data.val_size", "must be > 0: adaptive beta measures calibration on it")
     try:

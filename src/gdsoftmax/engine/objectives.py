@@ -31,6 +31,7 @@ from torch import nn
 from gdsoftmax.baselines import HEADS, LOGIT_LOSSES
 from gdsoftmax.engine.adaptive import PIDController, gradient_scale
 from gdsoftmax.loss import GradientDecayLoss
+from gdsoftmax.loss.literal import shifted_exp_loss
 
 __all__ = ["OBJECTIVES", "Objective", "build_objective", "check_options"]
 
@@ -97,6 +98,17 @@ class _BetaObjective(Objective):
         return self.criterion(logits, y), logits
 
 
+class _LiteralBetaObjective(_BetaObjective):
+    """The paper's Eq. 25 taken literally (``loss.numerics = "paper-u70"``; gdsoftmax.loss.literal)."""
+
+    def __init__(self, schedule, tau: float):
+        self.schedule, self.tau = schedule, tau
+
+    def __call__(self, model, x, y, step):
+        logits = model(x)  # (B, K)
+        return shifted_exp_loss(logits, y, self.schedule(step), self.tau), logits
+
+
 class _AdaptiveBetaObjective(_BetaObjective):
     """β from a PID controller, moved once per epoch on the validation calibration gap."""
 
@@ -128,10 +140,16 @@ class _HeadObjective(Objective):
 
 
 def build_objective(name: str, options: dict, model: nn.Module, *, beta, tau: float, label_smoothing: float,
-                    backend: str = "auto") -> Objective:
+                    backend: str = "auto", numerics: str = "stable") -> Objective:
     """The objective for ``name``; ``beta`` is a schedule or controller (``BetaSetting.schedule``).
-    A head is installed as ``model.classifier`` (call before ``.to(device)``)."""
+    A head is installed as ``model.classifier`` (call before ``.to(device)``). ``numerics="paper-u70"``
+    computes the β-loss as the paper's Eq. 25 literally (a reproduction option)."""
     check_options(name, options)
+    if numerics != "stable":
+        if name != "gdsoftmax" or isinstance(beta, PIDController) or label_smoothing:
+            raise ValueError(f"numerics={numerics!r} is the plain gdsoftmax loss of Eq. 25: no baseline, "
+                             "no adaptive beta, no label smoothing")
+        return _LiteralBetaObjective(beta, tau)
     if name == "gdsoftmax":
         if isinstance(beta, PIDController):
             return _AdaptiveBetaObjective(beta, tau, label_smoothing, backend)

@@ -46,6 +46,7 @@ from gdsoftmax.engine.models import Classifier, build_model
 from gdsoftmax.engine.objectives import build_objective
 from gdsoftmax.engine.rundir import Checkpoint, RunDirectory
 from gdsoftmax.loss.fused import stacked_beta_loss
+from gdsoftmax.loss.literal import shifted_exp_loss
 
 __all__ = ["PER_RUN_KEYS", "SHARED_KEYS", "TRAIN_ALONE_WHEN", "StackedRuns", "is_stateless", "plan_stacks",
            "reasons_to_train_alone", "stacking_key"]
@@ -56,7 +57,7 @@ PER_RUN_KEYS = ("name", "seed", "loss.beta", "train.log", "launcher.partition", 
 # keys that must be equal across a stack (they form the stacking key); every value is supported
 SHARED_KEYS = ("data.dataset", "data.input_scaling",
                "data.data_dir", "data.download", "data.val_size", "data.split_seed", "model.name",
-               "model.penultimate_dim", "model.options", "loss.options", "loss.tau", "train.epochs",
+               "model.penultimate_dim", "model.options", "loss.options", "loss.tau", "loss.numerics", "train.epochs",
                "train.batch_size", "train.lr", "train.momentum", "train.weight_decay", "train.lr_milestones",
                "train.lr_gamma", "train.grad_clip", "train.eval_batch_size", "train.record_epochs", "train.device",
                "train.deterministic", "sweep")
@@ -208,7 +209,8 @@ class StackedRuns:
                                 config.model.penultimate_dim or None, **config.model.options)
             self.objectives.append(build_objective(
                 config.loss.name, config.loss.options, model, beta=config.loss.beta.schedule(steps_per_epoch),
-                tau=config.loss.tau, label_smoothing=0.0, backend=config.loss.backend))
+                tau=config.loss.tau, label_smoothing=0.0, backend=config.loss.backend,
+                numerics=config.loss.numerics))
             if not is_stateless(model):
                 raise ValueError(f"model {config.model.name!r} has buffers or dropout, so it cannot be stacked")
             models.append(model.to(device))
@@ -255,7 +257,10 @@ class StackedRuns:
             y = labels.index_select(0, index).view(runs, -1)  # (M, b)
             beta = torch.tensor([objective.beta_at(step) for objective in self.objectives], device=self.device)
             logits = self.forward(self.params, x)  # (M, b, K)
-            losses = stacked_beta_loss(logits, y, beta, tau)  # (M,)
+            if first.loss.numerics == "stable":
+                losses = stacked_beta_loss(logits, y, beta, tau)  # (M,)
+            else:  # the paper's Eq. 25 literally (a reproduction option)
+                losses = shifted_exp_loss(logits, y, beta, tau)  # (M,)
             self.optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             if clip > 0:

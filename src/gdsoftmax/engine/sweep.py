@@ -13,9 +13,20 @@ from gdsoftmax.engine.data import load_dataset
 from gdsoftmax.engine.grid import MAX_CELLS, sweep_cells
 from gdsoftmax.engine.rundir import RunDirectory
 from gdsoftmax.engine.stacked import plan_stacks
-from gdsoftmax.engine.trainer import train
+from gdsoftmax.engine.trainer import TrainingDiverged, train
 
-__all__ = ["format_summary", "parse_shard", "run_sweep", "sweep_root"]
+__all__ = ["SweepIncomplete", "format_summary", "parse_shard", "run_sweep", "sweep_root"]
+
+
+class SweepIncomplete(RuntimeError):
+    """Some cells' training diverged; the others finished. ``results`` holds the finished cells'
+    results, ``failures`` maps each failed cell to its error (also in its run directory)."""
+
+    def __init__(self, results: list[dict], failures: dict[str, str]):
+        self.results, self.failures = results, failures
+        names = ", ".join(failures)
+        super().__init__(f"{len(failures)} cell(s) stopped and the other cells went on: {names}. "
+                         f"{next(iter(failures.values()))} (gdsoftmax sweep --status shows each cell's state)")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -80,17 +91,36 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
         else:
             pending.append((name, cell, run_dir))
     groups = plan_stacks(pending, lambda c: (data_for(c).image_shape, data_for(c).num_classes), max_stack)
-    bar = tqdm(total=len(pending), desc="sweep", disable=not progress, unit="run")
+    failures: dict[str, str] = {}
+    finished.update(_train_groups(groups, data_for, failures, progress=progress, log=log))
+    results = [{"cell": name, "setting": settings[name], "of": per_setting[settings[name]], **finished[name]}
+               for name, _ in cells if name in finished]
+    if failures:
+        raise SweepIncomplete(results, failures)
+    return results
+
+
+def _train_groups(groups, data_for, failures: dict[str, str], *, progress: bool, log) -> dict[str, dict]:
+    """Train each group (stacked when it has several cells); the results of those that finished. A
+    group whose loss diverges is noted in its run directories and in ``failures``; the rest go on."""
+    finished = {}
+    bar = tqdm(total=sum(len(g) for g in groups), desc="sweep", disable=not progress, unit="run")
     for group in groups:
         if len(group) > 1:
             log(f"training {len(group)} runs as one stacked model: {', '.join(name for name, _, _ in group)}")
-        summaries = train([c for _, c, _ in group], [d for _, _, d in group], data=data_for(group[0][1]),
-                          progress=progress)
-        finished.update({name: s for (name, _, _), s in zip(group, summaries, strict=True)})
+        try:
+            summaries = train([c for _, c, _ in group], [d for _, _, d in group], data=data_for(group[0][1]),
+                              progress=progress)
+        except TrainingDiverged as error:  # a diverged setting is a result; the rest of the grid still runs
+            for name, _, run_dir in group:
+                RunDirectory(run_dir).record_failure(f"{type(error).__name__}: {error}")
+                failures[name] = str(error)
+            log(f"stopped {len(group)} run(s), going on with the others: {error}")
+        else:
+            finished.update({name: s for (name, _, _), s in zip(group, summaries, strict=True)})
         bar.update(len(group))
     bar.close()
-    return [{"cell": name, "setting": settings[name], "of": per_setting[settings[name]], **finished[name]}
-            for name, _ in cells]
+    return finished
 
 
 def _pct(value) -> str:

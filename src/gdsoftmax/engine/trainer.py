@@ -200,7 +200,8 @@ class SingleRun:
                             config.model.penultimate_dim or None, **config.model.options)
         objective = build_objective(config.loss.name, config.loss.options, model,  # may install a margin head
                                     beta=config.loss.beta.schedule(steps_per_epoch), tau=config.loss.tau,
-                                    label_smoothing=config.loss.label_smoothing, backend=config.loss.backend)
+                                    label_smoothing=config.loss.label_smoothing, backend=config.loss.backend,
+                                    numerics=config.loss.numerics)
         memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         self.model = model.to(world.device, memory_format=memory_format)
         self.trained = training_model(world.wrap(self.model), precision=t.precision, channels_last=t.channels_last,
