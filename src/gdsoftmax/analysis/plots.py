@@ -60,18 +60,21 @@ def reliability_diagrams(panels, path, suptitle="Reliability diagrams (test set)
     return save_figure(fig, path)
 
 
-def confidence_dynamics(panels, path, n_trajectories=12, seed=0):
+def confidence_dynamics(panels, path, n_trajectories=12, seed=0, samples=None):
     """Fig. 3. ``panels``: list of (label, epochs (E,), p_true (E, N)); one row per label.
 
-    Left: p_c of randomly chosen training samples over epochs. Right: mean p_c of five groups
-    of samples split by their final p_c, from hard (lowest) to easy (highest); see :func:`hardness_order`.
+    Left: p_c of training samples over epochs: ``samples`` (indices, the same in every row; say how
+    they were chosen in the caption), or else ``n_trajectories`` drawn at random per row. Right: mean
+    p_c of five groups of samples split by their final p_c, from hard (lowest) to easy (highest);
+    see :func:`hardness_order`.
     """
     plt = pyplot()
     fig, axes = plt.subplots(len(panels), 2, figsize=(10, 2.6 * len(panels)), squeeze=False, sharex=True)
     rng = np.random.default_rng(seed)
     for row, (label, epochs, p_true) in enumerate(panels):
         p_true = p_true.astype(np.float32)
-        chosen = rng.choice(p_true.shape[1], size=min(n_trajectories, p_true.shape[1]), replace=False)
+        chosen = samples if samples is not None else \
+            rng.choice(p_true.shape[1], size=min(n_trajectories, p_true.shape[1]), replace=False)
         left, right = axes[row]
         for i, sample in enumerate(chosen):
             left.plot(epochs, p_true[:, sample], lw=1, color=palette(len(chosen))[i])

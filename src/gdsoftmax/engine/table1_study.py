@@ -41,6 +41,9 @@ TABLE1_BETAS = (1.0, 0.5, 0.1, 0.01, 0.001)  # the paper's columns
 PAPER_METRIC = "training samples with p_c in the interval"
 REFERENCE_ARM = "as stated"
 FIGURE_BETAS = (1.0, 0.1, 0.001)  # the panels of the paper's Fig. 5 (arXiv v1)
+# which samples Fig. 4's panel follows: these quantiles of the hardness ranking at β = 1 (hardest
+# first), so that hard samples are seen, not only the easy majority a random draw gives
+HARDNESS_QUANTILES = np.array([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 0.95])
 WARMUP_SOURCES = {  # label in configs/mnist_warmups.toml -> where its range is stated
     "ce": "β = 1: plain cross-entropy",
     "warmup-v1": "arXiv v1 §4.1, MNIST paragraph: β_initial 0.001, β_end 0.01",
@@ -274,14 +277,14 @@ def build_table1_report(recipe_dir: str | Path, out_dir: str | Path, *, factors_
     first = recipe[0].config
     n_seeds = min(len(c.runs) for c in cells.values())
     lines = ["# The paper's MNIST section: Table 1, its first row, and what moves it", "",
-             *(preamble or []), "",
+             *([*preamble, ""] if preamble else []),
              f"## Table 1 beside the paper's (epoch {epochs[-1]}, {n_seeds} seeds, all "
              f"{len(recipe[0].samples['p_true'][-1]):,} training samples)", "",
              "Training samples per interval of the true-class probability p_c, mean ± std over seeds; the paper's "
              "columns are arXiv v1 Table 1 (the ICLR version prints the same counts), one run each.", "",
              *_table1(cells, betas)]
     plots.low_confidence_curves(
-        [(f"β = {b:g}", epochs, [cells[(REFERENCE_ARM, b)].at(e, cells[(REFERENCE_ARM, b)].seeds) for e in epochs])
+        [(f"β = {b:g}", epochs, np.array([cells[(REFERENCE_ARM, b)].low[e] for e in epochs]).T)  # (S, E)
          for b in betas],
         [(f"β = {b:g}", _paper("(0, 0.2]", b)) for b in betas], out / "low_confidence_along_training.png",
         f"{first.data.dataset}, {first.model.name}: Table 1's first row along training")
@@ -290,11 +293,20 @@ def build_table1_report(recipe_dir: str | Path, out_dir: str | Path, *, factors_
               *_accuracy_section(cells, betas)]
     shown = [cells[(REFERENCE_ARM, b)].runs[0] for b in FIGURE_BETAS if (REFERENCE_ARM, b) in cells]
     panels = [(r.label, r.samples["epochs"], r.samples["p_true"]) for r in shown]
-    plots.confidence_dynamics(panels, out / "confidence_dynamics.png")
+    ranks = (HARDNESS_QUANTILES * len(shown[0].samples["p_true"][-1])).astype(int)
+    tracked = plots.hardness_order(shown[0].samples["p_true"])[ranks]  # the same samples in every row
+    plots.confidence_dynamics(panels, out / "confidence_dynamics.png", samples=tracked)
     lines += ["## Figs. 4–5: single samples and five groups along training", "",
               f"Seed {cells[(REFERENCE_ARM, 1.0)].seeds[0]} at β = {', '.join(f'{b:g}' for b in FIGURE_BETAS)} (the "
-              "β values of arXiv v1 Fig. 5). Left: p_c of 12 randomly drawn training samples (Fig. 4's kind of "
-              "plot); right: mean p_c of five equal groups of samples ranked by their final p_c (Fig. 5's).", "",
+              "β values of arXiv v1 Fig. 5). Left: p_c of 12 training samples (Fig. 4's kind of plot), the same "
+              "in every row, chosen at quantiles 0.05 %, 0.1 %, 0.2 %, 0.5 %, 1 %, 2 %, 5 %, 10 %, 20 %, 40 %, "
+              "70 % and 95 % of the hardness ranking at β = 1 (hardest first, by final p_c); right: mean p_c of "
+              "five equal groups of samples ranked by their final p_c (Fig. 5's). The "
+              "ICLR version shows the same two kinds of panel as its Fig. 3, at β = 2, 1, 0.1 and 0.01.", "",
+              "What the paper describes in them (arXiv v1 §4.2.1, in our words): at β = 1 the samples' confidences "
+              "rise together; at small β easy samples reach p_c ≈ 1 first and hard ones follow later or not at all "
+              "(a sample left behind is its evidence for 'sacrificed' hard samples); and the group means are higher "
+              "at β = 0.1 than at β = 1 for almost every group.", "",
               "![confidence dynamics](confidence_dynamics.png)", ""]
     compute = [("recipe", recipe)]
     if factors_dir is not None:
