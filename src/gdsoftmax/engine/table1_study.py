@@ -118,12 +118,12 @@ def _paper(interval: str, beta: float) -> int | None:
 
 
 def _table1(cells, betas) -> list[str]:
-    header = ["p_c interval"] + [f"β = {b:g}: ours" for b in betas] + [f"β = {b:g}: paper" for b in betas]
+    header = ["p_c interval"] + [f"β = {b:g}: ours (paper)" for b in betas]
     rows = []
     for i, (a, b) in enumerate(plots.INTERVALS):
         interval = f"({a:g}, {b:g}]"
-        ours = [_mean_cell([_final_counts(r)[i] for r in cells[(REFERENCE_ARM, beta)].runs]) for beta in betas]
-        rows.append([interval, *ours, *(str(_paper(interval, beta) or "—") for beta in betas)])
+        rows.append([interval, *(f"{_mean_cell([_final_counts(r)[i] for r in cells[(REFERENCE_ARM, beta)].runs])} "
+                                 f"({_paper(interval, beta) or '—'})" for beta in betas)])
     return [markdown_table(header, rows), ""]
 
 
@@ -236,7 +236,21 @@ def _factor_section(cells, factor_cells, epochs, descriptions) -> list[str]:
             f"{paper_delta:+d}); its p-value is Holm-corrected over the arms. *Largest mean Δ* scans every recorded "
             "epoch: the factor 'the epoch counted'. 'Δ − recipe's Δ' compares an arm's Δs with the recipe's "
             "(Welch's t-test, unpaired since the arms are different models; not corrected).", "",
-            markdown_table(header, rows), ""]
+            markdown_table(header, rows), "",
+            "Δ along training, per arm (mean over seeds; ↑ / ↓ where the paired test, Holm-corrected over the arms "
+            "at that epoch, is significant towards / against the paper):", "",
+            markdown_table(["arm", *(f"epoch {e}" for e in epochs)],
+                           _deltas_along_training(arms, epochs, at)), ""]
+
+
+def _deltas_along_training(arms, epochs, at) -> list[list[str]]:
+    columns = []
+    for epoch in epochs:
+        tests = [paired_comparison(at(arm, 0.001, epoch), at(arm, 1.0, epoch)) for arm in arms]
+        marks = [{"confirmed": " ↑", "refuted": " ↓"}.get(verdict(c, +1, p), "")
+                 for c, p in zip(tests, holm([c.p_value for c in tests]), strict=True)]
+        columns.append([f"{c.difference:+.0f}{mark}" for c, mark in zip(tests, marks, strict=True)])
+    return [[arm, *(column[i] for column in columns)] for i, arm in enumerate(arms)]
 
 
 # ---- warm-ups --------------------------------------------------------------------------------------
