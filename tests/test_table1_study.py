@@ -56,7 +56,7 @@ def test_table1_counts_are_the_runs_samples_counted_independently(sweeps, tmp_pa
     assert text.startswith("# ")
     assert "Recipe text." in text
     arms = [line.split("|")[1].strip() for line in text.splitlines() if re.match(r"\| (as stated|narrow|u70) \|", line)]
-    assert arms == ["as stated", "narrow", "u70"]
+    assert arms == ["as stated", "narrow", "u70"] * 2  # the factor table, then Δ along training
     assert "model.options = {'hidden': [8]}" in text
     assert "loss.numerics = paper-u70" in text
     for image in ("low_confidence_along_training.png", "confidence_dynamics.png"):
