@@ -105,3 +105,25 @@ def test_a_sweep_goes_on_after_a_setting_diverges_and_says_which(tmp_path, monke
     assert [r["cell"] for r in caught.value.results] == ["good"]
     assert "NaN or infinite" in RunDirectory(tmp_path / "grid" / "bad").failure()
     assert RunDirectory(tmp_path / "grid" / "good").is_finished
+
+
+def test_the_command_line_prints_the_finished_cells_and_exits_1_naming_the_failed(tmp_path, monkeypatch, capsys):
+    import gdsoftmax.engine.sweep as sweep
+    from gdsoftmax.cli import main
+
+    config = tmp_path / "grid.toml"
+    config.write_text('name = "grid"\n[train]\nepochs = 1\nlr = 0.05\nrecord_epochs = [1]\n'
+                      '[sweep]\nvariants = [{ label = "bad", "train.lr" = 0.07 },\n'
+                      '            { label = "good", "train.lr" = 0.05 }]\n')
+    real_train = sweep.train
+
+    def diverge_at_lr_007(configs, run_dirs, **kwargs):
+        if configs[0].train.lr == 0.07:
+            raise TrainingDiverged("the loss became NaN or infinite (test)")
+        return real_train(configs, run_dirs, **kwargs)
+
+    monkeypatch.setattr(sweep, "train", diverge_at_lr_007)
+    assert main(["sweep", str(config), "--out", str(tmp_path / "runs"), "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert "good" in out
+    assert "1 cell(s) stopped and the other cells went on: bad" in err
