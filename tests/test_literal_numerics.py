@@ -1,5 +1,5 @@
 """The paper's Eq. 25 computed literally (loss.numerics = "paper-u70"): where it equals the stable
-loss, where float32 makes it differ, and how a config and a sweep use it."""
+loss, where float32 makes it differ, and how a config and stacked training use it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from gdsoftmax.engine.config import ConfigError, parse_config
-from gdsoftmax.engine.rundir import RunDirectory
-from gdsoftmax.engine.sweep import SweepIncomplete, run_sweep
-from gdsoftmax.engine.trainer import TrainingDiverged, run_experiment, train
+from gdsoftmax.engine.trainer import run_experiment, train
 from gdsoftmax.loss.literal import PAPER_SHIFT, shifted_exp_loss
 from reference import reference_loss
 
@@ -85,45 +83,3 @@ def test_literal_numerics_train_alike_stacked_and_alone_and_near_the_stable_loss
         assert a["train_ce"] == pytest.approx(s["train_ce"], rel=1e-4)
     # digits logits stay far from the shift's limits: the literal form trains like the stable one
     assert alone[0]["train_ce"] == pytest.approx(stable["train_ce"], rel=1e-3)
-
-
-def test_a_sweep_goes_on_after_a_setting_diverges_and_says_which(tmp_path, monkeypatch):
-    spec = {"name": "grid", "train": {"epochs": 1, "lr": 0.05, "record_epochs": [1]},
-            "sweep": {"variants": [{"label": "bad", "train.lr": 0.07}, {"label": "good", "train.lr": 0.05}]}}
-    import gdsoftmax.engine.sweep as sweep
-
-    real_train = sweep.train
-
-    def diverge_at_lr_007(configs, run_dirs, **kwargs):
-        if configs[0].train.lr == 0.07:
-            raise TrainingDiverged("the loss became NaN or infinite (test)")
-        return real_train(configs, run_dirs, **kwargs)
-
-    monkeypatch.setattr(sweep, "train", diverge_at_lr_007)
-    with pytest.raises(SweepIncomplete, match=r"1 cell\(s\) stopped and the other cells went on: bad") as caught:
-        run_sweep(parse_config(spec), tmp_path, progress=False, log=lambda _: None)
-    assert [r["cell"] for r in caught.value.results] == ["good"]
-    assert "NaN or infinite" in RunDirectory(tmp_path / "grid" / "bad").failure()
-    assert RunDirectory(tmp_path / "grid" / "good").is_finished
-
-
-def test_the_command_line_prints_the_finished_cells_and_exits_1_naming_the_failed(tmp_path, monkeypatch, capsys):
-    import gdsoftmax.engine.sweep as sweep
-    from gdsoftmax.cli import main
-
-    config = tmp_path / "grid.toml"
-    config.write_text('name = "grid"\n[train]\nepochs = 1\nlr = 0.05\nrecord_epochs = [1]\n'
-                      '[sweep]\nvariants = [{ label = "bad", "train.lr" = 0.07 },\n'
-                      '            { label = "good", "train.lr" = 0.05 }]\n')
-    real_train = sweep.train
-
-    def diverge_at_lr_007(configs, run_dirs, **kwargs):
-        if configs[0].train.lr == 0.07:
-            raise TrainingDiverged("the loss became NaN or infinite (test)")
-        return real_train(configs, run_dirs, **kwargs)
-
-    monkeypatch.setattr(sweep, "train", diverge_at_lr_007)
-    assert main(["sweep", str(config), "--out", str(tmp_path / "runs"), "--no-progress"]) == 1
-    out, err = capsys.readouterr()
-    assert "good" in out
-    assert "1 cell(s) stopped and the other cells went on: bad" in err

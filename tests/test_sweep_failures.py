@@ -1,0 +1,47 @@
+"""A sweep whose setting diverges: the other cells go on, the failed ones are named and marked."""
+
+from __future__ import annotations
+
+import pytest
+
+import gdsoftmax.engine.sweep as sweep
+from gdsoftmax.cli import main
+from gdsoftmax.engine.config import parse_config
+from gdsoftmax.engine.rundir import RunDirectory
+from gdsoftmax.engine.sweep import SweepIncomplete, run_sweep
+from gdsoftmax.engine.trainer import TrainingDiverged
+
+BAD_LR = 0.07  # the cells trained at this rate "diverge": training raises as a NaN loss makes it
+
+
+@pytest.fixture
+def diverging(monkeypatch):
+    real_train = sweep.train
+
+    def train(configs, run_dirs, **kwargs):
+        if configs[0].train.lr == BAD_LR:
+            raise TrainingDiverged("the loss became NaN or infinite (test)")
+        return real_train(configs, run_dirs, **kwargs)
+
+    monkeypatch.setattr(sweep, "train", train)
+
+
+def test_a_sweep_goes_on_after_a_setting_diverges_and_says_which(tmp_path, diverging):
+    spec = {"name": "grid", "train": {"epochs": 1, "lr": 0.05, "record_epochs": [1]},
+            "sweep": {"variants": [{"label": "bad", "train.lr": BAD_LR}, {"label": "good", "train.lr": 0.05}]}}
+    with pytest.raises(SweepIncomplete, match=r"1 cell\(s\) stopped and the other cells went on: bad") as caught:
+        run_sweep(parse_config(spec), tmp_path, progress=False, log=lambda _: None)
+    assert [r["cell"] for r in caught.value.results] == ["good"]
+    assert "NaN or infinite" in RunDirectory(tmp_path / "grid" / "bad").failure()
+    assert RunDirectory(tmp_path / "grid" / "good").is_finished
+
+
+def test_the_command_line_prints_the_finished_cells_and_exits_1_naming_the_failed(tmp_path, diverging, capsys):
+    config = tmp_path / "grid.toml"
+    config.write_text('name = "grid"\n[train]\nepochs = 1\nlr = 0.05\nrecord_epochs = [1]\n'
+                      f'[sweep]\nvariants = [{{ label = "bad", "train.lr" = {BAD_LR} }},\n'
+                      '            { label = "good", "train.lr" = 0.05 }]\n')
+    assert main(["sweep", str(config), "--out", str(tmp_path / "runs"), "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert "good" in out
+    assert "1 cell(s) stopped and the other cells went on: bad" in err
