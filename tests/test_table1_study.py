@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import numpy as np
 import pytest
 
 from gdsoftmax.cli import main
 from gdsoftmax.engine.config import parse_config
+from gdsoftmax.engine.rundir import RunDirectory
 from gdsoftmax.engine.sweep import run_sweep
 from gdsoftmax.engine.table1_study import arm_of, build_table1_report
 
@@ -74,3 +76,15 @@ def test_cli_writes_the_report_and_names_a_missing_sweep(sweeps, tmp_path, capsy
 def test_a_recipe_without_beta_1_is_refused(sweeps, tmp_path):
     with pytest.raises(ValueError, match="needs finished runs at β = 1"):
         build_table1_report(sweeps / "warmups", tmp_path)
+
+
+def test_cells_that_stopped_are_listed_with_their_reason(sweeps, tmp_path):
+    factors = tmp_path / "factors"
+    shutil.copytree(sweeps / "factors", factors)
+    RunDirectory(factors / "wide_beta=0.001_seed=0").record_failure(
+        "TrainingDiverged: the loss became NaN or infinite, so training stopped (wide: epoch 2, step 9). The run keeps")
+    text = build_table1_report(sweeps / "recipe", tmp_path / "out", factors_dir=factors).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| wide_beta=0.001_seed=0 |"))
+    assert "| 0 |" in row
+    assert "(wide: epoch 2, step 9)." in row
+    assert "The run keeps" not in row

@@ -401,6 +401,12 @@ def finished_runs(sweep_dir: str | Path) -> list[RunDirectory]:
     return [RunDirectory(done.parent) for done in sorted(Path(sweep_dir).glob(f"*/{RESULT_FILE}"))]
 
 
+def failed_runs(sweep_dir: str | Path) -> list[RunDirectory]:
+    """The runs directly below ``sweep_dir`` whose last attempt stopped with an error, in name order."""
+    runs = [RunDirectory(path) for path in sorted(Path(sweep_dir).iterdir()) if path.is_dir()]
+    return [run for run in runs if not run.is_finished and run.failure() is not None]
+
+
 def _save_npz(path: Path, **arrays) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)

@@ -33,7 +33,7 @@ from gdsoftmax.engine.config import to_dict
 from gdsoftmax.engine.epochs import early_epoch
 from gdsoftmax.engine.markdown import markdown_table
 from gdsoftmax.engine.report import Run, load_runs
-from gdsoftmax.engine.rundir import RunDirectory
+from gdsoftmax.engine.rundir import RunDirectory, failed_runs
 
 __all__ = ["TABLE1_BETAS", "arm_of", "build_table1_report"]
 
@@ -200,14 +200,18 @@ def _factor_section(cells, factor_cells, epochs, descriptions) -> list[str]:
     """Per arm: Δ = row(0.001) − row(1) paired by seed at the end and at its largest epoch, and how far
     it moves from the recipe's Δ (Welch, since arms are different models)."""
     everything = {**cells, **factor_cells}
-    arms = [a for a in [REFERENCE_ARM, *sorted({arm for arm, _ in factor_cells})]
-            if (a, 0.001) in everything and (a, 1.0) in everything]
-    shared = set.intersection(*(set(everything[(a, b)].seeds) for a in arms for b in (0.001, 1.0)))
-    seeds = sorted(shared)  # the arms' seeds; the recipe has more, and uses these
+    factor_seeds = {s for cell in factor_cells.values() for s in cell.seeds}
+
+    def seeds_of(arm) -> list[int]:  # seeds with both β finished; the recipe uses the factor arms' seeds
+        both = set(everything.get((arm, 0.001), _Cell([])).seeds) & set(everything.get((arm, 1.0), _Cell([])).seeds)
+        return sorted(both & factor_seeds if arm == REFERENCE_ARM else both)
+
+    arms = [a for a in [REFERENCE_ARM, *sorted({arm for arm, _ in factor_cells})] if len(seeds_of(a)) >= 2]
+    seeds = seeds_of(REFERENCE_ARM)
     last = epochs[-1]
 
     def at(arm, beta, epoch):
-        return everything[(arm, beta)].at(epoch, seeds)
+        return everything[(arm, beta)].at(epoch, seeds_of(arm))
 
     def deltas(arm, epoch):
         return [a - b for a, b in zip(at(arm, 0.001, epoch), at(arm, 1.0, epoch), strict=True)]
@@ -220,8 +224,8 @@ def _factor_section(cells, factor_cells, epochs, descriptions) -> list[str]:
         moved = unpaired_comparison(deltas(arm, last), deltas(REFERENCE_ARM, last)) if arm != REFERENCE_ARM else None
         direction = ("—" if moved is None else "towards the paper" if moved.significant and moved.difference > 0
                      else "away from the paper" if moved.significant else "no clear change")
-        accuracy = [_mean_cell([_test_accuracy(r) for r in everything[(arm, b)].runs if r.config.seed in shared], 2)
-                    for b in (1.0, 0.001)]
+        accuracy = [_mean_cell([_test_accuracy(r) for r in everything[(arm, b)].runs
+                                if r.config.seed in seeds_of(arm)], 2) for b in (1.0, 0.001)]
         rows.append([arm, descriptions.get(arm, ""), _mean_cell(at(arm, 1.0, last)), _mean_cell(at(arm, 0.001, last)),
                      _delta(c), f"{p:.3g}", verdict(c, +1, p),
                      f"{np.mean(deltas(arm, peak_epoch)):+.0f} @ {peak_epoch}",
@@ -231,7 +235,8 @@ def _factor_section(cells, factor_cells, epochs, descriptions) -> list[str]:
               "moves Δ", "test acc % β = 1", "test acc % β = 0.001"]
     paper_delta = _paper("(0, 0.2]", 0.001) - _paper("(0, 0.2]", 1.0)
     return ["## What produces the paper's pattern: one factor at a time", "",
-            f"Each arm is the recipe with one change, trained at β = 1 and β = 0.001 on seeds {seeds}. Δ is the "
+            f"Each arm is the recipe with one change, trained at β = 1 and β = 0.001 on seeds {seeds} (an arm "
+            "whose cell stopped early counts the seeds where both of its β finished). Δ is the "
             f"first row at the last epoch ({last}), β = 0.001 minus β = 1 paired by seed (the paper's Δ is "
             f"{paper_delta:+d}); its p-value is Holm-corrected over the arms. *Largest mean Δ* scans every recorded "
             "epoch: the factor 'the epoch counted'. 'Δ − recipe's Δ' compares an arm's Δs with the recipe's "
@@ -251,6 +256,17 @@ def _deltas_along_training(arms, epochs, at) -> list[list[str]]:
                  for c, p in zip(tests, holm([c.p_value for c in tests]), strict=True)]
         columns.append([f"{c.difference:+.0f}{mark}" for c, mark in zip(tests, marks, strict=True)])
     return [[arm, *(column[i] for column in columns)] for i, arm in enumerate(arms)]
+
+
+def _stopped_cells(sweep_dir) -> list[str]:
+    """The cells whose training stopped with an error (a diverged loss, say): a result too."""
+    stopped = failed_runs(sweep_dir)
+    if not stopped:
+        return []
+    rows = [[run.path.name, len(run.rows()), run.failure().split(" The run keeps")[0].strip()] for run in stopped]
+    return ["Cells that stopped before the end (a stacked group stops as a whole when one of its runs diverges; "
+            "the message names that run):", "",
+            markdown_table(["cell", "epochs completed", "why (its run directory's failure note)"], rows), ""]
 
 
 # ---- warm-ups --------------------------------------------------------------------------------------
@@ -327,6 +343,7 @@ def build_table1_report(recipe_dir: str | Path, out_dir: str | Path, *, factors_
         factor_runs = _with_results(load_runs(factors_dir))
         factor_cells = _cells(factor_runs)
         lines += _factor_section(cells, factor_cells, epochs, descriptions or _differences(factor_runs, recipe))
+        lines += _stopped_cells(factors_dir)
         compute.append(("factors", factor_runs))
     if warmups_dir is not None:
         warmup_runs = _with_results(load_runs(warmups_dir))
