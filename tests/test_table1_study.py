@@ -12,7 +12,8 @@ from gdsoftmax.cli import main
 from gdsoftmax.engine.config import parse_config
 from gdsoftmax.engine.rundir import RunDirectory
 from gdsoftmax.engine.sweep import run_sweep
-from gdsoftmax.engine.table1_study import arm_of, build_table1_report
+from gdsoftmax.engine.table1_cells import arm_of
+from gdsoftmax.engine.table1_study import build_table1_report
 
 TRAIN = {"epochs": 3, "lr": 0.05, "batch_size": 64, "record_epochs": [1, 3], "lr_milestones": []}
 
@@ -88,3 +89,13 @@ def test_cells_that_stopped_are_listed_with_their_reason(sweeps, tmp_path):
     assert "| 0 |" in row
     assert "(wide: epoch 2, step 9)." in row
     assert "The run keeps" not in row
+
+
+def test_an_arm_with_one_beta_finished_is_set_beside_the_recipe(sweeps, tmp_path):
+    factors = tmp_path / "factors"
+    shutil.copytree(sweeps / "factors", factors, ignore=shutil.ignore_patterns("narrow_beta=0.001_seed=*"))
+    text = build_table1_report(sweeps / "recipe", tmp_path / "out", factors_dir=factors).read_text()
+    assert "Arms with one β finished" in text
+    row = next(line for line in text.splitlines() if line.startswith("| narrow | 1 | 2 |"))
+    assert not any(line.startswith("| narrow | model.options") for line in text.splitlines())
+    assert row.count("±") == 4

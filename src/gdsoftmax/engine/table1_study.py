@@ -13,33 +13,38 @@ report:
   0.001; how far each arm moves Δ = row(β = 0.001) − row(β = 1) from the recipe's;
 * the warm-up sweep (``configs/mnist_warmups.toml``): each version's stated range.
 
->>> from gdsoftmax.engine.table1_study import arm_of
->>> arm_of("narrow-20-10_beta=0.001")
-'narrow-20-10'
+The cells behind every table are in :mod:`gdsoftmax.engine.table1_cells`, the factor arms' sections
+in :mod:`gdsoftmax.engine.table1_factors`. Run it as ``gdsoftmax table1 RECIPE_DIR --factors DIR
+--warmups DIR``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from gdsoftmax.analysis import plots
-from gdsoftmax.analysis.paper import lookup
-from gdsoftmax.analysis.stats import holm, mean_std, paired_comparison, unpaired_comparison, verdict
-from gdsoftmax.engine.config import to_dict
+from gdsoftmax.analysis.stats import holm, paired_comparison, verdict
 from gdsoftmax.engine.epochs import early_epoch
 from gdsoftmax.engine.markdown import markdown_table
 from gdsoftmax.engine.report import Run, load_runs
-from gdsoftmax.engine.rundir import RunDirectory, failed_runs
+from gdsoftmax.engine.rundir import RunDirectory
+from gdsoftmax.engine.table1_cells import (
+    REFERENCE_ARM,
+    cells_of,
+    delta_text,
+    final_counts,
+    final_test_accuracy,
+    mean_cell,
+    paper_count,
+)
+from gdsoftmax.engine.table1_factors import differences, factor_section, stopped_cells
 
-__all__ = ["TABLE1_BETAS", "arm_of", "build_table1_report"]
+__all__ = ["TABLE1_BETAS", "build_table1_report"]
 
 TABLE1_BETAS = (1.0, 0.5, 0.1, 0.01, 0.001)  # the paper's columns
-PAPER_METRIC = "training samples with p_c in the interval"
-REFERENCE_ARM = "as stated"
 FIGURE_BETAS = (1.0, 0.1, 0.001)  # the panels of the paper's Fig. 5 (arXiv v1)
 # which samples Fig. 4's panel follows: these quantiles of the hardness ranking at β = 1 (hardest
 # first), so that hard samples are seen, not only the easy majority a random draw gives
@@ -54,64 +59,10 @@ WARMUP_SOURCES = {  # label in configs/mnist_warmups.toml -> where its range is 
 }
 
 
-def arm_of(setting: str) -> str:
-    """The factor arm of a sweep setting: its name before ``_beta=`` (a plain β sweep has none)."""
-    head, sep, _ = setting.partition("_beta=")
-    return head if sep and head else REFERENCE_ARM
-
-
-@dataclass
-class _Cell:
-    """The runs of one (arm, β), seeds in order, with their first-row counts at each recorded epoch."""
-
-    runs: list[Run]
-    low: dict[int, list[int]] = field(default_factory=dict)  # epoch -> per seed, samples with p_c <= 0.2
-
-    @property
-    def seeds(self) -> list[int]:
-        return [r.config.seed for r in self.runs]
-
-    def at(self, epoch: int, seeds: list[int]) -> list[int]:
-        return [self.low[epoch][self.seeds.index(s)] for s in seeds]
-
-
-def _cells(runs: list[Run]) -> dict[tuple[str, float], _Cell]:
-    cells: dict[tuple[str, float], _Cell] = {}
-    for run in sorted(runs, key=lambda r: r.config.seed):
-        if run.constant_beta is None:
-            continue
-        cell = cells.setdefault((arm_of(run.setting), run.constant_beta), _Cell([]))
-        cell.runs.append(run)
-        for epoch, p_true in zip(run.samples["epochs"], run.samples["p_true"], strict=True):
-            cell.low.setdefault(int(epoch), []).append(plots.interval_counts(p_true)[0])
-    return cells
-
-
-def _final_counts(run: Run) -> list[int]:
-    return plots.interval_counts(run.samples["p_true"][-1])
-
-
-def _test_accuracy(run: Run) -> float:
-    return 100 * run.rows[-1]["test_acc"]
-
-
 def _compute_minutes(runs: list[Run]) -> float:
     """Training time: a stacked group reports its time on each member, so each run counts its share."""
     return sum((r.values["wall_time"] or 0.0) / max(r.values["stacked_runs"], 1) for r in runs) / 60
 
-
-def _mean_cell(values, digits=0) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _delta(c, digits=0) -> str:
-    return f"{c.difference:+.{digits}f} [{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}]"
-
-
-def _paper(interval: str, beta: float) -> int | None:
-    found = lookup("mnist", "fcnn", f"{PAPER_METRIC} {interval}", f"{beta:g}", version="arXiv v1")
-    return int(found[0].value) if found else None
 
 
 # ---- the recipe sweep: Table 1 and its first row ------------------------------------------------
@@ -122,8 +73,8 @@ def _table1(cells, betas) -> list[str]:
     rows = []
     for i, (a, b) in enumerate(plots.INTERVALS):
         interval = f"({a:g}, {b:g}]"
-        rows.append([interval, *(f"{_mean_cell([_final_counts(r)[i] for r in cells[(REFERENCE_ARM, beta)].runs])} "
-                                 f"({_paper(interval, beta) or '—'})" for beta in betas)])
+        rows.append([interval, *(f"{mean_cell([final_counts(r)[i] for r in cells[(REFERENCE_ARM, beta)].runs])} "
+                                 f"({paper_count(interval, beta) or '—'})" for beta in betas)])
     return [markdown_table(header, rows), ""]
 
 
@@ -143,17 +94,17 @@ def _first_row_tests(cells, betas, epoch) -> list[tuple[float, object, float]]:
 
 def _verdict_section(cells, betas, epochs) -> list[str]:
     last = epochs[-1]
-    paper_base = _paper("(0, 0.2]", 1.0)
+    paper_base = paper_count("(0, 0.2]", 1.0)
     rows = []
     for beta, c, p in _first_row_tests(cells, betas, last):
-        paper = _paper("(0, 0.2]", beta)
-        rows.append([f"{beta:g}", _mean_cell(cells[(REFERENCE_ARM, beta)].low[last]),
-                     _mean_cell(cells[(REFERENCE_ARM, 1.0)].low[last]), _delta(c), f"{c.p_value:.3g}", f"{p:.3g}",
+        paper = paper_count("(0, 0.2]", beta)
+        rows.append([f"{beta:g}", mean_cell(cells[(REFERENCE_ARM, beta)].low[last]),
+                     mean_cell(cells[(REFERENCE_ARM, 1.0)].low[last]), delta_text(c), f"{c.p_value:.3g}", f"{p:.3g}",
                      verdict(c, +1, p), f"{paper - paper_base:+d}" if paper is not None else "—"])
     along = []
     for epoch in epochs:
         tests = _first_row_tests(cells, betas, epoch)
-        along.append([str(epoch), _mean_cell(cells[(REFERENCE_ARM, 1.0)].low[epoch]),
+        along.append([str(epoch), mean_cell(cells[(REFERENCE_ARM, 1.0)].low[epoch]),
                       *(f"{c.difference:+.0f}{' ↑' if verdict(c, +1, p) == 'confirmed' else ''}"
                         f"{' ↓' if verdict(c, +1, p) == 'refuted' else ''}" for _, c, p in tests)])
     confirmed = {e for e in epochs for _, c, p in _first_row_tests(cells, betas, e) if verdict(c, +1, p) == "confirmed"}
@@ -176,16 +127,16 @@ def _accuracy_section(cells, betas) -> list[str]:
     for beta in betas:
         runs = cells[(REFERENCE_ARM, beta)].runs
         if beta != 1.0:
-            tests.append((beta, paired_comparison([_test_accuracy(r) for r in runs],
-                                                  [_test_accuracy(b) for b in base[: len(runs)]])))
+            tests.append((beta, paired_comparison([final_test_accuracy(r) for r in runs],
+                                                  [final_test_accuracy(b) for b in base[: len(runs)]])))
     adjusted = dict(zip([b for b, _ in tests], holm([c.p_value for _, c in tests]), strict=True))
     comparisons = dict(tests)
     for beta in betas:
         runs = cells[(REFERENCE_ARM, beta)].runs
         c = comparisons.get(beta)
-        rows.append([f"{beta:g}", len(runs), _mean_cell([_test_accuracy(r) for r in runs], 2),
-                     _delta(c, 2) + f" (Holm p = {adjusted[beta]:.3g})" if c else "—",
-                     _mean_cell([100 * r.rows[-1]["train_acc"] for r in runs], 2)])
+        rows.append([f"{beta:g}", len(runs), mean_cell([final_test_accuracy(r) for r in runs], 2),
+                     delta_text(c, 2) + f" (Holm p = {adjusted[beta]:.3g})" if c else "—",
+                     mean_cell([100 * r.rows[-1]["train_acc"] for r in runs], 2)])
     n_test = len(base[0].predictions["test_labels"])
     return [f"## Test accuracy ({n_test:,} test images)", "",
             "Neither version prints MNIST accuracies in a table (the ICLR version plots them), so there is no "
@@ -194,79 +145,6 @@ def _accuracy_section(cells, betas) -> list[str]:
 
 
 # ---- the factor sweep ----------------------------------------------------------------------------
-
-
-def _factor_section(cells, factor_cells, epochs, descriptions) -> list[str]:
-    """Per arm: Δ = row(0.001) − row(1) paired by seed at the end and at its largest epoch, and how far
-    it moves from the recipe's Δ (Welch, since arms are different models)."""
-    everything = {**cells, **factor_cells}
-    factor_seeds = {s for cell in factor_cells.values() for s in cell.seeds}
-
-    def seeds_of(arm) -> list[int]:  # seeds with both β finished; the recipe uses the factor arms' seeds
-        both = set(everything.get((arm, 0.001), _Cell([])).seeds) & set(everything.get((arm, 1.0), _Cell([])).seeds)
-        return sorted(both & factor_seeds if arm == REFERENCE_ARM else both)
-
-    arms = [a for a in [REFERENCE_ARM, *sorted({arm for arm, _ in factor_cells})] if len(seeds_of(a)) >= 2]
-    seeds = seeds_of(REFERENCE_ARM)
-    last = epochs[-1]
-
-    def at(arm, beta, epoch):
-        return everything[(arm, beta)].at(epoch, seeds_of(arm))
-
-    def deltas(arm, epoch):
-        return [a - b for a, b in zip(at(arm, 0.001, epoch), at(arm, 1.0, epoch), strict=True)]
-
-    within = [(arm, paired_comparison(at(arm, 0.001, last), at(arm, 1.0, last))) for arm in arms]
-    adjusted = holm([c.p_value for _, c in within])
-    rows = []
-    for (arm, c), p in zip(within, adjusted, strict=True):
-        peak_epoch = max(epochs, key=lambda e, arm=arm: np.mean(deltas(arm, e)))
-        moved = unpaired_comparison(deltas(arm, last), deltas(REFERENCE_ARM, last)) if arm != REFERENCE_ARM else None
-        direction = ("—" if moved is None else "towards the paper" if moved.significant and moved.difference > 0
-                     else "away from the paper" if moved.significant else "no clear change")
-        accuracy = [_mean_cell([_test_accuracy(r) for r in everything[(arm, b)].runs
-                                if r.config.seed in seeds_of(arm)], 2) for b in (1.0, 0.001)]
-        rows.append([arm, descriptions.get(arm, ""), _mean_cell(at(arm, 1.0, last)), _mean_cell(at(arm, 0.001, last)),
-                     _delta(c), f"{p:.3g}", verdict(c, +1, p),
-                     f"{np.mean(deltas(arm, peak_epoch)):+.0f} @ {peak_epoch}",
-                     _delta(moved) + f" (p = {moved.p_value:.2g})" if moved else "—", direction, *accuracy])
-    header = ["arm", "what changes", "β = 1: p_c <= 0.2", "β = 0.001: p_c <= 0.2", "Δ (0.001 − 1) [95 % CI]",
-              "Holm p", "paper's direction?", "largest mean Δ @ epoch", "Δ − recipe's Δ [95 % CI]",
-              "moves Δ", "test acc % β = 1", "test acc % β = 0.001"]
-    paper_delta = _paper("(0, 0.2]", 0.001) - _paper("(0, 0.2]", 1.0)
-    return ["## What produces the paper's pattern: one factor at a time", "",
-            f"Each arm is the recipe with one change, trained at β = 1 and β = 0.001 on seeds {seeds} (an arm "
-            "whose cell stopped early counts the seeds where both of its β finished). Δ is the "
-            f"first row at the last epoch ({last}), β = 0.001 minus β = 1 paired by seed (the paper's Δ is "
-            f"{paper_delta:+d}); its p-value is Holm-corrected over the arms. *Largest mean Δ* scans every recorded "
-            "epoch: the factor 'the epoch counted'. 'Δ − recipe's Δ' compares an arm's Δs with the recipe's "
-            "(Welch's t-test, unpaired since the arms are different models; not corrected).", "",
-            markdown_table(header, rows), "",
-            "Δ along training, per arm (mean over seeds; ↑ / ↓ where the paired test, Holm-corrected over the arms "
-            "at that epoch, is significant towards / against the paper):", "",
-            markdown_table(["arm", *(f"epoch {e}" for e in epochs)],
-                           _deltas_along_training(arms, epochs, at)), ""]
-
-
-def _deltas_along_training(arms, epochs, at) -> list[list[str]]:
-    columns = []
-    for epoch in epochs:
-        tests = [paired_comparison(at(arm, 0.001, epoch), at(arm, 1.0, epoch)) for arm in arms]
-        marks = [{"confirmed": " ↑", "refuted": " ↓"}.get(verdict(c, +1, p), "")
-                 for c, p in zip(tests, holm([c.p_value for c in tests]), strict=True)]
-        columns.append([f"{c.difference:+.0f}{mark}" for c, mark in zip(tests, marks, strict=True)])
-    return [[arm, *(column[i] for column in columns)] for i, arm in enumerate(arms)]
-
-
-def _stopped_cells(sweep_dir) -> list[str]:
-    """The cells whose training stopped with an error (a diverged loss, say): a result too."""
-    stopped = failed_runs(sweep_dir)
-    if not stopped:
-        return []
-    rows = [[run.path.name, len(run.rows()), run.failure().split(" The run keeps")[0].strip()] for run in stopped]
-    return ["Cells that stopped before the end (a stacked group stops as a whole when one of its runs diverges; "
-            "the message names that run):", "",
-            markdown_table(["cell", "epochs completed", "why (its run directory's failure note)"], rows), ""]
 
 
 # ---- warm-ups --------------------------------------------------------------------------------------
@@ -280,7 +158,7 @@ def _warmup_section(runs: list[Run]) -> list[str]:
                                            r.config.seed)):
         groups.setdefault(run.setting, []).append(run)
     epoch = early_epoch(runs[0].config.train.epochs)
-    final = {label: [_test_accuracy(r) for r in g] for label, g in groups.items()}
+    final = {label: [final_test_accuracy(r) for r in g] for label, g in groups.items()}
     early = {label: [100 * next(row for row in r.rows if row["epoch"] == epoch)["test_acc"] for r in g]
              for label, g in groups.items()}
     base = next((label for label, g in groups.items() if g[0].constant_beta == 1.0), None)
@@ -290,10 +168,10 @@ def _warmup_section(runs: list[Run]) -> list[str]:
                   and [r.config.seed for r in groups[label]] == [r.config.seed for r in groups[base]]]
         tests = [paired_comparison(values[label], values[base]) for label in others]
         for label, c, p in zip(others, tests, holm([c.p_value for c in tests]), strict=True):
-            versus[(name, label)] = f"{_delta(c, 2)} (Holm p = {p:.2g})"
+            versus[(name, label)] = f"{delta_text(c, 2)} (Holm p = {p:.2g})"
     rows = [[label, g[0].config.loss.beta.describe(), WARMUP_SOURCES.get(label, ""), len(g),
-             _mean_cell(final[label], 2), versus.get(("final", label), "—"), _mean_cell(early[label], 2),
-             versus.get(("early", label), "—"), _mean_cell([_final_counts(r)[0] for r in g])]
+             mean_cell(final[label], 2), versus.get(("final", label), "—"), mean_cell(early[label], 2),
+             versus.get(("early", label), "—"), mean_cell([final_counts(r)[0] for r in g])]
             for label, g in groups.items()]
     return ["## The MNIST warm-up as each version states it", "",
             "Linear β warm-up over the whole run (neither version states the iteration at which it ends; our "
@@ -312,7 +190,7 @@ def build_table1_report(recipe_dir: str | Path, out_dir: str | Path, *, factors_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recipe = _with_results(load_runs(recipe_dir))
-    cells = {key: c for key, c in _cells(recipe).items() if key[0] == REFERENCE_ARM}
+    cells = {key: c for key, c in cells_of(recipe).items() if key[0] == REFERENCE_ARM}
     betas = [b for b in TABLE1_BETAS if (REFERENCE_ARM, b) in cells]
     if 1.0 not in betas or len(betas) < 2:
         raise ValueError(f"{recipe_dir} needs finished runs at β = 1 and at least one of {TABLE1_BETAS[1:]}")
@@ -329,72 +207,56 @@ def build_table1_report(recipe_dir: str | Path, out_dir: str | Path, *, factors_
     plots.low_confidence_curves(
         [(f"β = {b:g}", epochs, np.array([cells[(REFERENCE_ARM, b)].low[e] for e in epochs]).T)  # (S, E)
          for b in betas],
-        [(f"β = {b:g}", _paper("(0, 0.2]", b)) for b in betas], out / "low_confidence_along_training.png",
+        [(f"β = {b:g}", paper_count("(0, 0.2]", b)) for b in betas], out / "low_confidence_along_training.png",
         f"{first.data.dataset}, {first.model.name}: Table 1's first row along training")
     lines += [*_verdict_section(cells, betas, epochs),
               "![samples at p_c <= 0.2 along training](low_confidence_along_training.png)", "",
               *_accuracy_section(cells, betas)]
-    shown = [cells[(REFERENCE_ARM, b)].runs[0] for b in FIGURE_BETAS if (REFERENCE_ARM, b) in cells]
-    panels = [(r.label, r.samples["epochs"], r.samples["p_true"]) for r in shown]
-    ranks = (HARDNESS_QUANTILES * len(shown[0].samples["p_true"][-1])).astype(int)
-    tracked = plots.hardness_order(shown[0].samples["p_true"])[ranks]  # the same samples in every row
-    plots.confidence_dynamics(panels, out / "confidence_dynamics.png", samples=tracked)
-    lines += ["## Figs. 4–5: single samples and five groups along training", "",
-              f"Seed {cells[(REFERENCE_ARM, 1.0)].seeds[0]} at β = {', '.join(f'{b:g}' for b in FIGURE_BETAS)} (the "
-              "β values of arXiv v1 Fig. 5). Left: p_c of 12 training samples (Fig. 4's kind of plot), the same "
-              "in every row, chosen at quantiles 0.05 %, 0.1 %, 0.2 %, 0.5 %, 1 %, 2 %, 5 %, 10 %, 20 %, 40 %, "
-              "70 % and 95 % of the hardness ranking at β = 1 (hardest first, by final p_c); right: mean p_c of "
-              "five equal groups of samples ranked by their final p_c (Fig. 5's). The "
-              "ICLR version shows the same two kinds of panel as its Fig. 3, at β = 2, 1, 0.1 and 0.01.", "",
-              "What the paper describes in them (arXiv v1 §4.2.1, in our words): at β = 1 the samples' confidences "
-              "rise together; at small β easy samples reach p_c ≈ 1 first and hard ones follow later or not at all "
-              "(a sample left behind is its evidence for 'sacrificed' hard samples); and the group means are higher "
-              "at β = 0.1 than at β = 1 for almost every group.", "",
-              "![confidence dynamics](confidence_dynamics.png)", ""]
+    lines += _dynamics_section(cells, out)
     compute = [("recipe", recipe)]
     if factors_dir is not None:
         factor_runs = _with_results(load_runs(factors_dir))
-        factor_cells = _cells(factor_runs)
-        lines += _factor_section(cells, factor_cells, epochs, descriptions or _differences(factor_runs, recipe))
-        lines += _stopped_cells(factors_dir)
+        factor_cells = cells_of(factor_runs)
+        lines += factor_section(cells, factor_cells, epochs, descriptions or differences(factor_runs, recipe))
+        lines += stopped_cells(factors_dir)
         compute.append(("factors", factor_runs))
     if warmups_dir is not None:
         warmup_runs = _with_results(load_runs(warmups_dir))
         lines += _warmup_section(warmup_runs)
         compute.append(("warm-ups", warmup_runs))
-    total = sum(_compute_minutes(runs) for _, runs in compute)
-    lines += ["## Compute", "",
-              markdown_table(["sweep", "finished runs", "training minutes (stacked runs share their group's time)"],
-                             [[name, len(runs), f"{_compute_minutes(runs):.1f}"] for name, runs in compute]
-                             + [["total", sum(len(r) for _, r in compute), f"{total:.1f}"]]), ""]
+    lines += _compute_section(compute)
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value and key not in ("options",):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def _compute_section(compute: list[tuple[str, list[Run]]]) -> list[str]:
+    total = sum(_compute_minutes(runs) for _, runs in compute)
+    return ["## Compute", "",
+            markdown_table(["sweep", "finished runs", "training minutes (stacked runs share their group's time)"],
+                           [[name, len(runs), f"{_compute_minutes(runs):.1f}"] for name, runs in compute]
+                           + [["total", sum(len(r) for _, r in compute), f"{total:.1f}"]]), ""]
 
 
-def _differences(factor_runs: list[Run], recipe: list[Run]) -> dict[str, str]:
-    """Each arm -> the config keys where its runs differ from the recipe's (name, seed, β and the
-    sweep table aside): what the arm changes, read from the configs saved with the runs."""
-    ignore = {"name", "seed", "loss.beta", "sweep", "data.data_dir"}
-    base = _flat(to_dict(recipe[0].config))
-    described = {}
-    for run in factor_runs:
-        arm = arm_of(run.setting)
-        if arm not in described:
-            mine = _flat(to_dict(run.config))
-            described[arm] = ", ".join(f"{key} = {mine.get(key)}" for key in sorted(set(mine) | set(base))
-                                       if key not in ignore and mine.get(key) != base.get(key))
-    return described
+def _dynamics_section(cells, out: Path) -> list[str]:
+    """Figs. 4–5 for the first seed at FIGURE_BETAS: the same samples, hardest to easiest, in every row."""
+    shown = [cells[(REFERENCE_ARM, b)].runs[0] for b in FIGURE_BETAS if (REFERENCE_ARM, b) in cells]
+    panels = [(r.label, r.samples["epochs"], r.samples["p_true"]) for r in shown]
+    ranks = (HARDNESS_QUANTILES * len(shown[0].samples["p_true"][-1])).astype(int)
+    tracked = plots.hardness_order(shown[0].samples["p_true"])[ranks]  # the same samples in every row
+    plots.confidence_dynamics(panels, out / "confidence_dynamics.png", samples=tracked)
+    return ["## Figs. 4–5: single samples and five groups along training", "",
+            f"Seed {cells[(REFERENCE_ARM, 1.0)].seeds[0]} at β = {', '.join(f'{b:g}' for b in FIGURE_BETAS)} (the "
+            "β values of arXiv v1 Fig. 5). Left: p_c of 12 training samples (Fig. 4's kind of plot), the same "
+            "in every row, chosen at quantiles 0.05 %, 0.1 %, 0.2 %, 0.5 %, 1 %, 2 %, 5 %, 10 %, 20 %, 40 %, "
+            "70 % and 95 % of the hardness ranking at β = 1 (hardest first, by final p_c); right: mean p_c of "
+            "five equal groups of samples ranked by their final p_c (Fig. 5's). The "
+            "ICLR version shows the same two kinds of panel as its Fig. 3, at β = 2, 1, 0.1 and 0.01.", "",
+            "What the paper describes in them (arXiv v1 §4.2.1, in our words): at β = 1 the samples' confidences "
+            "rise together; at small β easy samples reach p_c ≈ 1 first and hard ones follow later or not at all "
+            "(a sample left behind is its evidence for 'sacrificed' hard samples); and the group means are higher "
+            "at β = 0.1 than at β = 1 for almost every group.", "",
+            "![confidence dynamics](confidence_dynamics.png)", ""]
 
 
 def _with_results(runs: list[Run]) -> list[Run]:
