@@ -139,8 +139,8 @@ def _accuracy_section(cells, betas) -> list[str]:
                      mean_cell([100 * r.rows[-1]["train_acc"] for r in runs], 2)])
     n_test = len(base[0].predictions["test_labels"])
     return [f"## Test accuracy ({n_test:,} test images)", "",
-            "Neither version prints MNIST accuracies in a table (the ICLR version plots them), so there is no "
-            "number to set beside these.", "",
+            "Neither version prints MNIST accuracies in a table (they are plotted: arXiv v1 Fig. 6, ICLR Fig. 4), "
+            "so there is no number to set beside these.", "",
             markdown_table(["β", "seeds", "test acc %", "Δ vs β = 1 [95 % CI]", "train acc %"], rows), ""]
 
 
