@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gdsoftmax.analysis.stats import holm, linear_trend, paired_comparison, verdict
+from gdsoftmax.analysis.stats import holm, linear_trend, paired_comparison, unpaired_comparison, verdict
 
 
 def test_holm_by_hand():
@@ -55,3 +55,23 @@ def test_a_linear_trend_by_hand():
     assert math.isnan(linear_trend([1, 1, 1], [1, 2, 3]).p_value)  # no spread in x: no slope
     with pytest.raises(ValueError, match="as many x as y"):
         linear_trend([1, 2], [1])
+
+
+def test_a_welch_comparison_by_hand():
+    from scipy import stats
+
+    a, b = [5.0, 6.0, 7.0, 9.0], [1.0, 2.0, 3.0]
+    # means 6.75 and 2; variances of the means 0.7292 and 0.3333; Welch-Satterthwaite dof
+    # 1.0625^2 / (0.7292^2 / 3 + 0.3333^2 / 2) = 4.850
+    va, vb = (35 / 12) / 4, 1 / 3
+    dof = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 2)
+    assert dof == pytest.approx(4.850, abs=1e-3)
+    half = stats.t.ppf(0.975, dof) * math.sqrt(va + vb)  # the Welch interval from the formula
+    c = unpaired_comparison(a, b)
+    assert c.difference == pytest.approx(4.75)
+    assert (c.ci_low, c.ci_high) == pytest.approx((4.75 - half, 4.75 + half), rel=1e-9)
+    assert c.p_value < 0.01
+    assert c.effect_size == pytest.approx(4.75 / math.sqrt((35 / 12 + 1) / 2))
+    same = unpaired_comparison([2.0, 2.0], [1.0, 1.0])  # no spread: the difference is exact
+    assert (same.difference, same.p_value, same.ci_low, same.ci_high) == (1.0, 0.0, 1.0, 1.0)
+    assert math.isnan(unpaired_comparison([1.0], [2.0, 3.0]).p_value)

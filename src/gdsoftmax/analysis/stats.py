@@ -84,20 +84,18 @@ def unpaired_comparison(treatment, baseline) -> Comparison:
     from scipy import stats
 
     a, b = [float(v) for v in treatment], [float(v) for v in baseline]
-    if len(a) < 2 or len(b) < 2:
-        return Comparison(min(len(a), len(b)), math.nan, math.nan, math.nan)
+    n = min(len(a), len(b))
+    if n < 2:
+        return Comparison(n, math.nan, math.nan, math.nan)
     difference = statistics.fmean(a) - statistics.fmean(b)
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0:
-        p = 1.0 if difference == 0 else 0.0
-        return Comparison(min(len(a), len(b)), difference, math.copysign(math.inf, difference) if difference else 0.0,
-                          p, difference, difference)
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half_width = float(stats.t.ppf(0.975, dof)) * math.sqrt(va + vb)
     pooled = math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2)
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return Comparison(min(len(a), len(b)), difference, difference / pooled if pooled else math.inf, p,
-                      difference - half_width, difference + half_width)
+    if pooled == 0:  # no spread in either sample: the t-test is undefined, the difference is exact
+        effect = 0.0 if difference == 0 else math.copysign(math.inf, difference)
+        return Comparison(n, difference, effect, 1.0 if difference == 0 else 0.0, difference, difference)
+    test = stats.ttest_ind(a, b, equal_var=False)
+    interval = test.confidence_interval(0.95)  # Welch-Satterthwaite degrees of freedom
+    return Comparison(n, difference, difference / pooled, float(test.pvalue), float(interval.low),
+                      float(interval.high))
 
 
 def linear_trend(x, y) -> Comparison:

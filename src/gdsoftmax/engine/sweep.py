@@ -91,8 +91,8 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
         else:
             pending.append((name, cell, run_dir))
     groups = plan_stacks(pending, lambda c: (data_for(c).image_shape, data_for(c).num_classes), max_stack)
-    failures: dict[str, str] = {}
-    finished.update(_train_groups(groups, data_for, failures, progress=progress, log=log))
+    trained, failures = _train_groups(groups, data_for, progress=progress, log=log)
+    finished.update(trained)
     results = [{"cell": name, "setting": settings[name], "of": per_setting[settings[name]], **finished[name]}
                for name, _ in cells if name in finished]
     if failures:
@@ -100,10 +100,11 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     return results
 
 
-def _train_groups(groups, data_for, failures: dict[str, str], *, progress: bool, log) -> dict[str, dict]:
-    """Train each group (stacked when it has several cells); the results of those that finished. A
-    group whose loss diverges is noted in its run directories and in ``failures``; the rest go on."""
-    finished = {}
+def _train_groups(groups, data_for, *, progress: bool, log) -> tuple[dict[str, dict], dict[str, str]]:
+    """Train each group (stacked when it has several cells): the results of the cells that finished,
+    and the error of each that did not. A group whose loss diverges is noted in its run directories;
+    the rest go on."""
+    finished, failures = {}, {}
     bar = tqdm(total=sum(len(g) for g in groups), desc="sweep", disable=not progress, unit="run")
     for group in groups:
         if len(group) > 1:
@@ -120,7 +121,7 @@ def _train_groups(groups, data_for, failures: dict[str, str], *, progress: bool,
             finished.update({name: s for (name, _, _), s in zip(group, summaries, strict=True)})
         bar.update(len(group))
     bar.close()
-    return finished
+    return finished, failures
 
 
 def _pct(value) -> str:

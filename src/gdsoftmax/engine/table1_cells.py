@@ -86,5 +86,3 @@ def delta_text(c, digits=0) -> str:
 def paper_count(interval: str, beta: float) -> int | None:
     found = lookup("mnist", "fcnn", f"{PAPER_METRIC} {interval}", f"{beta:g}", version="arXiv v1")
     return int(found[0].value) if found else None
-
-

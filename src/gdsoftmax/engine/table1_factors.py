@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from gdsoftmax.analysis.stats import holm, paired_comparison, unpaired_comparison, verdict
-from gdsoftmax.engine.config import to_dict
 from gdsoftmax.engine.markdown import markdown_table
 from gdsoftmax.engine.report import Run
-from gdsoftmax.engine.rundir import failed_runs
+from gdsoftmax.engine.rundir import failed_runs, identity
 from gdsoftmax.engine.table1_cells import (
     REFERENCE_ARM,
     Cell,
@@ -117,28 +116,16 @@ def stopped_cells(sweep_dir) -> list[str]:
             markdown_table(["cell", "epochs completed", "why (its run directory's failure note)"], rows), ""]
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value and key not in ("options",):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def differences(factor_runs: list[Run], recipe: list[Run]) -> dict[str, str]:
-    """Each arm -> the config keys where its runs differ from the recipe's (name, seed, β and the
-    sweep table aside): what the arm changes, read from the configs saved with the runs."""
-    ignore = {"name", "seed", "loss.beta", "sweep", "data.data_dir"}
-    base = _flat(to_dict(recipe[0].config))
+    """Each arm -> the keys of its run identity that differ from the recipe's (name, seed and β
+    aside): what the arm changes, read from the configs saved with the runs."""
+    ignore = {"name", "seed", "loss.beta"}
+    base = identity(recipe[0].config)
     described = {}
     for run in factor_runs:
         arm = arm_of(run.setting)
         if arm not in described:
-            mine = _flat(to_dict(run.config))
+            mine = identity(run.config)
             described[arm] = ", ".join(f"{key} = {mine.get(key)}" for key in sorted(set(mine) | set(base))
                                        if key not in ignore and mine.get(key) != base.get(key))
     return described
-
-
