@@ -58,18 +58,18 @@ def loss_fn(kernel):
 def interrupted_at_epoch(epoch: int):
     """Within the block, a run is interrupted (KeyboardInterrupt) as it is about to write ``epoch``'s
     row and checkpoint, as a kill at the end of that epoch would leave it; the block expects it."""
-    from gdsoftmax.engine.rundir import RunDirectory
+    from gdsoftmax.engine.rundir.writer import RunWriter
 
-    real_append = RunDirectory.append
+    real_append = RunWriter.append
 
     def append(run, row, checkpoint, **kwargs):
         if row.epoch == epoch:
             raise KeyboardInterrupt
         real_append(run, row, checkpoint, **kwargs)
 
-    RunDirectory.append = append
+    RunWriter.append = append
     try:
         with pytest.raises(KeyboardInterrupt):
             yield
     finally:
-        RunDirectory.append = real_append
+        RunWriter.append = real_append

@@ -1,7 +1,9 @@
 """The package's layers: no import cycles, no upward imports, short engine functions, the loss alone.
 
 Layers, lowest first; each module may import only from its own layer and those below it:
-loss -> integrations -> baselines -> analysis -> engine -> labs -> the command line (and the package's face).
+loss -> integrations -> baselines -> analysis -> engine -> studies -> labs -> the command line (and the
+package's face). The studies read runs through the engine's read-only view only: of the engine they may
+import the run view and records, the config and the grid's labels, never the writer or the trainer.
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gdsoftmax"
-LAYERS = ["loss", "integrations", "baselines", "analysis", "engine", "labs", "top"]
-ENGINE_FUNCTION_LIMIT = 60  # lines, docstring included
+LAYERS = ["loss", "integrations", "baselines", "analysis", "engine", "studies", "labs", "top"]
+# what a study may import from the engine: reading runs and naming their settings, nothing that trains or writes
+STUDIES_MAY_IMPORT = {"gdsoftmax.engine.rundir.view", "gdsoftmax.engine.rundir.records", "gdsoftmax.engine.config",
+                      "gdsoftmax.engine.grid"}
+SHORT_FUNCTION_LAYERS = ("engine", "studies")
+FUNCTION_LIMIT = 60  # lines, docstring included, in the engine and the studies
+CLASS_LIMIT = 80  # lines, for the run directory's reader and writer
+FILE_LIMIT = 400  # lines, every module
 
 
 def module_name(path: Path) -> str:
@@ -63,6 +71,11 @@ def upward_imports(graph) -> list[str]:
             for b, _ in targets if LAYERS.index(layer_of(b)) > LAYERS.index(layer_of(a))]
 
 
+def studies_reaching_past_the_view(graph) -> list[str]:
+    return [f"{a} imports {b}" for a, targets in graph.items() if layer_of(a) == "studies"
+            for b, _ in targets if layer_of(b) == "engine" and b not in STUDIES_MAY_IMPORT]
+
+
 def cycles(graph) -> list[list[str]]:
     """Import cycles through module-level imports (depth-first search, each cycle reported once)."""
     edges = {a: sorted({b for b, top in targets if top and b in graph and b != a}) for a, targets in graph.items()}
@@ -91,8 +104,38 @@ def test_the_checks_can_fail():
     assert cycles(fake) == [["gdsoftmax.loss.a", "gdsoftmax.engine.b", "gdsoftmax.loss.a"]]
 
 
+@pytest.mark.parametrize(("importer", "imported", "check"), [
+    ("gdsoftmax.engine.sweep", "gdsoftmax.studies.report", upward_imports),
+    ("gdsoftmax.analysis.stats", "gdsoftmax.studies.claims", upward_imports),
+    ("gdsoftmax.studies.report", "gdsoftmax.labs.peeled", upward_imports),
+    ("gdsoftmax.studies.report", "gdsoftmax.engine.rundir.writer", studies_reaching_past_the_view),
+    ("gdsoftmax.studies.table1_study", "gdsoftmax.engine.trainer", studies_reaching_past_the_view),
+])
+def test_a_planted_violation_of_the_studies_layer_is_caught(importer, imported, check):
+    graph = import_graph()
+    planted = {**graph, importer: [*graph.get(importer, []), (imported, True)]}
+    assert check(graph) == []
+    assert len(check(planted)) == 1
+    assert imported in check(planted)[0]
+
+
+def test_layer_of_knows_the_studies():
+    assert layer_of("gdsoftmax.studies.report") == "studies"
+    assert LAYERS.index("engine") < LAYERS.index("studies") < LAYERS.index("labs")
+
+
 def test_no_upward_imports():
     assert upward_imports(import_graph()) == []
+
+
+def test_studies_read_runs_only_through_the_view():
+    assert studies_reaching_past_the_view(import_graph()) == []
+
+
+def test_no_study_or_report_module_is_left_in_the_engine():
+    engine = {p.stem for p in (PACKAGE / "engine").rglob("*.py")}
+    assert not engine & {"report", "claims", "beside_paper", "markdown", "epochs"}
+    assert not [name for name in engine if name.startswith(("table1", "study", "ledger"))]
 
 
 def test_no_import_cycles():
@@ -112,14 +155,29 @@ def test_imports_inside_functions_only_in_the_command_line():
     assert inside == []
 
 
-def test_engine_functions_are_short():
+def long_definitions(paths, kinds, limit) -> list[str]:
     long = []
-    for path in sorted((PACKAGE / "engine").glob("*.py")):
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                length = node.end_lineno - node.lineno + 1
-                if length >= ENGINE_FUNCTION_LIMIT:
-                    long.append(f"{path.name}:{node.name} ({length} lines)")
+            if isinstance(node, kinds) and node.end_lineno - node.lineno + 1 >= limit:
+                long.append(f"{path.relative_to(PACKAGE)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    return long
+
+
+def test_engine_and_study_functions_are_short():
+    paths = sorted(p for layer in SHORT_FUNCTION_LAYERS for p in (PACKAGE / layer).rglob("*.py"))
+    assert long_definitions(paths, ast.FunctionDef | ast.AsyncFunctionDef, FUNCTION_LIMIT) == []
+
+
+def test_the_run_directory_classes_are_short():
+    paths = sorted((PACKAGE / "engine" / "rundir").glob("*.py"))
+    assert len(paths) >= 3
+    assert long_definitions(paths, ast.ClassDef, CLASS_LIMIT) == []
+
+
+def test_every_module_is_under_the_file_limit():
+    long = [f"{p.relative_to(PACKAGE)} ({n} lines)" for p in sorted(PACKAGE.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > FILE_LIMIT]
     assert long == []
 
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-import gdsoftmax.engine.rundir as stacking_rundir
+import gdsoftmax.engine.rundir.writer as stacking_rundir
 import gdsoftmax.engine.stacked as stacking
 from gdsoftmax.engine.checkpoint import load_checkpoint
 from gdsoftmax.engine.config import parse_config
 from gdsoftmax.engine.data import load_dataset
 from gdsoftmax.engine.models import build_model
-from gdsoftmax.engine.rundir import RunDirectory
+from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import is_stateless, plan_stacks, stacking_key
 from gdsoftmax.engine.sweep import format_summary, run_sweep
 from gdsoftmax.engine.trainer import run_experiment, train
@@ -190,7 +190,7 @@ def test_stacked_runs_equal_separate_runs(tmp_path, digits, path, monkeypatch):
 def cut_stack(tmp_path, digits, configs, monkeypatch, after_writes: int, where: str = "cut") -> None:
     """Run the stack and kill it (an exception) inside its ``after_writes``-th file write of one
     epoch's appends: each run's append writes its row, moves the checkpoint aside, writes the new one."""
-    real_append, real_save = RunDirectory.append, stacking_rundir.save_checkpoint
+    real_append, real_save = RunWriter.append, stacking_rundir.save_checkpoint
     writes = []
 
     def count(*_):
@@ -208,11 +208,11 @@ def cut_stack(tmp_path, digits, configs, monkeypatch, after_writes: int, where: 
             count()
         real_save(path, state)
 
-    monkeypatch.setattr(RunDirectory, "append", append)
+    monkeypatch.setattr(RunWriter, "append", append)
     monkeypatch.setattr(stacking_rundir, "save_checkpoint", save)
     with pytest.raises(KeyboardInterrupt):
         train(configs, [tmp_path / where / c.name for c in configs], data=digits, progress=False)
-    monkeypatch.setattr(RunDirectory, "append", real_append)
+    monkeypatch.setattr(RunWriter, "append", real_append)
     monkeypatch.setattr(stacking_rundir, "save_checkpoint", real_save)
 
 

@@ -7,7 +7,8 @@ import torch
 
 from gdsoftmax.engine.config import parse_config
 from gdsoftmax.engine.data import load_dataset, with_input_scaling
-from gdsoftmax.engine.rundir import IDENTITY_FILE, RunDirectory, RunMismatchError
+from gdsoftmax.engine.rundir.records import IDENTITY_FILE, RunMismatchError
+from gdsoftmax.engine.rundir.writer import RunWriter
 
 
 def test_the_three_scalings():
@@ -22,13 +23,13 @@ def test_the_three_scalings():
 
 
 def test_a_run_directory_from_before_a_key_existed_resumes_at_that_keys_default(tmp_path):
-    run = RunDirectory(tmp_path / "run")
+    run = RunWriter(tmp_path / "run")
     run.claim(parse_config({}))
     run.open(parse_config({}), 0)
     path = run.path / IDENTITY_FILE
     recorded = json.loads(path.read_text())
     del recorded["identity"]["data.input_scaling"]  # as an older version wrote it
     path.write_text(json.dumps(recorded))
-    RunDirectory(tmp_path / "run").claim(parse_config({}))  # the default: the same run
+    RunWriter(tmp_path / "run").claim(parse_config({}))  # the default: the same run
     with pytest.raises(RunMismatchError, match=r'data.input_scaling \("standardize" there, "raw" now\)'):
-        RunDirectory(tmp_path / "run").claim(parse_config({"data": {"input_scaling": "raw"}}))
+        RunWriter(tmp_path / "run").claim(parse_config({"data": {"input_scaling": "raw"}}))

@@ -12,7 +12,7 @@ import pytest
 from gdsoftmax.cli import main
 from gdsoftmax.engine.config import parse_config
 from gdsoftmax.engine.launcher import format_status, grid_status, job_groups, submit_sweep
-from gdsoftmax.engine.rundir import RunDirectory
+from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.sweep import run_sweep
 
 pytest.importorskip("submitit")
@@ -33,7 +33,7 @@ def _kill_a_worker_mid_run(root, timeout=120.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         for cell in sorted(root.glob("*/metrics.jsonl")):
-            run = RunDirectory(cell.parent)
+            run = RunWriter(cell.parent)
             writer = run.writer()
             if writer is not None and len(cell.read_text().splitlines()) >= 3 and not run.is_finished:
                 os.kill(int(writer["pid"]), signal.SIGKILL)
@@ -73,9 +73,9 @@ def test_a_killed_job_resubmitted_completes_the_grid_identically(tmp_path):
 def test_status_names_failed_running_and_pending_cells(tmp_path, capsys):
     config = parse_config({**SPEC, "train": {**SPEC["train"], "epochs": 2}})
     run_sweep(config, tmp_path, progress=False, log=lambda *_: None, only={"beta=1_seed=0"})
-    failed = RunDirectory(tmp_path / "grid" / "beta=0.1_seed=0")
+    failed = RunWriter(tmp_path / "grid" / "beta=0.1_seed=0")
     failed.record_failure("Traceback ...\nTrainingDiverged: the loss became NaN")
-    running = RunDirectory(tmp_path / "grid" / "beta=0.1_seed=1")
+    running = RunWriter(tmp_path / "grid" / "beta=0.1_seed=1")
     with running.lock():
         states = {s.cell: s for s in grid_status(config, tmp_path)}
     assert states["beta=1_seed=0"].state == "done"

@@ -9,7 +9,7 @@ import pytest
 
 from gdsoftmax.analysis.stats import mean_std, paired_comparison, verdict
 from gdsoftmax.cli import main
-from gdsoftmax.engine.report import build_report
+from gdsoftmax.studies.report import build_report
 
 SWEEP = """
 name = "rep"

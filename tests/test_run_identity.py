@@ -14,7 +14,8 @@ import pytest
 from gdsoftmax.cli import main
 from gdsoftmax.engine.config import parse_config
 from gdsoftmax.engine.data import load_dataset
-from gdsoftmax.engine.rundir import RunDirectory, RunLockedError, RunMismatchError
+from gdsoftmax.engine.rundir.records import RunLockedError, RunMismatchError
+from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.sweep import run_sweep
 from gdsoftmax.engine.trainer import run_experiment
 
@@ -79,7 +80,7 @@ def test_a_sweep_rerun_with_another_lr_does_not_report_the_old_results(tmp_path)
 
 
 def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path, digits):
-    run = RunDirectory(tmp_path / "run")
+    run = RunWriter(tmp_path / "run")
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         run.path.mkdir()

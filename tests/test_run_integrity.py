@@ -11,7 +11,8 @@ from conftest import interrupted_at_epoch
 from gdsoftmax.cli import main
 from gdsoftmax.engine.config import parse_config
 from gdsoftmax.engine.data import load_dataset
-from gdsoftmax.engine.rundir import EpochRow, RunDirectory, RunResult
+from gdsoftmax.engine.rundir.records import EpochRow, RunResult
+from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.trainer import TrainingDiverged, run_experiment
 
 
@@ -58,7 +59,7 @@ def test_a_diverging_run_stops_naming_epoch_and_step_and_keeps_its_last_checkpoi
     with pytest.raises(TrainingDiverged, match=r"run: epoch 3, step \d+ \(batch \d+\).*checkpoint of epoch 2"):
         run_experiment(diverging, tmp_path / "run", data=digits, progress=False)
     assert [r["epoch"] for r in rows_of(tmp_path / "run")] == [1, 2]
-    assert RunDirectory(tmp_path / "run").checkpoint_epoch() == 2
+    assert RunWriter(tmp_path / "run").checkpoint_epoch() == 2
     assert not (tmp_path / "run" / "result.json").exists()
 
 
@@ -86,7 +87,7 @@ def test_json_files_are_standard_null_not_nan(tmp_path, digits):
     assert "NaN" not in text
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["val_acc"] is None
-    assert math.isnan(RunDirectory(tmp_path / "run").rows()[0].val_acc)  # null reads back as NaN
+    assert math.isnan(RunWriter(tmp_path / "run").rows()[0].val_acc)  # null reads back as NaN
 
 
 @pytest.mark.parametrize(("damaged", "command"), [

@@ -7,7 +7,7 @@ import pytest
 import gdsoftmax.engine.sweep as sweep
 from gdsoftmax.cli import main
 from gdsoftmax.engine.config import parse_config
-from gdsoftmax.engine.rundir import RunDirectory
+from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.sweep import SweepIncomplete, run_sweep
 from gdsoftmax.engine.trainer import TrainingDiverged
 
@@ -32,8 +32,8 @@ def test_a_sweep_goes_on_after_a_setting_diverges_and_says_which(tmp_path, diver
     with pytest.raises(SweepIncomplete, match=r"1 cell\(s\) stopped and the other cells went on: bad") as caught:
         run_sweep(parse_config(spec), tmp_path, progress=False, log=lambda _: None)
     assert [r["cell"] for r in caught.value.results] == ["good"]
-    assert "NaN or infinite" in RunDirectory(tmp_path / "grid" / "bad").failure()
-    assert RunDirectory(tmp_path / "grid" / "good").is_finished
+    assert "NaN or infinite" in RunWriter(tmp_path / "grid" / "bad").failure()
+    assert RunWriter(tmp_path / "grid" / "good").is_finished
 
 
 def test_the_command_line_prints_the_finished_cells_and_exits_1_naming_the_failed(tmp_path, diverging, capsys):

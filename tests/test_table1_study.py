@@ -1,4 +1,4 @@
-"""The Table 1 study report (gdsoftmax.engine.table1_study) on small digits sweeps."""
+"""The Table 1 study report (gdsoftmax.studies.table1_study) on small digits sweeps."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 
 from gdsoftmax.cli import main
 from gdsoftmax.engine.config import parse_config
-from gdsoftmax.engine.rundir import RunDirectory
+from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.sweep import run_sweep
-from gdsoftmax.engine.table1_cells import arm_of
-from gdsoftmax.engine.table1_study import build_table1_report
+from gdsoftmax.studies.table1_cells import arm_of
+from gdsoftmax.studies.table1_study import build_table1_report
 
 TRAIN = {"epochs": 3, "lr": 0.05, "batch_size": 64, "record_epochs": [1, 3], "lr_milestones": []}
 
@@ -82,7 +82,7 @@ def test_a_recipe_without_beta_1_is_refused(sweeps, tmp_path):
 def test_cells_that_stopped_are_listed_with_their_reason(sweeps, tmp_path):
     factors = tmp_path / "factors"
     shutil.copytree(sweeps / "factors", factors)
-    RunDirectory(factors / "wide_beta=0.001_seed=0").record_failure(
+    RunWriter(factors / "wide_beta=0.001_seed=0").record_failure(
         "TrainingDiverged: the loss became NaN or infinite, so training stopped (wide: epoch 2, step 9). The run keeps")
     text = build_table1_report(sweeps / "recipe", tmp_path / "out", factors_dir=factors).read_text()
     row = next(line for line in text.splitlines() if line.startswith("| wide_beta=0.001_seed=0 |"))

@@ -89,7 +89,7 @@ def test_report_bins_are_bounded(tmp_path, capsys, bins):
 def test_a_full_disk_is_one_line(config, tmp_path, capsys, monkeypatch):
     import errno
 
-    import gdsoftmax.engine.rundir as rundir
+    import gdsoftmax.engine.rundir.writer as rundir
 
     def full(path, state):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

@@ -197,7 +197,7 @@ MAX_BINS = 1000  # more bins than this leaves most of them empty for any test se
 
 
 def _report(args, command: str) -> int:
-    from gdsoftmax.engine.report import build_report
+    from gdsoftmax.studies.report import build_report
 
     if not 1 <= args.bins <= MAX_BINS:
         print(f"gdsoftmax report: error: --bins must be between 1 and {MAX_BINS}, got {args.bins}", file=sys.stderr)
@@ -212,7 +212,7 @@ def _report(args, command: str) -> int:
 
 
 def _table1(args) -> int:
-    from gdsoftmax.engine.table1_study import build_table1_report
+    from gdsoftmax.studies.table1_study import build_table1_report
 
     try:
         preamble = Path(args.preamble).read_text(encoding="utf-8").splitlines() if args.preamble else None
@@ -249,7 +249,7 @@ def _lab(args) -> int:
 def _train_or_sweep(args) -> int:
     from gdsoftmax.engine.config import ConfigError, load_config
     from gdsoftmax.engine.data import DataNotFoundError
-    from gdsoftmax.engine.rundir import RunLockedError
+    from gdsoftmax.engine.rundir.records import RunLockedError
     from gdsoftmax.engine.sweep import SweepIncomplete, format_summary, parse_shard, run_sweep
     from gdsoftmax.engine.trainer import TrainingDiverged, run_experiment
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from gdsoftmax.engine.config import ExperimentConfig, config_to_toml, parse_config_text
 from gdsoftmax.engine.grid import MAX_CELLS, sweep_cells
-from gdsoftmax.engine.rundir import RunDirectory
+from gdsoftmax.engine.rundir.view import RunView
+from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import stacking_key
 from gdsoftmax.engine.sweep import cell_directory, run_sweep, sweep_root
 
@@ -39,7 +40,7 @@ def grid_status(config: ExperimentConfig, out_dir: str | Path, max_cells: int = 
     """Each cell's state, from its run directory (see the module docstring)."""
     root, statuses = sweep_root(out_dir, config), []
     for cell in sweep_cells(config, max_cells):
-        run, epochs = RunDirectory(cell_directory(root, cell.name)), cell.config.train.epochs
+        run, epochs = RunView(cell_directory(root, cell.name)), cell.config.train.epochs
         done = len(run.rows()) if (run.path / "metrics.jsonl").exists() else 0
         writer, failure = run.writer(), run.failure()
         if run.is_finished and run.result()["epochs"] == epochs:
@@ -94,7 +95,7 @@ class SweepJob:
             return run_sweep(config, out_dir, only=set(cells), progress=False, max_stack=max_stack)
         except Exception as error:  # what --status shows; a time limit or a kill is not an Exception
             for name in cells:
-                run = RunDirectory(cell_directory(sweep_root(out_dir, config), name))
+                run = RunWriter(cell_directory(sweep_root(out_dir, config), name))
                 if not run.is_finished:
                     run.record_failure(f"{type(error).__name__}: {error}")
             raise

@@ -44,7 +44,8 @@ from gdsoftmax.engine.config import ExperimentConfig, to_dict
 from gdsoftmax.engine.data import Dataset, Split
 from gdsoftmax.engine.models import Classifier, build_model
 from gdsoftmax.engine.objectives import build_objective
-from gdsoftmax.engine.rundir import Checkpoint, RunDirectory
+from gdsoftmax.engine.rundir.records import Checkpoint
+from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.loss.fused import stacked_beta_loss
 from gdsoftmax.loss.literal import shifted_exp_loss
 
@@ -312,7 +313,7 @@ def _align_epochs(group: list) -> list[list]:
     if len(group) == 1:
         return [group]
     try:
-        offered = [RunDirectory(run_dir).checkpoint_epochs() for _, _, run_dir in group]
+        offered = [RunView(run_dir).checkpoint_epochs() for _, _, run_dir in group]
     except Exception:  # an unreadable checkpoint is reported when that run starts
         return [[item] for item in group]
     start = min(current for current, _ in offered)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import load_dataset
 from gdsoftmax.engine.grid import MAX_CELLS, sweep_cells
-from gdsoftmax.engine.rundir import RunDirectory
+from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import plan_stacks
 from gdsoftmax.engine.trainer import TrainingDiverged, train
 
@@ -81,7 +81,7 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     finished, pending = {}, []
     for name, cell in cells:
         run_dir, cell.name = cell_directory(root, name), name
-        run = RunDirectory(run_dir)
+        run = RunWriter(run_dir)
         if restart:
             run.restart()
         run.claim(cell)  # a cell directory of another config is refused, naming the keys
@@ -114,7 +114,7 @@ def _train_groups(groups, data_for, *, progress: bool, log) -> tuple[dict[str, d
                               progress=progress)
         except TrainingDiverged as error:  # a diverged setting is a result; the rest of the grid still runs
             for name, _, run_dir in group:
-                RunDirectory(run_dir).record_failure(f"{type(error).__name__}: {error}")
+                RunWriter(run_dir).record_failure(f"{type(error).__name__}: {error}")
                 failures[name] = str(error)
             log(f"stopped {len(group)} run(s), going on with the others: {error}")
         else:

@@ -1,7 +1,7 @@
 """The training loop: config -> data -> model -> train -> metrics -> run directory.
 
 One loop trains one run, or M runs at once: how a step is computed is a strategy, what a run
-is (its rows, checkpoints, resumption and final files, through :mod:`gdsoftmax.engine.rundir`)
+is (its rows, checkpoints, resumption and final files, through :class:`gdsoftmax.engine.rundir.writer.RunWriter`)
 is the loop's. :class:`SingleRun` is the ordinary step (optionally data-parallel under
 torchrun); :class:`gdsoftmax.engine.stacked.StackedRuns` trains runs that differ only in beta
 and seed as one stacked model. A strategy has ``members`` (one model per run, for evaluation),
@@ -36,7 +36,8 @@ from gdsoftmax.engine.data import Dataset, crop_and_flip, draw_augmentation, loa
 from gdsoftmax.engine.evaluation import evaluation_scores, final_predictions, per_sample_record
 from gdsoftmax.engine.models import build_model
 from gdsoftmax.engine.objectives import build_objective
-from gdsoftmax.engine.rundir import Checkpoint, EpochRow, RunDirectory, RunResult
+from gdsoftmax.engine.rundir.records import Checkpoint, EpochRow, RunResult
+from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import StackedRuns
 from gdsoftmax.engine.tensorboard import TensorBoardLog
 
@@ -63,7 +64,7 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
     A run directory that holds a run of another config is refused (RunMismatchError), unless
     ``restart`` discards it; a run directory that another process is writing is refused too.
     """
-    runs = [RunDirectory(d) for d in run_dirs]
+    runs = [RunWriter(d) for d in run_dirs]
     world = _Distributed.from_environment(configs[0].train.device)
     for run, config in zip(runs, configs, strict=True):
         if restart and world.is_main:
@@ -76,7 +77,7 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
         return _train(configs, runs, world, data, progress)
 
 
-def _train(configs: list[ExperimentConfig], runs: list[RunDirectory], world: _Distributed, data: Dataset | None,
+def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distributed, data: Dataset | None,
            progress: bool) -> list[dict]:
     first = configs[0]
     seed_everything(first.seed)
@@ -135,7 +136,7 @@ def _train(configs: list[ExperimentConfig], runs: list[RunDirectory], world: _Di
     return summaries
 
 
-def _resume(strategy, runs: list[RunDirectory], device) -> tuple[int, list[float], list[dict], list[list[dict]]]:
+def _resume(strategy, runs: list[RunWriter], device) -> tuple[int, list[float], list[dict], list[list[dict]]]:
     """Load the runs' checkpoints into the strategy: the start epoch, elapsed times, records and metric rows."""
     start = min(run.checkpoint_epoch() for run in runs)  # stacked runs cut between their writes: go back one
     if start == 0:
@@ -147,7 +148,7 @@ def _resume(strategy, runs: list[RunDirectory], device) -> tuple[int, list[float
     strategy.load(checkpoints)
     for objective, checkpoint in zip(strategy.objectives, checkpoints, strict=True):
         objective.load_state_dict(checkpoint.objective)
-    # checkpoints from before they carried rows: the rows come from metrics.jsonl (RunDirectory.open)
+    # checkpoints from before they carried rows: the rows come from metrics.jsonl (RunWriter.open)
     rows = [list(c.rows) if c.rows else [r.as_dict() for r in run.rows(up_to=start)]
             for c, run in zip(checkpoints, runs, strict=True)]
     return start, [c.elapsed for c in checkpoints], [dict(c.records) for c in checkpoints], rows

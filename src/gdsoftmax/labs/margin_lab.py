@@ -11,8 +11,8 @@ import numpy as np
 
 from gdsoftmax.analysis import plots
 from gdsoftmax.engine.config import load_config
-from gdsoftmax.engine.report import load_runs
 from gdsoftmax.engine.sweep import run_sweep, sweep_root
+from gdsoftmax.studies.runs import load_runs
 
 __all__ = ["run_margin_lab"]
 

@@ -13,8 +13,8 @@ report:
   0.001; how far each arm moves Δ = row(β = 0.001) − row(β = 1) from the recipe's;
 * the warm-up sweep (``configs/mnist_warmups.toml``): each version's stated range.
 
-The cells behind every table are in :mod:`gdsoftmax.engine.table1_cells`, the factor arms' sections
-in :mod:`gdsoftmax.engine.table1_factors`. Run it as ``gdsoftmax table1 RECIPE_DIR --factors DIR
+The cells behind every table are in :mod:`gdsoftmax.studies.table1_cells`, the factor arms' sections
+in :mod:`gdsoftmax.studies.table1_factors`. Run it as ``gdsoftmax table1 RECIPE_DIR --factors DIR
 --warmups DIR``.
 """
 
@@ -27,11 +27,11 @@ import numpy as np
 
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.stats import holm, paired_comparison, verdict
-from gdsoftmax.engine.epochs import early_epoch
-from gdsoftmax.engine.markdown import markdown_table
-from gdsoftmax.engine.report import Run, load_runs
-from gdsoftmax.engine.rundir import RunDirectory
-from gdsoftmax.engine.table1_cells import (
+from gdsoftmax.engine.rundir.view import RunView
+from gdsoftmax.studies.epochs import early_epoch
+from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.runs import Run, load_runs
+from gdsoftmax.studies.table1_cells import (
     REFERENCE_ARM,
     cells_of,
     delta_text,
@@ -40,7 +40,7 @@ from gdsoftmax.engine.table1_cells import (
     mean_cell,
     paper_count,
 )
-from gdsoftmax.engine.table1_factors import differences, factor_section, stopped_cells
+from gdsoftmax.studies.table1_factors import differences, factor_section, stopped_cells
 
 __all__ = ["TABLE1_BETAS", "build_table1_report"]
 
@@ -262,7 +262,7 @@ def _dynamics_section(cells, out: Path) -> list[str]:
 def _with_results(runs: list[Run]) -> list[Run]:
     """Each run's wall time and stack size from its result, for the compute table."""
     for run in runs:
-        result = RunDirectory(run.path).result() or {}
+        result = RunView(run.path).result() or {}
         run.values["wall_time"] = result.get("wall_time", math.nan)
         run.values["stacked_runs"] = result.get("stacked_runs", 1)
     return runs

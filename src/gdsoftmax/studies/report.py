@@ -3,16 +3,13 @@
 Every number from training is a mean +- std over seeds; comparisons with beta = 1 are paired
 by seed (paired t-test with its 95 % interval, Holm-corrected over the settings compared, *
 for a corrected p < 0.05). The claims checked are the paper's own statements
-(:mod:`gdsoftmax.engine.claims`), and the paper's printed numbers stand beside ours
-(:mod:`gdsoftmax.engine.beside_paper`). Runs are read through :mod:`gdsoftmax.engine.rundir`.
+(:mod:`gdsoftmax.studies.claims`), and the paper's printed numbers stand beside ours
+(:mod:`gdsoftmax.studies.beside_paper`). Runs are read through :mod:`gdsoftmax.studies.runs`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,69 +20,14 @@ from gdsoftmax.analysis.calibration import compare_post_hoc
 from gdsoftmax.analysis.estimators import calibration_estimates, debiased_l2_ece, smooth_ece, smooth_reliability, top1
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.stats import Comparison, format_mean_std, holm, mean_std, paired_comparison
-from gdsoftmax.engine.beside_paper import beside_the_paper
-from gdsoftmax.engine.claims import claims_table
-from gdsoftmax.engine.config import ExperimentConfig, to_dict
-from gdsoftmax.engine.epochs import CURRICULUM_EPOCH, early_epoch
-from gdsoftmax.engine.grid import label
-from gdsoftmax.engine.markdown import markdown_table
-from gdsoftmax.engine.rundir import EpochRow, finished_runs
+from gdsoftmax.studies.beside_paper import beside_the_paper
+from gdsoftmax.studies.claims import claims_table
+from gdsoftmax.studies.epochs import CURRICULUM_EPOCH, early_epoch
+from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.runs import Run, load_runs
 
-__all__ = ["build_report", "load_runs"]
+__all__ = ["build_report"]
 
-
-
-@dataclass
-class Run:
-    path: Path
-    config: ExperimentConfig
-    rows: list[EpochRow]
-    samples: dict
-    predictions: dict
-    values: dict = field(default_factory=dict)  # per-run scalar results
-
-    @property
-    def setting(self) -> str:
-        """The run's name without its seed part (the last ``seed=...`` token), as the sweep names settings."""
-        name = self.path.name
-        found = list(re.finditer(rf"(?:^|_)seed={re.escape(label(self.config.seed))}(?=_|$)", name))
-        if not found:
-            return name
-        last = found[-1]
-        return (name[: last.start()] + name[last.end() :]).strip("_") or name
-
-    @property
-    def grouping(self) -> str:
-        """What makes runs the same setting: their whole config except name and seed."""
-        plain = to_dict(self.config)
-        del plain["name"], plain["seed"]
-        return json.dumps(plain, sort_keys=True, default=str)
-
-    @property
-    def constant_beta(self) -> float | None:
-        """beta of a plain beta-softmax run; None for schedules, controllers and other losses."""
-        return self.config.loss.beta.constant if self.config.loss.name == "gdsoftmax" else None
-
-    @property
-    def is_warmup(self) -> bool:
-        return self.config.loss.name == "gdsoftmax" and self.config.loss.beta.is_warmup
-
-    @property
-    def label(self) -> str:
-        if self.constant_beta is not None or self.is_warmup:
-            return self.config.loss.beta.describe()
-        return self.setting  # another loss or an adaptive beta: its sweep label
-
-
-def load_runs(sweep_dir: str | Path) -> list[Run]:
-    """Every finished run below ``sweep_dir``."""
-    runs = []
-    for run_dir in finished_runs(sweep_dir):
-        record = run_dir.read()
-        runs.append(Run(record.path, record.config, record.rows, record.samples, record.predictions))
-    if not runs:
-        raise FileNotFoundError(f"no finished runs (*/result.json) under {sweep_dir}")
-    return runs
 
 
 def _row_at(rows: list[dict], epoch: int) -> dict:

@@ -9,7 +9,7 @@ from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.paper import has_model, lookup, setting_key
 from gdsoftmax.analysis.stats import format_mean_std
 from gdsoftmax.engine.config import ExperimentConfig
-from gdsoftmax.engine.markdown import markdown_table
+from gdsoftmax.studies.markdown import markdown_table
 
 __all__ = ["beside_the_paper"]
 

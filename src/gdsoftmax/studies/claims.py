@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from gdsoftmax.analysis.stats import holm, linear_trend, mean_std, paired_comparison, verdict
-from gdsoftmax.engine.epochs import early_epoch
+from gdsoftmax.studies.epochs import early_epoch
 
 __all__ = ["TREND_CLAIMS", "claims_table"]
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 from gdsoftmax.analysis.stats import holm, paired_comparison, unpaired_comparison, verdict
-from gdsoftmax.engine.markdown import markdown_table
-from gdsoftmax.engine.report import Run
-from gdsoftmax.engine.rundir import failed_runs, identity
-from gdsoftmax.engine.table1_cells import (
+from gdsoftmax.engine.rundir.records import identity
+from gdsoftmax.engine.rundir.view import failed_runs
+from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.runs import Run
+from gdsoftmax.studies.table1_cells import (
     REFERENCE_ARM,
     Cell,
     arm_of,

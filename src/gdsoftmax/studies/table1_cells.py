@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.paper import lookup
 from gdsoftmax.analysis.stats import mean_std
-from gdsoftmax.engine.report import Run
+from gdsoftmax.studies.runs import Run
 
 __all__ = [
     "PAPER_METRIC",

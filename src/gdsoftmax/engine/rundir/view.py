@@ -1,0 +1,150 @@
+"""The read-only view of a run directory: what studies, reports and status commands read.
+
+A :class:`RunView` never creates, locks or changes a file, so a report cannot disturb a run that is
+still being written. The trainer's :class:`~gdsoftmax.engine.rundir.writer.RunWriter` extends it.
+
+>>> import tempfile
+>>> run = RunView(tempfile.mkdtemp())
+>>> run.is_finished, run.rows(), run.failure()
+(False, [], None)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from gdsoftmax.engine.checkpoint import load_checkpoint
+from gdsoftmax.engine.config import ExperimentConfig, load_config
+from gdsoftmax.engine.pidlock import is_stale, read_lock
+from gdsoftmax.engine.rundir.records import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    FAILURE_FILE,
+    IDENTITY_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    PREVIOUS_FILE,
+    RESULT_FILE,
+    SAMPLES_FILE,
+    Checkpoint,
+    EpochRow,
+    RunRecord,
+    identity,
+    read_or_explain,
+)
+
+__all__ = ["RunView", "failed_runs", "finished_runs"]
+
+
+class RunView:
+    """One run's folder, read only; a file that cannot be parsed raises
+    :class:`~gdsoftmax.engine.rundir.records.DamagedRunError` naming it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def is_finished(self) -> bool:
+        return (self.path / RESULT_FILE).exists()
+
+    def config(self) -> ExperimentConfig:
+        """The resolved config the run was trained with."""
+        return read_or_explain(self.path / CONFIG_FILE, load_config)
+
+    def identity(self) -> dict | None:
+        """The recorded identity (run.json; from config.toml for runs older than run.json), None for a new folder."""
+        if (self.path / IDENTITY_FILE).exists():
+            return read_or_explain(self.path / IDENTITY_FILE, lambda p: json.loads(p.read_text())["identity"])
+        if (self.path / CONFIG_FILE).exists():
+            return identity(self.config())
+        return None
+
+    def rows(self, up_to: int | None = None) -> list[EpochRow]:
+        """Rows with epoch <= ``up_to`` (all without it); a torn last line from a crash is skipped."""
+        path = self.path / METRICS_FILE
+        rows = _parse_rows(path.read_text().splitlines()) if path.exists() else []
+        return [row for row in rows if up_to is None or row.epoch <= up_to]
+
+    def result(self) -> dict:
+        """result.json as a dict (see :class:`~gdsoftmax.engine.rundir.records.RunResult`)."""
+        return read_or_explain(self.path / RESULT_FILE, lambda p: json.loads(p.read_text()))
+
+    def samples(self) -> dict[str, np.ndarray]:
+        """samples.npz: ``epochs``, per-sample ``p_true`` and ``correct`` at those epochs, ``labels``."""
+        return read_or_explain(self.path / SAMPLES_FILE, _npz)
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        """predictions.npz: final validation and test logits and labels (and 2-D features if any)."""
+        return read_or_explain(self.path / PREDICTIONS_FILE, _npz)
+
+    def read(self) -> RunRecord:
+        """A finished run: config, rows, per-sample records, predictions and result."""
+        return RunRecord(self.path, self.config(), self.rows(), self.samples(), self.predictions(), self.result())
+
+    def failure(self) -> str | None:
+        """The error of the last failed attempt (None if none, or once the run finished)."""
+        path = self.path / FAILURE_FILE
+        return path.read_text(errors="replace") if path.exists() else None
+
+    def writer(self) -> dict | None:
+        """The process holding the run's lock (pid, host, since), or None when no live process does."""
+        holder = read_lock(self.path / LOCK_FILE)
+        return None if holder is None or is_stale(holder) else holder
+
+    def checkpoint(self, map_location="cpu", epoch: int | None = None) -> Checkpoint | None:
+        """The newest checkpoint, or the one of ``epoch`` (the current or the previous one); None if absent."""
+        for name in (CHECKPOINT_FILE, PREVIOUS_FILE):
+            path = self.path / name
+            if path.exists():
+                checkpoint = read_or_explain(
+                    path, lambda p: Checkpoint.from_state(load_checkpoint(p, map_location=map_location)))
+                if epoch is None or checkpoint.epoch == epoch:
+                    return checkpoint
+        return None
+
+    def checkpoint_epochs(self) -> tuple[int, int | None]:
+        """The newest checkpoint's epoch (0 without one) and the previous one's (None without one)."""
+        epochs = [_epoch_of(self.path / n) if (self.path / n).exists() else None
+                  for n in (CHECKPOINT_FILE, PREVIOUS_FILE)]
+        if epochs[0] is None:  # cut between keeping the previous one and writing the new one
+            return epochs[1] or 0, None
+        return epochs[0], epochs[1]
+
+    def checkpoint_epoch(self) -> int:
+        """The epoch the newest checkpoint holds (0 without one); raises if it cannot be read."""
+        return self.checkpoint_epochs()[0]
+
+
+def _parse_rows(lines: list[str]) -> list[EpochRow]:
+    rows = []
+    for line in lines:
+        try:
+            rows.append(EpochRow.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return rows
+
+
+def _epoch_of(path: Path) -> int:
+    # mapped, not read: resuming and sweep planning ask for epochs often, and weights can be large
+    return read_or_explain(path, lambda p: int(load_checkpoint(p, mmap=True)["epoch"]))
+
+
+def _npz(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as arrays:
+        return {k: arrays[k] for k in arrays.files}
+
+
+def finished_runs(sweep_dir: str | Path) -> list[RunView]:
+    """The finished runs directly below ``sweep_dir``, in name order."""
+    return [RunView(done.parent) for done in sorted(Path(sweep_dir).glob(f"*/{RESULT_FILE}"))]
+
+
+def failed_runs(sweep_dir: str | Path) -> list[RunView]:
+    """The runs directly below ``sweep_dir`` whose last attempt stopped with an error, in name order."""
+    runs = [RunView(path) for path in sorted(Path(sweep_dir).iterdir()) if path.is_dir()]
+    return [run for run in runs if not run.is_finished and run.failure() is not None]

@@ -1,0 +1,79 @@
+"""Finished runs as the studies read them: a :class:`Run` per run directory, loaded through the
+engine's read-only :class:`~gdsoftmax.engine.rundir.view.RunView`, with the setting it belongs to.
+
+A study never writes into a run directory; it reads :func:`load_runs` and writes its own report
+folder.
+
+>>> import tempfile
+>>> load_runs(tempfile.mkdtemp())
+Traceback (most recent call last):
+...
+FileNotFoundError: no finished runs (*/result.json) under ...
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gdsoftmax.engine.config import ExperimentConfig, to_dict
+from gdsoftmax.engine.grid import label
+from gdsoftmax.engine.rundir.records import EpochRow
+from gdsoftmax.engine.rundir.view import finished_runs
+
+__all__ = ["Run", "load_runs"]
+
+
+@dataclass
+class Run:
+    path: Path
+    config: ExperimentConfig
+    rows: list[EpochRow]
+    samples: dict
+    predictions: dict
+    values: dict = field(default_factory=dict)  # per-run scalar results
+
+    @property
+    def setting(self) -> str:
+        """The run's name without its seed part (the last ``seed=...`` token), as the sweep names settings."""
+        name = self.path.name
+        found = list(re.finditer(rf"(?:^|_)seed={re.escape(label(self.config.seed))}(?=_|$)", name))
+        if not found:
+            return name
+        last = found[-1]
+        return (name[: last.start()] + name[last.end() :]).strip("_") or name
+
+    @property
+    def grouping(self) -> str:
+        """What makes runs the same setting: their whole config except name and seed."""
+        plain = to_dict(self.config)
+        del plain["name"], plain["seed"]
+        return json.dumps(plain, sort_keys=True, default=str)
+
+    @property
+    def constant_beta(self) -> float | None:
+        """beta of a plain beta-softmax run; None for schedules, controllers and other losses."""
+        return self.config.loss.beta.constant if self.config.loss.name == "gdsoftmax" else None
+
+    @property
+    def is_warmup(self) -> bool:
+        return self.config.loss.name == "gdsoftmax" and self.config.loss.beta.is_warmup
+
+    @property
+    def label(self) -> str:
+        if self.constant_beta is not None or self.is_warmup:
+            return self.config.loss.beta.describe()
+        return self.setting  # another loss or an adaptive beta: its sweep label
+
+
+def load_runs(sweep_dir: str | Path) -> list[Run]:
+    """Every finished run below ``sweep_dir``."""
+    runs = []
+    for run_dir in finished_runs(sweep_dir):
+        record = run_dir.read()
+        runs.append(Run(record.path, record.config, record.rows, record.samples, record.predictions))
+    if not runs:
+        raise FileNotFoundError(f"no finished runs (*/result.json) under {sweep_dir}")
+    return runs
