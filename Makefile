@@ -1,11 +1,11 @@
 # Two entry points for a fresh machine; each creates .venv on first use.
 #   make demo   install and run the main job (a beta sweep on the embedded digits data)
-#   make test   install and run lint + the test suite
+#   make test   install and run lint, the test suite and the documentation site (--strict)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint docs clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,14 @@ demo: $(BIN)/.installed
 	$(BIN)/gdsoftmax sweep configs/digits_sweep.toml --out runs
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench mkdocs_hooks.py
 
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest -q
 
+# the documentation site: a broken link, anchor or API reference fails the build
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet --site-dir build/site
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build site src/*.egg-info

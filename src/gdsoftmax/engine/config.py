@@ -49,18 +49,18 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "digits"
+    dataset: str = "digits"  # the data set; "digits" is scikit-learn's, embedded (no download)
     data_dir: str = ""  # "" means $GDSOFTMAX_DATA_DIR, then ./data
-    download: bool = True
+    download: bool = True  # download through torchvision when the files are missing from data_dir
     val_size: int | float = 0.1  # samples, or a fraction of the training split
-    split_seed: int = 0
+    split_seed: int = 0  # seeds the validation split, apart from the run's seed
     augment: bool = False  # random crop (padding 4) + horizontal flip
     input_scaling: str = "standardize"  # per channel with the training statistics; "unit": [0, 1]; "raw": [0, 255]
 
 
 @dataclass
 class ModelConfig:
-    name: str = "fcnn"
+    name: str = "fcnn"  # the model; "fcnn" is the paper's MNIST network (50, 20)
     penultimate_dim: int = 0  # 0: none; 2 gives the paper's 2-D feature plots
     options: dict = field(default_factory=dict)  # constructor options, e.g. {width = 32} for small_cnn
 
@@ -71,8 +71,8 @@ class LossConfig:
     options: dict = field(default_factory=dict)  # the baseline's options, e.g. {gamma = 2.0} for focal
     # a number, a schedule table (ramps may give "epochs" instead of "steps") or {kind = "pid", ...}
     beta: BetaSetting = field(default_factory=lambda: BetaSetting(1.0))
-    tau: float = 1.0
-    label_smoothing: float = 0.0
+    tau: float = 1.0  # the temperature τ: logits are divided by it
+    label_smoothing: float = 0.0  # as F.cross_entropy's; the loss is then J's expectation
     backend: str = "auto"  # the loss kernel: auto, composite, fused or native (gdsoftmax.loss.functional)
     # "stable" (logsumexp) or "paper-u70": the paper's Eq. 25 literally, e^{z-70} in float32, a
     # reproduction option (gdsoftmax.loss.literal); gdsoftmax loss only
@@ -81,20 +81,22 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 100
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    epochs: int = 100  # training epochs; a larger value extends a finished run
+    batch_size: int = 100  # the global batch (split across processes under torchrun)
+    lr: float = 1e-3  # SGD's initial learning rate
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 1e-4  # SGD weight decay (L2)
     lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
-    lr_gamma: float = 0.1
+    lr_gamma: float = 0.1  # the lr is multiplied by this at each milestone
     grad_clip: float = 3.0  # max gradient norm; 0 turns clipping off
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 1000  # batch size of evaluation (no gradients)
+    # epochs at which per-sample p_c and correctness are kept in samples.npz (the last epoch always is)
     record_epochs: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200])
     device: str = "auto"  # "auto": cuda if available, else cpu
     track_margin: bool = False  # per epoch: normalized and smoothed margins on train (homogeneous models)
-    # speed on accelerators (gdsoftmax.engine.acceleration); each also runs on the CPU
-    precision: str = "fp32"  # "bf16" or "fp16": the model under autocast; the loss always in float32
+    # speed settings (gdsoftmax.engine.acceleration), each also runs on the CPU: "bf16" or "fp16" put the model
+    # under autocast; the loss is always computed in float32
+    precision: str = "fp32"
     channels_last: bool = False  # NHWC memory format for convolutional models and their inputs
     compile: bool = False  # torch.compile the model (the loss runs eagerly: beta changes never recompile)
     deterministic: bool = False  # deterministic algorithms only (and no cuDNN autotuning)
@@ -106,8 +108,8 @@ class LauncherConfig:
     """Per-job resources when a sweep is submitted to a cluster (``gdsoftmax sweep --launcher submitit``)."""
 
     partition: str = ""  # Slurm partition; "" for the cluster's default
-    gpus_per_node: int = 0
-    cpus_per_task: int = 2
+    gpus_per_node: int = 0  # GPUs per job
+    cpus_per_task: int = 2  # CPU cores per job
     mem_gb: float = 0.0  # 0: the cluster's default
     timeout_min: int = 60  # each job's time limit; a job that reaches it is requeued and resumes
     array_parallelism: int = 8  # Slurm: array tasks at once; the local executor: worker processes
@@ -115,14 +117,14 @@ class LauncherConfig:
 
 @dataclass
 class ExperimentConfig:
-    name: str = "experiment"
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    launcher: LauncherConfig = field(default_factory=LauncherConfig)
-    sweep: dict = field(default_factory=dict)  # dotted key -> list of values
+    name: str = "experiment"  # the run's name: its folder under --out (runs/NAME)
+    seed: int = 0  # seeds the model's initialisation, the batch order and augmentation
+    data: DataConfig = field(default_factory=DataConfig)  # the [data] table
+    model: ModelConfig = field(default_factory=ModelConfig)  # the [model] table
+    loss: LossConfig = field(default_factory=LossConfig)  # the [loss] table
+    train: TrainConfig = field(default_factory=TrainConfig)  # the [train] table
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)  # the [launcher] table
+    sweep: dict = field(default_factory=dict)  # [sweep]: dotted key -> list of values; a sweep trains every combination
 
 
 def to_dict(config) -> dict:

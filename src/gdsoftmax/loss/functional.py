@@ -59,7 +59,7 @@ def gradient_decay_loss(
             probabilities of the input's shape (floating point).
         beta: gradient-decay factor > 0. 1 is cross-entropy; < 1 keeps the gradient large
             until the true class is confident (large margin); > 1 decays it early
-            (better calibration).
+            (less confident outputs).
         tau: temperature > 0; the logits are divided by it.
         weight: optional per-class weights of shape (C,), as in ``F.cross_entropy``.
         ignore_index: class index whose samples contribute neither loss nor gradient.
