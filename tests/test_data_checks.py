@@ -53,6 +53,23 @@ def test_a_sha256sums_file_beside_the_data_is_honoured(tmp_path):
         load_dataset("mnist", tmp_path, download=False)
 
 
+@pytest.mark.parametrize("line", ["{digest} *MNIST/raw/train-images-idx3-ubyte",   # sha256sum -b
+                                  "{digest}  ./MNIST/raw/train-images-idx3-ubyte",  # from `sha256sum ./...`
+                                  "{digest} *./MNIST/raw/train-images-idx3-ubyte"])
+def test_every_form_sha256sum_writes_is_honoured(tmp_path, line):
+    small_mnist(tmp_path)
+    (tmp_path / "SHA256SUMS").write_text(line.format(digest="0" * 64) + "\n")
+    with pytest.raises(DataIntegrityError, match=r"train-images-idx3-ubyte does not match .*SHA256SUMS"):
+        load_dataset("mnist", tmp_path, download=False)
+
+
+def test_a_line_that_is_no_checksum_is_an_error_not_skipped(tmp_path):
+    small_mnist(tmp_path)
+    (tmp_path / "SHA256SUMS").write_text("# sums\n\nnot-a-digest  MNIST/raw/train-images-idx3-ubyte\n")
+    with pytest.raises(DataIntegrityError, match=r"SHA256SUMS, line 3: not a sha256sum line"):
+        load_dataset("mnist", tmp_path, download=False)
+
+
 def test_a_stale_processed_file_does_not_replace_the_raw_files(tmp_path):
     raw = small_mnist(tmp_path)
     processed = raw.parent / "processed"

@@ -12,6 +12,7 @@ import pytest
 from gdsoftmax.cli import main
 from gdsoftmax.engine.config import parse_config
 from gdsoftmax.engine.launcher import format_status, grid_status, job_groups, submit_sweep
+from gdsoftmax.engine.rundir.records import RunMismatchError
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.sweep import run_sweep
 
@@ -85,8 +86,23 @@ def test_status_names_failed_running_and_pending_cells(tmp_path, capsys):
     assert str(os.getpid()) in states["beta=0.1_seed=1"].detail
     assert states["beta=1_seed=1"].state == "pending"
     path = tmp_path / "grid.toml"
-    path.write_text('name = "grid"\n[train]\nepochs = 2\n[sweep]\n"loss.beta" = [1.0, 0.1]\nseed = [0, 1]\n'
-                    '[data]\nval_size = 300\n[model]\noptions = { hidden = [512, 512] }\n')
+    path.write_text('name = "grid"\n[train]\nepochs = 2\nlr = 0.05\nrecord_epochs = [1, 40]\n[sweep]\n'
+                    '"loss.beta" = [1.0, 0.1]\nseed = [0, 1]\n[data]\nval_size = 300\n[model]\n'
+                    'options = { hidden = [256, 256] }\n')
     assert main(["sweep", str(path), "--out", str(tmp_path), "--status"]) == 0
     out = capsys.readouterr().out
     assert "1 done, 1 failed, 2 pending of 4 cells" in out
+
+
+def test_status_and_the_launcher_apply_the_run_identity(tmp_path, capsys):
+    """A grid trained at lr 0.05 is not 'done' for the same grid at lr 0.5: the plain sweep refuses it,
+    and so do --status (it says 'other config') and the launcher (it submits nothing)."""
+    config = parse_config({**SPEC, "train": {**SPEC["train"], "epochs": 2}})
+    run_sweep(config, tmp_path, progress=False, log=lambda *_: None, only={"beta=1_seed=0"})
+    other = parse_config({**SPEC, "train": {**SPEC["train"], "epochs": 2, "lr": 0.5}})
+    states = {s.cell: s for s in grid_status(other, tmp_path)}
+    assert states["beta=1_seed=0"].state == "other config"
+    assert "train.lr (0.05 there, 0.5 now)" in states["beta=1_seed=0"].detail
+    with pytest.raises(RunMismatchError, match=r"1 cell\(s\).*beta=1_seed=0.*train\.lr"):
+        submit_sweep(other, tmp_path, cluster="local")
+    assert not (tmp_path / "grid" / ".submitit").exists()

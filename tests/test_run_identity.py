@@ -52,13 +52,59 @@ def test_restart_discards_the_old_run(tmp_path, digits):
         == {0.01}
 
 
-def test_more_epochs_extend_the_run_and_fewer_are_refused(tmp_path, digits):
-    run_experiment(parse_config(spec(epochs=2)), tmp_path / "run", data=digits, progress=False)
-    longer = run_experiment(parse_config(spec(epochs=3)), tmp_path / "run", data=digits, progress=False)
+def constant_lr(epochs: int) -> dict:
+    return {**spec(epochs=epochs), "train": {**spec(epochs=epochs)["train"], "lr_milestones": []}}
+
+
+def test_more_epochs_extend_a_run_whose_schedule_allows_it_and_fewer_are_refused(tmp_path, digits):
+    run_experiment(parse_config(constant_lr(2)), tmp_path / "run", data=digits, progress=False)
+    longer = run_experiment(parse_config(constant_lr(3)), tmp_path / "run", data=digits, progress=False)
     assert longer["epochs"] == 3
     assert epochs_of(tmp_path / "run") == [1, 2, 3]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["extended_from"] == [2]  # it says so
     with pytest.raises(RunMismatchError, match=r"has trained 3 epochs, more than train\.epochs = 2"):
-        run_experiment(parse_config(spec(epochs=2)), tmp_path / "run", data=digits, progress=False)
+        run_experiment(parse_config(constant_lr(2)), tmp_path / "run", data=digits, progress=False)
+
+
+def test_an_extension_that_would_rewrite_the_lr_of_trained_epochs_is_refused(tmp_path, digits):
+    """Milestones are fractions of train.epochs: 4 -> 8 epochs would move the 4-epoch run's lr steps."""
+    run_experiment(parse_config(spec(epochs=4)), tmp_path / "run", data=digits, progress=False)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(RunMismatchError, match=r"trained 4 epochs under train\.epochs = 4.*from epoch 3.*--restart"):
+        run_experiment(parse_config(spec(epochs=8)), tmp_path / "run", data=digits, progress=False)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+    assert "extended_from" not in json.loads((tmp_path / "run" / "run.json").read_text())
+
+
+def test_restart_takes_the_lock_before_it_deletes_anything(tmp_path, digits):
+    run_experiment(parse_config(spec(beta=1.0)), tmp_path / "run", data=digits, progress=False)
+    files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    # another process writing it, as far as the lock says
+    with RunWriter(tmp_path / "run").lock(), pytest.raises(RunLockedError):
+        run_experiment(parse_config(spec(beta=0.01)), tmp_path / "run", data=digits, progress=False, restart=True)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name != "lock") == files
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["identity"]["loss.beta"] == 1.0
+
+
+def test_a_sweep_with_restart_leaves_a_running_cell_alone(tmp_path, digits):
+    grid = {**spec(beta=1.0), "name": "grid", "sweep": {"seed": [1, 2]}}
+    run_sweep(parse_config(grid), tmp_path, progress=False, log=lambda *_: None)
+    cell = tmp_path / "grid" / "seed=1"
+    before = {p.name: p.read_bytes() for p in cell.iterdir() if p.is_file()}
+    with RunWriter(cell).lock(), pytest.raises(RunLockedError):
+        run_sweep(parse_config({**grid, "loss": {"beta": 0.01}}), tmp_path, progress=False, restart=True,
+                  log=lambda *_: None)
+    assert {p.name: p.read_bytes() for p in cell.iterdir() if p.is_file() and p.name != "lock"} == before
+
+
+def test_restart_discards_the_tensorboard_events_too(tmp_path, digits):
+    pytest.importorskip("tensorboard")
+    logged = {**spec(beta=5.0), "train": {**spec()["train"], "log": ["tensorboard"]}}
+    run_experiment(parse_config(logged), tmp_path / "run", data=digits, progress=False)
+    first = set((tmp_path / "run" / "tensorboard").rglob("*"))
+    run_experiment(parse_config({**logged, "loss": {"beta": 0.01}}), tmp_path / "run", data=digits, progress=False,
+                   restart=True)
+    assert not first & set((tmp_path / "run" / "tensorboard").rglob("events*"))
 
 
 def test_the_identity_file_records_a_fingerprint(tmp_path, digits):
@@ -126,3 +172,20 @@ def test_the_cli_says_what_differs_in_one_line(tmp_path, capsys):
     assert main(["train", str(config), "--out", str(tmp_path), "--no-progress", "--set", "loss.beta=0.5",
                  "--restart"]) == 0
     assert os.path.exists(tmp_path / "c" / "result.json")
+
+
+def test_cells_whose_values_print_alike_read_back(tmp_path, digits, capsys):
+    """Two warm-ups that differ only in their length get a ~hash suffix; their config.toml must load."""
+    from gdsoftmax.engine.config import load_config
+
+    ramps = [{"kind": "linear", "start": 0.1, "end": 1.0, "epochs": 1},
+             {"kind": "linear", "start": 0.1, "end": 1.0, "epochs": 2}]
+    grid = {**spec(), "name": "alike", "sweep": {"loss.beta": ramps}}
+    run_sweep(parse_config(grid), tmp_path, progress=False, log=lambda *_: None)
+    cells = sorted((tmp_path / "alike").iterdir())
+    assert len(cells) == 2
+    assert all("~" in c.name for c in cells)
+    assert load_config(cells[0] / "config.toml").name == cells[0].name
+    assert main(["report", str(tmp_path / "alike"), "--out", str(tmp_path / "report")]) == 0
+    assert main(["train", str(cells[1] / "config.toml"), "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "damaged" not in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -110,6 +111,8 @@ def test_a_damaged_run_file_is_named_with_the_fix(tmp_path, capsys, damaged, com
     assert main(run_args if command != "report" else ["report", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert f"{damaged} is damaged and cannot be read" in err
-    assert "--restart" in err
+    assert f"delete the folder {run} (that run only)" in err  # not --restart, which retrains a whole grid
+    assert "--restart" not in err
     assert "Traceback" not in err
-    assert main([*run_args, "--restart"]) == 0  # deliberately started anew
+    shutil.rmtree(run)  # the advice, followed
+    assert main(run_args) == 0

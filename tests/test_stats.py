@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
@@ -75,3 +76,22 @@ def test_a_welch_comparison_by_hand():
     same = unpaired_comparison([2.0, 2.0], [1.0, 1.0])  # no spread: the difference is exact
     assert (same.difference, same.p_value, same.ci_low, same.ci_high) == (1.0, 0.0, 1.0, 1.0)
     assert math.isnan(unpaired_comparison([1.0], [2.0, 3.0]).p_value)
+
+
+@pytest.mark.parametrize(("treatment", "baseline", "why"), [
+    ([0.95, 0.96], [0.94, 0.95], "fewer than 3 seeds"),  # two seeds: no test, however large d_z looks
+    ([0.95, 0.96, 0.97], [0.94, 0.95, 0.96], "the same difference at every seed"),  # steps of 1/N agree exactly
+    ([0.9], [0.8], "fewer than 3 seeds"),
+])
+def test_a_paired_test_without_spread_or_seeds_decides_nothing(treatment, baseline, why):
+    c = paired_comparison(treatment, baseline)
+    assert c.undecided == why
+    assert math.isnan(c.p_value)
+    assert math.isnan(c.effect_size)
+    assert c.difference == pytest.approx(statistics.fmean(treatment) - statistics.fmean(baseline))
+    assert verdict(c, +1) == "inconclusive"
+    assert math.isnan(holm([c.p_value, 0.01])[0])  # left out of the family, not p = 0
+
+
+def test_a_paired_test_with_spread_is_decided():
+    assert paired_comparison([0.95, 0.97, 0.96], [0.94, 0.95, 0.96]).undecided is None

@@ -45,3 +45,27 @@ def test_the_command_line_prints_the_finished_cells_and_exits_1_naming_the_faile
     out, err = capsys.readouterr()
     assert "good" in out
     assert "1 cell(s) stopped and the other cells went on: bad" in err
+
+
+def test_the_report_names_the_cells_that_stopped(tmp_path, diverging):
+    from gdsoftmax.studies.report import build_report
+
+    spec = {"name": "grid", "train": {"epochs": 1, "lr": 0.05, "record_epochs": [1]},
+            "sweep": {"variants": [{"label": "bad", "train.lr": BAD_LR}, {"label": "good", "train.lr": 0.05}]}}
+    with pytest.raises(SweepIncomplete):
+        run_sweep(parse_config(spec), tmp_path, progress=False, log=lambda _: None)
+    text = build_report(tmp_path / "grid", tmp_path / "report").read_text()
+    assert "1 cell(s) stopped with an error and are in no table below:** bad (TrainingDiverged: the loss" in text
+
+
+def test_the_report_says_which_runs_were_extended(tmp_path):
+    from gdsoftmax.studies.report import build_report
+
+    spec = {"name": "grid", "train": {"epochs": 1, "lr": 0.05, "lr_milestones": [], "record_epochs": [1]},
+            "sweep": {"seed": [0]}}
+    run_sweep(parse_config(spec), tmp_path, progress=False, log=lambda _: None)
+    run_sweep(parse_config({**spec, "train": {**spec["train"], "epochs": 2}}), tmp_path, progress=False,
+              log=lambda _: None)
+    text = build_report(tmp_path / "grid", tmp_path / "report").read_text()
+    assert "1 run(s) were extended** after finishing at a shorter length" in text
+    assert "seed=0 (from 1 epochs)" in text

@@ -60,6 +60,7 @@ def test_a_section_given_whole_is_merged_not_replaced(config):
 @pytest.mark.parametrize(("epochs", "expected"), [
     (1, [1.0]),
     (2, [1.0, 0.1]),  # the second milestone (epoch 1.5, rounded to 2) is never reached
+    (3, [1.0, 1.0, 0.1]),  # 0.5 and 0.75 both round to epoch 2: one step there, not a ÷100 step
     (4, [1.0, 1.0, 0.1, 0.01]),
 ])
 def test_lr_milestones_never_decay_the_first_epoch(epochs, expected):

@@ -15,10 +15,11 @@ import math
 import statistics
 from dataclasses import dataclass
 
-__all__ = ["Comparison", "format_mean_std", "holm", "linear_trend", "mean_std", "paired_comparison",
-           "unpaired_comparison", "verdict"]
+__all__ = ["MIN_PAIRS", "Comparison", "format_mean_std", "format_p", "holm", "linear_trend", "mean_std",
+           "paired_comparison", "unpaired_comparison", "verdict"]
 
 SIGNIFICANCE = 0.05
+MIN_PAIRS = 3  # a paired test on fewer seeds decides nothing
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -40,10 +41,17 @@ class Comparison:
 
     n: int
     difference: float  # mean of per-seed differences
-    effect_size: float  # d_z; inf when every difference is equal and non-zero
+    effect_size: float  # d_z; NaN when the test is undecided
     p_value: float  # two-sided paired t-test; NaN when it cannot be computed
     ci_low: float = math.nan  # 95 % t-interval of the mean difference
     ci_high: float = math.nan
+
+    @property
+    def undecided(self) -> str | None:
+        """Why no test was made (too few seeds, or no spread in the differences), or None."""
+        if not math.isnan(self.p_value) or self.n == 0:
+            return None
+        return f"fewer than {MIN_PAIRS} seeds" if self.n < MIN_PAIRS else "the same difference at every seed"
 
     @property
     def significant(self) -> bool:
@@ -51,7 +59,18 @@ class Comparison:
 
 
 def paired_comparison(treatment, baseline) -> Comparison:
-    """Compare two lists of per-seed values (same seed order)."""
+    """Compare two lists of per-seed values (same seed order).
+
+    A paired t-test decides nothing with fewer than :data:`MIN_PAIRS` seeds, or when every seed's
+    difference is the same (accuracies move in steps of 1/N, so two seeds can agree exactly): its
+    p-value would be 0 or meaningless. Then ``p_value`` and ``effect_size`` are NaN, the comparison
+    is *undecided* (:attr:`Comparison.undecided`), and Holm and :func:`verdict` leave it out.
+
+    >>> paired_comparison([0.9, 0.8], [0.8, 0.7]).undecided
+    'fewer than 3 seeds'
+    >>> paired_comparison([0.9, 0.8, 0.7], [0.8, 0.7, 0.6]).undecided
+    'the same difference at every seed'
+    """
     from scipy import stats
 
     if len(treatment) != len(baseline):
@@ -61,15 +80,23 @@ def paired_comparison(treatment, baseline) -> Comparison:
     if n == 0:
         return Comparison(0, math.nan, math.nan, math.nan)
     mean = statistics.fmean(diffs)
-    spread = statistics.stdev(diffs) if n > 1 else math.nan
-    if n < 2:
+    if n < MIN_PAIRS:
         return Comparison(n, mean, math.nan, math.nan)
-    if spread == 0:
-        effect = 0.0 if mean == 0 else math.copysign(math.inf, mean)
-        return Comparison(n, mean, effect, 1.0 if mean == 0 else 0.0, mean, mean)
+    spread = statistics.stdev(diffs)
+    if spread <= 1e-12 * max(1.0, abs(mean)):  # zero, up to the rounding of the differences
+        return Comparison(n, mean, math.nan, math.nan)
     half_width = float(stats.t.ppf(0.975, n - 1)) * spread / math.sqrt(n)
     return Comparison(n, mean, mean / spread, float(stats.ttest_rel(treatment, baseline).pvalue),
                       mean - half_width, mean + half_width)
+
+
+def format_p(p: float, digits: int = 3) -> str:
+    """A p-value for a table; an undecided test (NaN) reads "undecided", never a number.
+
+    >>> format_p(0.01234), format_p(float("nan"))
+    ('0.0123', 'undecided')
+    """
+    return "undecided" if math.isnan(p) else f"{p:.{digits}g}"
 
 
 def unpaired_comparison(treatment, baseline) -> Comparison:

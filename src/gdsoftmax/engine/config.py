@@ -43,6 +43,20 @@ LOGGERS = ("tensorboard",)
 INPUT_SCALINGS = ("standardize", "unit", "raw")
 
 
+# A run's name is its directory's name. "~" is the grid's suffix for cells whose values print alike
+# (gdsoftmax.engine.grid), so a cell's config.toml must read back with it.
+RUN_NAME_RULE = "may hold only letters, digits and _ . = + - ~"
+
+
+def is_run_name(name: str) -> bool:
+    """Whether ``name`` can name a run directory: the one check of run and cell names.
+
+    >>> is_run_name("beta=0.1~3fa2c1_seed=0"), is_run_name("../up"), is_run_name("..")
+    (True, False, False)
+    """
+    return re.fullmatch(r"[A-Za-z0-9_.=+~-]+", name) is not None and name not in (".", "..")
+
+
 class ConfigError(ValueError):
     """An invalid config: the message names the key."""
 
@@ -226,8 +240,8 @@ def parse_config(raw: dict) -> ExperimentConfig:
                 if not isinstance(variant, dict) or not set(variant) - {"label"}:
                     raise ConfigError(f"sweep.variants[{i}] must be a table of dotted keys, e.g. "
                                       '{ label = "focal", "loss.name" = "focal" }')
-                if "label" in variant and not re.fullmatch(r"[A-Za-z0-9_.=+-]+", str(variant["label"])):
-                    raise ConfigError(f"sweep.variants[{i}].label may hold only letters, digits and _ . = + -")
+                if "label" in variant and not is_run_name(str(variant["label"])):
+                    raise ConfigError(f"sweep.variants[{i}].label {RUN_NAME_RULE}, got {variant['label']!r}")
                 _check_values(_build(ExperimentConfig, apply_assignments(config, variant), ""))
             continue
         for value in values:  # every cell must be valid before any runs
@@ -305,8 +319,7 @@ def _check_values(c: ExperimentConfig) -> None:
     for key in c.model.options:
         _check(key in accepted, f"model.options.{key}", f"is not an option of {c.model.name}; it takes {accepted}")
     _check(c.data.val_size >= 0, "data.val_size", "must be >= 0")
-    _check(re.fullmatch(r"[A-Za-z0-9_.=+-]+", c.name) is not None and c.name not in (".", ".."), "name",
-           f"may hold only letters, digits and _ . = + - (it names the run directory), got {c.name!r}")
+    _check(is_run_name(c.name), "name", f"{RUN_NAME_RULE} (it names the run directory), got {c.name!r}")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         _check(getattr(c.train, key) >= 1, f"train.{key}", "must be >= 1")
     for key in ("lr", "lr_gamma"):

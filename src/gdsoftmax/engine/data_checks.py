@@ -20,6 +20,7 @@ gdsoftmax.engine.data_checks.DataIntegrityError: digits train: labels must lie i
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import torch
@@ -87,14 +88,24 @@ def check_split(name: str, split: str, images: torch.Tensor, labels: torch.Tenso
                                  f"({len(bad)} such); the label file is damaged or belongs to another data set")
 
 
+SUM_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")  # sha256sum's text ("  name") and binary (" *name") forms
+
+
 def _sums(path: Path) -> dict[str, str]:
+    """SHA256SUMS as {relative path: digest}, in either of sha256sum's forms and with or without "./"; a line
+    that is neither is an error, never skipped (a skipped line would let a damaged file through)."""
     if not path.exists():
         return {}
     sums = {}
-    for line in path.read_text().splitlines():
-        digest, _, name = line.strip().partition("  ")
-        if name:
-            sums[name.lstrip("*")] = digest.lower()
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        found = SUM_LINE.fullmatch(line.strip())
+        if found is None:
+            raise DataIntegrityError(f"{path}, line {number}: not a sha256sum line ({line.strip()[:60]!r}); each "
+                                     "line is a 64-digit SHA-256, a space, and ' name' or '*name'")
+        name = found.group(2).strip()
+        sums[name[2:] if name.startswith("./") else name] = found.group(1).lower()
     return sums
 
 

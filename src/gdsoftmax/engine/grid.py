@@ -78,6 +78,8 @@ def sweep_cells(config: ExperimentConfig, max_cells: int = MAX_CELLS) -> list[Ce
             assignments = {**variant, **{k: config.sweep[k][i] for k, i in zip(keys, indices, strict=True)}}
             cells.append(Cell(name, parse_config(apply_assignments(config, assignments)), setting))
     _refuse_duplicate_cells(cells)
+    for cell in cells:  # a cell's run is named after its directory: the sweep, --status and the launcher agree
+        cell.config.name = cell.name
     return cells
 
 

@@ -9,7 +9,8 @@ run directories' checkpoints. ``--cluster local`` runs the same jobs as processe
 
 ``gdsoftmax sweep CONFIG --status`` reads every cell's state from its run directory alone (so it
 works from any machine that sees the shared filesystem): done, running (a live process holds the
-lock), failed (the error of the last attempt), interrupted (a checkpoint, nobody writing) or pending.
+lock), failed (the error of the last attempt), interrupted (a checkpoint, nobody writing), pending,
+or other config (the directory holds a run of another config: the sweep would refuse it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from gdsoftmax.engine.config import ExperimentConfig, config_to_toml, parse_config_text
 from gdsoftmax.engine.grid import MAX_CELLS, sweep_cells
+from gdsoftmax.engine.rundir.records import RunMismatchError
 from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import stacking_key
@@ -30,7 +32,7 @@ __all__ = ["CellStatus", "SweepJob", "format_status", "grid_status", "job_groups
 @dataclass(frozen=True)
 class CellStatus:
     cell: str
-    state: str  # done, running, failed, interrupted, pending
+    state: str  # done, running, failed, interrupted, pending, other config
     epochs_done: int
     epochs: int
     detail: str = ""
@@ -42,8 +44,10 @@ def grid_status(config: ExperimentConfig, out_dir: str | Path, max_cells: int = 
     for cell in sweep_cells(config, max_cells):
         run, epochs = RunView(cell_directory(root, cell.name)), cell.config.train.epochs
         done = len(run.rows()) if (run.path / "metrics.jsonl").exists() else 0
-        writer, failure = run.writer(), run.failure()
-        if run.is_finished and run.result()["epochs"] == epochs:
+        writer, failure, mismatch = run.writer(), run.failure(), run.mismatch(cell.config)
+        if mismatch is not None:  # the same check the plain sweep makes: its runs are not this grid's
+            state, detail = "other config", mismatch.split(": ", 1)[-1]
+        elif run.is_finished and run.result()["epochs"] == epochs:
             state, detail = "done", f"test accuracy {100 * run.result()['test_acc']:.2f} %"
         elif writer is not None:
             state, detail = "running", f"process {writer['pid']} on {writer['host']}"
@@ -58,7 +62,8 @@ def grid_status(config: ExperimentConfig, out_dir: str | Path, max_cells: int = 
 
 
 def format_status(statuses: list[CellStatus]) -> str:
-    counts = {s: sum(c.state == s for c in statuses) for s in ("done", "running", "failed", "interrupted", "pending")}
+    counts = {s: sum(c.state == s for c in statuses)
+              for s in ("done", "running", "failed", "interrupted", "pending", "other config")}
     lines = [f"{'cell':<40} {'state':<12} {'epochs':>9}  detail"]
     lines += [f"{c.cell:<40} {c.state:<12} {c.epochs_done:>4}/{c.epochs:<4}  {c.detail}" for c in statuses]
     lines.append(", ".join(f"{n} {state}" for state, n in counts.items() if n) + f" of {len(statuses)} cells")
@@ -121,6 +126,10 @@ def submit_sweep(config: ExperimentConfig, out_dir: str | Path, *, cluster: str 
     for submitit's choice (Slurm where ``sbatch`` exists, else local)."""
     submitit = _submitit()
     root, launcher = sweep_root(out_dir, config), config.launcher
+    foreign = [s for s in grid_status(config, out_dir, max_cells) if s.state == "other config"]
+    if foreign:
+        raise RunMismatchError(f"{len(foreign)} cell(s) under {root} hold runs of another config, e.g. "
+                               f"{foreign[0].cell}: {foreign[0].detail}")
     groups = job_groups(config, out_dir, max_stack, max_cells)
     if not groups:
         return []

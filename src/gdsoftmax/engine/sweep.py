@@ -82,16 +82,15 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     for name, cell in cells:
         run_dir, cell.name = cell_directory(root, name), name
         run = RunWriter(run_dir)
-        if restart:
-            run.restart()
-        run.claim(cell)  # a cell directory of another config is refused, naming the keys
-        result = run.result() if run.is_finished else None
+        if not restart:  # with --restart, the trainer discards each run under its lock
+            run.claim(cell)  # a cell directory of another config is refused, naming the keys
+        result = run.result() if run.is_finished and not restart else None
         if result is not None and result["epochs"] == cell.train.epochs:
             finished[name] = result
         else:
             pending.append((name, cell, run_dir))
     groups = plan_stacks(pending, lambda c: (data_for(c).image_shape, data_for(c).num_classes), max_stack)
-    trained, failures = _train_groups(groups, data_for, progress=progress, log=log)
+    trained, failures = _train_groups(groups, data_for, progress=progress, log=log, restart=restart)
     finished.update(trained)
     results = [{"cell": name, "setting": settings[name], "of": per_setting[settings[name]], **finished[name]}
                for name, _ in cells if name in finished]
@@ -100,7 +99,7 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     return results
 
 
-def _train_groups(groups, data_for, *, progress: bool, log) -> tuple[dict[str, dict], dict[str, str]]:
+def _train_groups(groups, data_for, *, progress: bool, log, restart: bool = False) -> tuple[dict, dict[str, str]]:
     """Train each group (stacked when it has several cells): the results of the cells that finished,
     and the error of each that did not. A group whose loss diverges is noted in its run directories;
     the rest go on."""
@@ -111,7 +110,7 @@ def _train_groups(groups, data_for, *, progress: bool, log) -> tuple[dict[str, d
             log(f"training {len(group)} runs as one stacked model: {', '.join(name for name, _, _ in group)}")
         try:
             summaries = train([c for _, c, _ in group], [d for _, _, d in group], data=data_for(group[0][1]),
-                              progress=progress)
+                              progress=progress, restart=restart)
         except TrainingDiverged as error:  # a diverged setting is a result; the rest of the grid still runs
             for name, _, run_dir in group:
                 RunWriter(run_dir).record_failure(f"{type(error).__name__}: {error}")

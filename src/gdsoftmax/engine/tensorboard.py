@@ -24,10 +24,10 @@ import torch
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.engine.config import ExperimentConfig, to_dict
+from gdsoftmax.engine.rundir.records import TENSORBOARD_DIR
 
 __all__ = ["TENSORBOARD_DIR", "TensorBoardLog", "scalar_tag"]
 
-TENSORBOARD_DIR = "tensorboard"
 SCHEDULE_FIELDS = {"beta": "schedule/beta", "lr": "schedule/lr", "wall_time": "time/wall_time_s"}
 
 

@@ -34,6 +34,7 @@ from gdsoftmax.engine.checkpoint import capture_rng_state, restore_rng_state, se
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import Dataset, crop_and_flip, draw_augmentation, load_dataset, with_input_scaling
 from gdsoftmax.engine.evaluation import evaluation_scores, final_predictions, per_sample_record
+from gdsoftmax.engine.lr import learning_rate
 from gdsoftmax.engine.models import build_model
 from gdsoftmax.engine.objectives import build_objective
 from gdsoftmax.engine.rundir.records import Checkpoint, EpochRow, RunResult
@@ -42,13 +43,6 @@ from gdsoftmax.engine.stacked import StackedRuns
 from gdsoftmax.engine.tensorboard import TensorBoardLog
 
 __all__ = ["SingleRun", "TrainingDiverged", "learning_rate", "run_experiment", "train"]
-
-
-def learning_rate(config: ExperimentConfig, epoch: int) -> float:
-    """The step decay: lr * gamma^(number of milestone fractions already passed). Pure in ``epoch``."""
-    # a milestone never falls on epoch 0: with very few epochs the first epoch still runs at train.lr
-    passed = sum(epoch >= max(1, round(m * config.train.epochs)) for m in config.train.lr_milestones)
-    return config.train.lr * config.train.lr_gamma**passed
 
 
 def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Dataset | None = None,
@@ -66,14 +60,14 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
     """
     runs = [RunWriter(d) for d in run_dirs]
     world = _Distributed.from_environment(configs[0].train.device)
-    for run, config in zip(runs, configs, strict=True):
-        if restart and world.is_main:
-            run.restart()
-        run.claim(config)
     with contextlib.ExitStack() as locks:
-        if world.is_main:
+        if world.is_main:  # the lock first: nothing of a run that another process writes is touched
             for run in runs:
                 locks.enter_context(run.lock())
+            for run, config in zip(runs, configs, strict=True):
+                if restart:
+                    run.restart()
+                run.claim(config)
         return _train(configs, runs, world, data, progress)
 
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gdsoftmax.analysis import plots
-from gdsoftmax.engine.config import ConfigError, build_dataclass
+from gdsoftmax.engine.config import RUN_NAME_RULE, ConfigError, build_dataclass, is_run_name
 from gdsoftmax.labs.peeled import SETTINGS, PeeledRun, simulate
 
 DIVERGENT_NORM = 1e6
@@ -40,9 +39,8 @@ def load_peeled_config(path: str | Path) -> PeeledConfig:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"cannot read {path}: {error}") from error
     config = build_dataclass(PeeledConfig, raw)
-    if re.fullmatch(r"[A-Za-z0-9_.=+-]+", config.name) is None or config.name in (".", ".."):
-        raise ConfigError(f"name may hold only letters, digits and _ . = + - (it names the output folder), "
-                          f"got {config.name!r}")
+    if not is_run_name(config.name):
+        raise ConfigError(f"name {RUN_NAME_RULE} (it names the output folder), got {config.name!r}")
     bad = [s for s in config.settings if s not in SETTINGS]
     if bad:
         raise ConfigError(f"settings: {bad} are not among {list(SETTINGS)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from gdsoftmax.analysis.stats import holm, linear_trend, mean_std, paired_comparison, verdict
+from gdsoftmax.analysis.stats import format_p, holm, linear_trend, mean_std, paired_comparison, verdict
 from gdsoftmax.studies.epochs import early_epoch
 
 __all__ = ["TREND_CLAIMS", "claims_table"]
@@ -64,8 +64,10 @@ def claims_table(groups: dict[str, list], baseline: list | None) -> list[list[st
         for (group, c, treat, ref), adjusted in zip(family, holm([c.p_value for _, c, _, _ in family]),
                                                     strict=True):
             table.append([claim.format(early=early), group[0].label, f"{scale * treat[0]:.3g}", f"{scale * ref[0]:.3g}",
-                          f"{scale * c.difference:+.3g} [{scale * c.ci_low:+.3g}, {scale * c.ci_high:+.3g}]",
-                          f"{c.effect_size:+.2f}", f"{c.p_value:.3g}", f"{adjusted:.3g}", verdict(c, sign, adjusted)])
+                          f"{scale * c.difference:+.3g} [{scale * c.ci_low:+.3g}, {scale * c.ci_high:+.3g}]"
+                          if not c.undecided else f"{scale * c.difference:+.3g}",
+                          f"{c.effect_size:+.2f}", format_p(c.p_value), format_p(adjusted),
+                          (c.undecided and f"undecided: {c.undecided}") or verdict(c, sign, adjusted)])
     return table + _trend_claims(groups)
 
 

@@ -20,6 +20,7 @@ from gdsoftmax.analysis.calibration import compare_post_hoc
 from gdsoftmax.analysis.estimators import calibration_estimates, debiased_l2_ece, smooth_ece, smooth_reliability, top1
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.stats import Comparison, format_mean_std, holm, mean_std, paired_comparison
+from gdsoftmax.engine.rundir.view import failed_runs
 from gdsoftmax.studies.beside_paper import beside_the_paper
 from gdsoftmax.studies.claims import claims_table
 from gdsoftmax.studies.epochs import CURRICULUM_EPOCH, early_epoch
@@ -114,6 +115,9 @@ def _versus_all(groups: dict[str, list[Run]], baseline, key: str, scale: float =
         if c is None:
             cells[n] = "n/a"
             continue
+        if c.undecided:
+            cells[n] = f"{scale * c.difference:+.2f} (undecided: {c.undecided})"
+            continue
         star = "*" if adjusted[n] < 0.05 else ""
         cells[n] = (f"{scale * c.difference:+.2f} [{scale * c.ci_low:+.2f}, {scale * c.ci_high:+.2f}] "
                     f"(p={adjusted[n]:.3f}){star}")
@@ -141,6 +145,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
              f"{n_bins} equal-width bins.", "",
              "The claims tested are the paper's own statements (abstract and section 3). Every number here, "
              "including the β = 1 baseline, is our measurement.", ""]
+    lines += _runs_to_know_about(sweep_dir, runs)
     if command:
         lines += ["Regenerate with:", "", "```", command, "```", ""]
     lines += _final_metrics(groups, baseline, n_bins)
@@ -163,6 +168,24 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _runs_to_know_about(sweep_dir: Path, runs: list[Run]) -> list[str]:
+    """Runs a reader must know of: cells that stopped with an error (not in any table), and runs that
+    were extended (trained first to a shorter train.epochs), which are never presented as fresh runs."""
+    lines = []
+    failed = failed_runs(sweep_dir)
+    if failed:
+        lines += [f"**{len(failed)} cell(s) stopped with an error and are in no table below:** "
+                  + "; ".join(f"{run.path.name} ({(run.failure() or '').strip().splitlines()[-1][:120]})"
+                              for run in failed), ""]
+    extended = [run for run in runs if run.extended_from]
+    if extended:
+        lines += [f"**{len(extended)} run(s) were extended** after finishing at a shorter length (the engine allows "
+                  "this only where the learning rate of the epochs already trained stays the same): "
+                  + "; ".join(f"{run.path.name} (from {', '.join(map(str, run.extended_from))} epochs)"
+                              for run in extended), ""]
+    return lines
 
 
 def _final_metrics(groups: dict[str, list[Run]], baseline, n_bins: int) -> list[str]:

@@ -34,6 +34,7 @@ class Run:
     samples: dict
     predictions: dict
     values: dict = field(default_factory=dict)  # per-run scalar results
+    extended_from: list[int] = field(default_factory=list)  # earlier lengths, if train.epochs was raised
 
     @property
     def setting(self) -> str:
@@ -73,7 +74,8 @@ def load_runs(sweep_dir: str | Path) -> list[Run]:
     runs = []
     for run_dir in finished_runs(sweep_dir):
         record = run_dir.read()
-        runs.append(Run(record.path, record.config, record.rows, record.samples, record.predictions))
+        runs.append(Run(record.path, record.config, record.rows, record.samples, record.predictions,
+                        extended_from=run_dir.extended_from()))
     if not runs:
         raise FileNotFoundError(f"no finished runs (*/result.json) under {sweep_dir}")
     return runs

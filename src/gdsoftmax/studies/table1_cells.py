@@ -80,6 +80,9 @@ def mean_cell(values, digits=0) -> str:
 
 
 def delta_text(c, digits=0) -> str:
+    """Δ with its 95 % interval, or Δ and why no test was made."""
+    if getattr(c, "undecided", None):
+        return f"{c.difference:+.{digits}f} (undecided: {c.undecided})"
     return f"{c.difference:+.{digits}f} [{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}]"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gdsoftmax.analysis.stats import holm, paired_comparison, unpaired_comparison, verdict
+from gdsoftmax.analysis.stats import format_p, holm, paired_comparison, unpaired_comparison, verdict
 from gdsoftmax.engine.rundir.records import identity
 from gdsoftmax.engine.rundir.view import failed_runs
 from gdsoftmax.studies.markdown import markdown_table
@@ -56,9 +56,10 @@ def factor_section(cells, factor_cells, epochs, descriptions) -> list[str]:
         accuracy = [mean_cell([final_test_accuracy(r) for r in everything[(arm, b)].runs
                                 if r.config.seed in seeds_of(arm)], 2) for b in (1.0, 0.001)]
         rows.append([arm, descriptions.get(arm, ""), mean_cell(at(arm, 1.0, last)), mean_cell(at(arm, 0.001, last)),
-                     delta_text(c), f"{p:.3g}", verdict(c, +1, p),
+                     delta_text(c), format_p(p), verdict(c, +1, p),
                      f"{np.mean(deltas(arm, peak_epoch)):+.0f} @ {peak_epoch}",
-                     delta_text(moved) + f" (p = {moved.p_value:.2g})" if moved else "—", direction, *accuracy])
+                     delta_text(moved) + f" (p = {format_p(moved.p_value, 2)})" if moved else "—", direction,
+                     *accuracy])
     header = ["arm", "what changes", "β = 1: p_c <= 0.2", "β = 0.001: p_c <= 0.2", "Δ (0.001 − 1) [95 % CI]",
               "Holm p", "paper's direction?", "largest mean Δ @ epoch", "Δ − recipe's Δ [95 % CI]",
               "moves Δ", "test acc % β = 1", "test acc % β = 0.001"]
@@ -87,7 +88,8 @@ def _one_sided_arms(everything, missing, last) -> list[str]:
         c = paired_comparison(cell.at(last, seeds), recipe.at(last, seeds))
         accuracy = [[final_test_accuracy(r) for r in x.runs if r.config.seed in seeds] for x in (cell, recipe)]
         rows.append([arm, f"{beta:g}", len(seeds), mean_cell(cell.at(last, seeds)), mean_cell(recipe.at(last, seeds)),
-                     delta_text(c) + f" (p = {c.p_value:.2g})", mean_cell(accuracy[0], 2), mean_cell(accuracy[1], 2)])
+                     delta_text(c) + f" (p = {format_p(c.p_value, 2)})", mean_cell(accuracy[0], 2),
+                     mean_cell(accuracy[1], 2)])
     if not rows:
         return []
     return ["Arms with one β finished (the other stopped, below): that β against the recipe's on the same seeds, "

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from gdsoftmax.analysis import plots
-from gdsoftmax.analysis.stats import holm, paired_comparison, verdict
+from gdsoftmax.analysis.stats import format_p, holm, paired_comparison, verdict
 from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.studies.epochs import early_epoch
 from gdsoftmax.studies.markdown import markdown_table
@@ -99,7 +99,7 @@ def _verdict_section(cells, betas, epochs) -> list[str]:
     for beta, c, p in _first_row_tests(cells, betas, last):
         paper = paper_count("(0, 0.2]", beta)
         rows.append([f"{beta:g}", mean_cell(cells[(REFERENCE_ARM, beta)].low[last]),
-                     mean_cell(cells[(REFERENCE_ARM, 1.0)].low[last]), delta_text(c), f"{c.p_value:.3g}", f"{p:.3g}",
+                     mean_cell(cells[(REFERENCE_ARM, 1.0)].low[last]), delta_text(c), format_p(c.p_value), format_p(p),
                      verdict(c, +1, p), f"{paper - paper_base:+d}" if paper is not None else "—"])
     along = []
     for epoch in epochs:
@@ -135,7 +135,7 @@ def _accuracy_section(cells, betas) -> list[str]:
         runs = cells[(REFERENCE_ARM, beta)].runs
         c = comparisons.get(beta)
         rows.append([f"{beta:g}", len(runs), mean_cell([final_test_accuracy(r) for r in runs], 2),
-                     delta_text(c, 2) + f" (Holm p = {adjusted[beta]:.3g})" if c else "—",
+                     delta_text(c, 2) + f" (Holm p = {format_p(adjusted[beta])})" if c else "—",
                      mean_cell([100 * r.rows[-1]["train_acc"] for r in runs], 2)])
     n_test = len(base[0].predictions["test_labels"])
     return [f"## Test accuracy ({n_test:,} test images)", "",
@@ -168,7 +168,7 @@ def _warmup_section(runs: list[Run]) -> list[str]:
                   and [r.config.seed for r in groups[label]] == [r.config.seed for r in groups[base]]]
         tests = [paired_comparison(values[label], values[base]) for label in others]
         for label, c, p in zip(others, tests, holm([c.p_value for c in tests]), strict=True):
-            versus[(name, label)] = f"{delta_text(c, 2)} (Holm p = {p:.2g})"
+            versus[(name, label)] = f"{delta_text(c, 2)} (Holm p = {format_p(p, 2)})"
     rows = [[label, g[0].config.loss.beta.describe(), WARMUP_SOURCES.get(label, ""), len(g),
              mean_cell(final[label], 2), versus.get(("final", label), "—"), mean_cell(early[label], 2),
              versus.get(("early", label), "—"), mean_cell([final_counts(r)[0] for r in g])]

@@ -22,6 +22,7 @@ from gdsoftmax.engine.config import ExperimentConfig, to_dict
 
 __all__ = ["CHECKPOINT_FILE", "CONFIG_FILE", "FAILURE_FILE", "IDENTITY_FILE", "LOCK_FILE", "METRICS_FILE",
            "NOT_IDENTITY", "PREDICTIONS_FILE", "PREVIOUS_FILE", "RESULT_FILE", "RUN_FILES", "SAMPLES_FILE",
+           "TENSORBOARD_DIR",
            "Checkpoint", "DamagedRunError", "EpochRow", "RunLockedError", "RunMismatchError", "RunRecord",
            "RunResult", "fingerprint", "identity", "identity_differences", "read_or_explain", "to_json"]
 
@@ -30,6 +31,7 @@ FAILURE_FILE = "failure.txt"  # why the last attempt stopped with an error (clea
 PREVIOUS_FILE = "checkpoint.prev.pt"  # stacked runs keep the epoch before, to realign after a cut
 SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE = "samples.npz", "predictions.npz", "result.json"
 IDENTITY_FILE, LOCK_FILE = "run.json", "lock"
+TENSORBOARD_DIR = "tensorboard"  # event files mirrored from metrics.jsonl (train.log = ["tensorboard"])
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PREVIOUS_FILE, SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE,
              IDENTITY_FILE)
 # keys that may change when a run is resumed: its length, where the data lives, which device trains it
@@ -54,8 +56,9 @@ def read_or_explain(path: Path, reader):
         return reader(path)
     except Exception as error:  # any failure to parse: truncated, overwritten, not ours
         raise DamagedRunError(f"{path} is damaged and cannot be read ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0][:100] if str(error) else 'no detail'}); rerun with "
-                              "--restart to train this run anew") from error
+                              f"{str(error).splitlines()[0][:100] if str(error) else 'no detail'}); delete the "
+                              f"folder {path.parent} (that run only) and rerun its train or sweep command, which "
+                              "trains that run anew and keeps every other") from error
 
 
 def identity(config: ExperimentConfig) -> dict[str, object]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from gdsoftmax.engine.checkpoint import load_checkpoint
 from gdsoftmax.engine.config import ExperimentConfig, load_config
+from gdsoftmax.engine.lr import schedule_changes
 from gdsoftmax.engine.pidlock import is_stale, read_lock
 from gdsoftmax.engine.rundir.records import (
     CHECKPOINT_FILE,
@@ -34,10 +35,13 @@ from gdsoftmax.engine.rundir.records import (
     EpochRow,
     RunRecord,
     identity,
+    identity_differences,
     read_or_explain,
 )
 
-__all__ = ["RunView", "failed_runs", "finished_runs"]
+__all__ = ["WAY_OUT", "RunView", "failed_runs", "finished_runs"]
+
+WAY_OUT = "Use another --out, or --restart to discard that run"
 
 
 class RunView:
@@ -62,6 +66,33 @@ class RunView:
         if (self.path / CONFIG_FILE).exists():
             return identity(self.config())
         return None
+
+    def mismatch(self, config: ExperimentConfig) -> str | None:
+        """Why this directory cannot hold a run of ``config``, or None when it can: the sweep, the
+        launcher and ``--status`` all ask this one question. A run of another config (its recorded
+        identity differs), one that trained more epochs than asked for, and one whose learning-rate
+        schedule over the epochs it trained would change if it were extended, are refused."""
+        recorded = self.identity()
+        differ = [] if recorded is None else identity_differences(recorded, identity(config))
+        if differ:
+            shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+            return f"{self.path} holds a run of another config: {shown}. {WAY_OUT}"
+        done = self.checkpoint_epoch()
+        if done > config.train.epochs:
+            return f"{self.path} has trained {done} epochs, more than train.epochs = {config.train.epochs}. {WAY_OUT}"
+        trained = self.config() if done and (self.path / CONFIG_FILE).exists() else None
+        changed = [] if trained is None else schedule_changes(trained, config, done)
+        if changed:
+            return (f"{self.path} trained {done} epochs under train.epochs = {trained.train.epochs}, and its lr "
+                    f"milestones are fractions of train.epochs: {config.train.epochs} epochs would change the lr of "
+                    f"epochs it already trained (from epoch {changed[0]}). {WAY_OUT}")
+        return None
+
+    def extended_from(self) -> list[int]:
+        """The lengths (train.epochs) this run had before it was extended; empty for a run trained at one length."""
+        if not (self.path / IDENTITY_FILE).exists():
+            return []
+        return read_or_explain(self.path / IDENTITY_FILE, lambda p: json.loads(p.read_text()).get("extended_from", []))
 
     def rows(self, up_to: int | None = None) -> list[EpochRow]:
         """Rows with epoch <= ``up_to`` (all without it); a torn last line from a crash is skipped."""

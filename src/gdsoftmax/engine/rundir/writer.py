@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from gdsoftmax.engine.rundir.records import (
     RESULT_FILE,
     RUN_FILES,
     SAMPLES_FILE,
+    TENSORBOARD_DIR,
     Checkpoint,
     EpochRow,
     RunLockedError,
@@ -48,7 +50,6 @@ from gdsoftmax.engine.rundir.records import (
     RunResult,
     fingerprint,
     identity,
-    identity_differences,
     to_json,
 )
 from gdsoftmax.engine.rundir.view import RunView
@@ -62,23 +63,18 @@ class RunWriter(RunView):
 
     # ---- identity and exclusive writing
     def claim(self, config: ExperimentConfig) -> None:
-        """Check that this directory is new or holds a run of ``config`` (which may ask for more epochs
-        than were done); raise :class:`RunMismatchError` naming what differs and the way out."""
-        recorded = self.identity()
-        differ = [] if recorded is None else identity_differences(recorded, identity(config))
-        if differ:
-            shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
-            raise RunMismatchError(f"{self.path} holds a run of another config: {shown}. Use another --out, "
-                                   "or --restart to discard that run")
-        done = self.checkpoint_epoch()
-        if done > config.train.epochs:
-            raise RunMismatchError(f"{self.path} has trained {done} epochs, more than train.epochs = "
-                                   f"{config.train.epochs}. Use another --out, or --restart to discard that run")
+        """Check that this directory is new or holds a run of ``config``; raise
+        :class:`RunMismatchError` naming what differs and the way out (see :meth:`RunView.mismatch`)."""
+        why = self.mismatch(config)
+        if why is not None:
+            raise RunMismatchError(why)
 
     def restart(self) -> None:
-        """Delete this run's files (and nothing else in the folder), so that it starts anew."""
-        for name in RUN_FILES:
+        """Delete this run's files and its TensorBoard events (nothing else in the folder), so that it
+        starts anew. Call it holding :meth:`lock`, so that a run another process writes is never touched."""
+        for name in (*RUN_FILES, FAILURE_FILE):
             (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / TENSORBOARD_DIR, ignore_errors=True)
 
     @contextlib.contextmanager
     def lock(self):
@@ -94,9 +90,12 @@ class RunWriter(RunView):
         (the checkpoint's own copy, which restores a line lost from metrics.jsonl) or, for a checkpoint
         from before checkpoints carried rows, the file's rows up to ``start_epoch``."""
         self.path.mkdir(parents=True, exist_ok=True)
-        ident = identity(config)
+        ident, lengths = identity(config), self.extended_from()
+        if start_epoch and (self.path / CONFIG_FILE).exists() and self.config().train.epochs != config.train.epochs:
+            lengths = [*lengths, self.config().train.epochs]  # an extension: the directory says so
         atomic_write_bytes(self.path / IDENTITY_FILE, to_json(
-            {"fingerprint": fingerprint(ident), "identity": ident}, indent=1, default=str).encode())
+            {"fingerprint": fingerprint(ident), "identity": ident, **({"extended_from": lengths} if lengths else {})},
+            indent=1, default=str).encode())
         atomic_write_bytes(self.path / CONFIG_FILE, config_to_toml(config).encode())
         if start_epoch < config.train.epochs:  # a result from a shorter run of this config no longer holds
             (self.path / RESULT_FILE).unlink(missing_ok=True)
