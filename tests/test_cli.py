@@ -98,3 +98,37 @@ def test_theory_table(capsys):
     out = capsys.readouterr().out
     assert "inflection" in out
     assert "agrees with the closed forms" in out
+
+
+def test_version_and_help_start_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom gdsoftmax.cli import main\nfor args in (['--version'], ['--help']):\n"
+            "    try:\n        main(args)\n    except SystemExit as done:\n        assert done.code == 0\n"
+            "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("gdsoftmax 0.1.0\n")
+    assert done.stdout.splitlines()[-1] == "False"  # the package face imports the loss only when it is used
+
+
+def test_the_package_face_still_gives_the_loss():
+    import gdsoftmax
+
+    assert gdsoftmax.GradientDecayLoss.__name__ == "GradientDecayLoss"
+    assert "gradient_decay_loss" in dir(gdsoftmax)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        gdsoftmax.nope  # noqa: B018
+
+
+def test_ctrl_c_is_one_line_naming_the_way_back(config, tmp_path, capsys, monkeypatch):
+    import gdsoftmax.engine.sweep as sweep
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "run_sweep", interrupted)
+    assert main(["sweep", str(config), "--out", str(tmp_path), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "gdsoftmax: interrupted; resume with the same command"

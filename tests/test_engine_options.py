@@ -191,3 +191,46 @@ def test_the_cifar_epoch_benchmark_runs(tmp_path):
     text = (tmp_path / "cifar_epoch_smoke.md").read_text()
     assert "Epoch, before and after" in text
     assert "batch norm folded" in text
+
+
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}  # dispatch as on an AVX2-only CPU
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units():
+    code = ("import warnings, torch\nfrom gdsoftmax.engine.acceleration import resolve_precision\n"
+            "cpu = torch.device('cpu')\nwith warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            "    print(*(resolve_precision(p, cpu) for p in ('auto', 'bf16', 'bf16')))\n"
+            "print(len(caught), caught[0].message if caught else '')\n")
+    avx2 = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, **AVX2_ONLY})
+    assert avx2.returncode == 0, avx2.stderr
+    chosen, warned = avx2.stdout.splitlines()
+    assert chosen == "fp32 bf16 bf16"  # auto falls back; an explicit bf16 is kept, and warned about once
+    assert warned.startswith("1 ")
+    assert "AVX2 kernels (no AVX-512), so bf16 is emulated" in warned
+
+
+def test_auto_precision_follows_the_detection(monkeypatch):
+    import gdsoftmax.engine.acceleration as acceleration
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(acceleration, "no_native_bf16", lambda device: None)
+    assert acceleration.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(acceleration, "no_native_bf16", lambda device: "no bf16 units")
+    assert acceleration.resolve_precision("auto", cpu) == "fp32"
+    assert acceleration.resolve_precision("fp16", cpu) == "fp16"
+
+
+def test_a_run_records_its_precision_and_a_resumed_run_keeps_it(tmp_path, images, monkeypatch):
+    import gdsoftmax.engine.acceleration as acceleration
+
+    monkeypatch.setattr(acceleration, "no_native_bf16", lambda device: None)  # as on a CPU with AMX
+    with interrupted_at_epoch(2):
+        train(tmp_path, images, "cut", precision="auto")
+    assert json.loads((tmp_path / "cut" / "run.json").read_text())["precision"] == "bf16"
+    monkeypatch.setattr(acceleration, "no_native_bf16", lambda device: "no bf16 units")  # resumed elsewhere
+    result, _ = train(tmp_path, images, "cut", precision="auto")
+    assert result["precision"] == "bf16"  # the run trains on as it started
+    fresh, _ = train(tmp_path, images, "fresh", precision="auto")
+    assert fresh["precision"] == "fp32"

@@ -113,3 +113,43 @@ def test_an_internal_error_keeps_its_traceback_and_says_so(config, tmp_path, cap
     with pytest.raises(ZeroDivisionError):
         main(["train", str(config), "--out", str(tmp_path), "--no-progress"])
     assert "internal error" in capsys.readouterr().err
+
+
+def test_a_missing_data_folder_leaves_nothing_behind(tmp_path, capsys, monkeypatch):
+    """The loader looked for DIR/MNIST/raw and the run opened runs/NAME: a failed command removes both."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "c.toml"
+    config.write_text('name = "c"\n[data]\ndataset = "mnist"\ndownload = false\n[train]\nepochs = 1\n')
+    assert main(["train", str(config), "--data-dir", "missing", "--out", "runs", "--no-progress"]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
+
+
+def test_set_values_that_are_not_toml_name_the_quotes(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('name = "c"\n[train]\nepochs = 1\n')
+    assert main(["train", str(config), "--set", "train.log=[tensorboard]", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert 'strings inside lists and tables need quotes, e.g. train.log=["tensorboard"]' in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_quoted_sweep_key_can_be_overridden(tmp_path):
+    from gdsoftmax.engine.config import load_config
+
+    config = load_config("configs/digits_sweep.toml", ['sweep."loss.beta"=[1.0, 0.001]'])
+    assert config.sweep["loss.beta"] == [1.0, 0.001]
+
+
+def test_train_and_sweep_of_one_config_do_not_mix_their_folders(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('name = "c"\n[train]\nepochs = 1\nrecord_epochs = [1]\n[sweep]\nseed = [0, 1]\n')
+    out = str(tmp_path / "runs")
+    assert main(["sweep", str(config), "--out", out, "--no-progress"]) == 0
+    assert "report " + out + "/c" in capsys.readouterr().out  # what to look at next
+    assert main(["train", str(config), "--out", out, "--no-progress"]) == 2
+    assert "holds the cells of a sweep of this config; train one run into another folder" in capsys.readouterr().err
+    assert main(["train", str(config), "--out", str(tmp_path / "single"), "--no-progress"]) == 0
+    assert main(["report", str(tmp_path / "single" / "c"), "--out", str(tmp_path / "r")]) == 0  # one run reports
+    assert main(["sweep", str(config), "--out", str(tmp_path / "single"), "--no-progress"]) == 2
+    assert "holds a single run (gdsoftmax train)" in capsys.readouterr().err

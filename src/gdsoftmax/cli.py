@@ -8,6 +8,7 @@ the loss alone installed.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -46,9 +47,17 @@ time writes a run directory.
 """
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("gdsoftmax")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gdsoftmax", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"gdsoftmax {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add_run_options(sub):
@@ -129,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     and says that it is one."""
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # every epoch is checkpointed: nothing is lost
+        print("\ngdsoftmax: interrupted; resume with the same command", file=sys.stderr)
+        return 130
     except OSError as error:  # a full disk, a folder without write permission, ...
         where = f" {error.filename}" if error.filename else ""
         print(f"gdsoftmax: error: could not read or write{where}: {error.strerror or error}", file=sys.stderr)
@@ -251,7 +263,7 @@ def _train_or_sweep(args) -> int:
     from gdsoftmax.engine.config import ConfigError, load_config
     from gdsoftmax.engine.data import DataNotFoundError
     from gdsoftmax.engine.rundir.records import RunLockedError
-    from gdsoftmax.engine.sweep import SweepIncomplete, format_summary, parse_shard, run_sweep
+    from gdsoftmax.engine.sweep import SweepIncomplete, format_summary, holds_cells, parse_shard, run_sweep
     from gdsoftmax.engine.trainer import TrainingDiverged, run_experiment
 
     if _output_folder(args.out, args.command) is None:
@@ -263,6 +275,9 @@ def _train_or_sweep(args) -> int:
         if args.command == "train":
             config.sweep = {}
             run_dir = f"{args.out}/{config.name}"
+            if holds_cells(Path(run_dir)):
+                raise ValueError(f"{run_dir} holds the cells of a sweep of this config; train one run into another "
+                                 f"folder, e.g. --out {args.out}/single")
             result = run_experiment(config, run_dir, progress=not args.no_progress, restart=args.restart)
             results = [{"cell": config.name, **result}]
             print(f"results in {run_dir}")
@@ -283,7 +298,19 @@ def _train_or_sweep(args) -> int:
         return 2
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
         print(format_summary(results))
+        print(_next_steps(f"{args.out}/{config.name}", config))
     return 0
+
+
+def _next_steps(folder: str, config) -> str:
+    """What to look at after training: the report, and TensorBoard where the runs logged to it."""
+    prog = sys.argv[0] if sys.argv[0].endswith("gdsoftmax") else "gdsoftmax"
+    lines = ["", "Next:", f"  {prog} report {folder}    # report.md: tables, figures, each β against β = 1"]
+    if "tensorboard" in config.train.log:
+        lines.append(f"  tensorboard --logdir {folder}    # the curves of every run, side by side")
+    else:
+        lines.append("  (add --set 'train.log=[\"tensorboard\"]' to follow runs in TensorBoard)")
+    return "\n".join(lines)
 
 
 def _status_or_launch(args, config) -> int:

@@ -38,7 +38,7 @@ __all__ = ["ConfigError", "ExperimentConfig", "apply_assignments", "config_to_to
            "to_dict"]
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 LOGGERS = ("tensorboard",)
 INPUT_SCALINGS = ("standardize", "unit", "raw")
 
@@ -109,7 +109,8 @@ class TrainConfig:
     device: str = "auto"  # "auto": cuda if available, else cpu
     track_margin: bool = False  # per epoch: normalized and smoothed margins on train (homogeneous models)
     # speed settings (gdsoftmax.engine.acceleration), each also runs on the CPU: "bf16" or "fp16" put the model
-    # under autocast; the loss is always computed in float32
+    # under autocast (the loss is always computed in float32); "auto" is bf16 where the device has bf16 units
+    # (CUDA; a CPU with AMX or AVX512-BF16) and fp32 elsewhere; the run records the precision it used
     precision: str = "fp32"
     channels_last: bool = False  # NHWC memory format for convolutional models and their inputs
     compile: bool = False  # torch.compile the model (the loss runs eagerly: beta changes never recompile)
@@ -181,10 +182,22 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig
     for item in overrides:
         key, value = parse_override(item)
         if key.startswith("sweep."):  # sweep keys are dotted paths themselves: sweep.loss.beta=[...]
-            raw.setdefault("sweep", {})[key.removeprefix("sweep.")] = value
+            raw.setdefault("sweep", {})[_unquoted(key.removeprefix("sweep."))] = value
         else:
             set_dotted(raw, key, value)
     return parse_config(raw)
+
+
+def _unquoted(key: str) -> str:
+    """A sweep key as a config file writes it, quoted ("loss.beta") or not (loss.beta)."""
+    if key[:1] not in ('"', "'"):
+        return key
+    try:
+        (unquoted,) = tomllib.loads(f"{key} = 0")
+    except (tomllib.TOMLDecodeError, ValueError) as error:
+        raise ConfigError(f"sweep.{key}: not a quoted key; write sweep.\"loss.beta\"=[...] or sweep.loss.beta=[...]") \
+            from error
+    return unquoted
 
 
 def parse_config_text(text: str) -> ExperimentConfig:
@@ -196,14 +209,26 @@ def parse_config_text(text: str) -> ExperimentConfig:
 
 
 def parse_override(item: str) -> tuple[str, object]:
-    """``"train.epochs=5"`` -> ("train.epochs", 5); values are TOML, bare words are strings."""
+    """``"train.epochs=5"`` -> ("train.epochs", 5); values are TOML, and a bare word is a string.
+
+    A value that starts like a TOML list, table or string but does not parse is refused, naming the
+    quotes it needs, rather than taken as a string (``train.log=[tensorboard]``).
+
+    >>> parse_override("model.name=resnet9"), parse_override('train.log=["tensorboard"]')
+    (('model.name', 'resnet9'), ('train.log', ['tensorboard']))
+    """
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.epochs=5")
+    text = text.strip()
     try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError as error:
+        if text[:1] in ("[", "{", '"', "'") or not re.fullmatch(r"[\w.:/+~-]*", text):
+            raise ConfigError(f"--set {key.strip()}={text}: the value is not valid TOML ({error}); strings inside "
+                              'lists and tables need quotes, e.g. train.log=["tensorboard"], and the shell needs '
+                              "the whole item in single quotes") from error
+        value = text
     return key.strip(), value
 
 

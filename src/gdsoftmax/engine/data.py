@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gdsoftmax.engine.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.data_checks import DataIntegrityError, check_split, verify_files
 
 __all__ = ["DATASETS", "DataIntegrityError", "DataNotFoundError", "Dataset", "Split", "augment_batch",
@@ -283,7 +284,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    train, test, num_classes, pixel_max = DATASETS[name](root, download)
+    with folders_removed_on_failure(root):  # a loader that finds nothing leaves no empty DIR/MNIST/raw behind
+        train, test, num_classes, pixel_max = DATASETS[name](root, download)
     for split, part in (("train", train), ("test", test)):
         check_split(name, split, part.images, part.labels, num_classes)
     n_val = round(val_size * len(train)) if isinstance(val_size, float) else int(val_size)

@@ -11,11 +11,12 @@ from tqdm.auto import tqdm
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import load_dataset
 from gdsoftmax.engine.grid import MAX_CELLS, sweep_cells
+from gdsoftmax.engine.rundir.records import CONFIG_FILE
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import plan_stacks
 from gdsoftmax.engine.trainer import TrainingDiverged, train
 
-__all__ = ["SweepIncomplete", "format_summary", "parse_shard", "run_sweep", "sweep_root"]
+__all__ = ["SweepIncomplete", "format_summary", "holds_cells", "parse_shard", "run_sweep", "sweep_root"]
 
 
 class SweepIncomplete(RuntimeError):
@@ -64,6 +65,9 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     ``only`` restricts the sweep to the cells of those names (a launcher's job runs its share so).
     """
     root = sweep_root(out_dir, config)
+    if (root / CONFIG_FILE).exists():
+        raise ValueError(f"{root} holds a single run (gdsoftmax train), not a sweep's cells; sweep into another "
+                         "--out, or move that run away")
     grid = sweep_cells(config, max_cells)
     per_setting = Counter(c.setting for c in grid)
     cells = [(c.name, c.config) for c in grid if only is None or c.name in only][shard[0] :: shard[1]]
@@ -97,6 +101,11 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     if failures:
         raise SweepIncomplete(results, failures)
     return results
+
+
+def holds_cells(folder: Path) -> bool:
+    """Whether ``folder`` holds a sweep's cells (run directories one level down)."""
+    return folder.is_dir() and any((cell / CONFIG_FILE).exists() for cell in folder.iterdir() if cell.is_dir())
 
 
 def _train_groups(groups, data_for, *, progress: bool, log, restart: bool = False) -> tuple[dict, dict[str, str]]:

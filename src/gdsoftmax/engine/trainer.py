@@ -29,8 +29,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gdsoftmax.analysis.margins import margin_statistics
-from gdsoftmax.engine.acceleration import compiled_graphs, gradient_scaler, set_determinism, training_model
+from gdsoftmax.engine.acceleration import (
+    compiled_graphs,
+    gradient_scaler,
+    resolve_precision,
+    set_determinism,
+    training_model,
+)
 from gdsoftmax.engine.checkpoint import capture_rng_state, restore_rng_state, seed_everything
+from gdsoftmax.engine.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import Dataset, crop_and_flip, draw_augmentation, load_dataset, with_input_scaling
 from gdsoftmax.engine.evaluation import evaluation_scores, final_predictions, per_sample_record
@@ -61,6 +68,8 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
     runs = [RunWriter(d) for d in run_dirs]
     world = _Distributed.from_environment(configs[0].train.device)
     with contextlib.ExitStack() as locks:
+        for run in runs:  # a run that fails before it writes anything leaves no empty folder behind
+            locks.enter_context(folders_removed_on_failure(run.path, depth=0))
         if world.is_main:  # the lock first: nothing of a run that another process writes is touched
             for run in runs:
                 locks.enter_context(run.lock())
@@ -82,12 +91,11 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
     data = with_input_scaling(data, first.data.input_scaling)
     steps_per_epoch = math.ceil(len(data.train) / first.train.batch_size)
     graphs_before = compiled_graphs() if first.train.compile else None
-    strategy = (SingleRun(first, data, world, steps_per_epoch) if len(configs) == 1
-                else StackedRuns(configs, data, world.device, steps_per_epoch))
+    strategy, precision = _strategy(configs, runs, data, world, steps_per_epoch)
     start_epoch, elapsed, records, rows = _resume(strategy, runs, world.device)
     if world.is_main:
         for run, config, done in zip(runs, configs, rows, strict=True):
-            run.open(config, start_epoch, done)
+            run.open(config, start_epoch, done, precision)
     logs = [TensorBoardLog(run.path, start_epoch) if world.is_main and "tensorboard" in config.train.log else None
             for run, config in zip(runs, configs, strict=True)]
 
@@ -111,8 +119,8 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
                            keep_previous=len(configs) > 1)
                 if logs[m] is not None:
                     logs[m].epoch(rows[m][-1])
-            if m == 0:
-                bar.set_postfix(loss=f"{row.train_loss:.3f}", test_acc=f"{row.test_acc:.4f}")
+            if m == 0:  # plain CE, not the β-loss: its floor is log β for β > 1, which would look stuck
+                bar.set_postfix(train_ce=f"{row.train_ce:.3f}", test_acc=f"{row.test_acc:.4f}")
         world.barrier()
     bar.close()
 
@@ -128,6 +136,16 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
             log.finish(config, summary, predictions["test_logits"], predictions["test_labels"])
     world.close()
     return summaries
+
+
+def _strategy(configs, runs: list[RunWriter], data: Dataset, world: _Distributed, steps_per_epoch: int):
+    """The strategy that trains ``configs``, and the precision it trains in: a resumed run keeps the one
+    it recorded when it started; stacked runs are always float32 (other precisions train alone)."""
+    if len(configs) > 1:
+        return StackedRuns(configs, data, world.device, steps_per_epoch), "fp32"
+    recorded = runs[0].recorded_precision() if runs[0].checkpoint_epoch() else None
+    precision = resolve_precision(configs[0].train.precision, world.device, recorded)
+    return SingleRun(configs[0], data, world, steps_per_epoch, precision), precision
 
 
 def _resume(strategy, runs: list[RunWriter], device) -> tuple[int, list[float], list[dict], list[list[dict]]]:
@@ -186,9 +204,11 @@ class SingleRun:
     """One model, data-parallel when launched by torchrun: the ordinary training step, with the
     options of :mod:`gdsoftmax.engine.acceleration` (precision, channels_last, compile)."""
 
-    def __init__(self, config: ExperimentConfig, data: Dataset, world: _Distributed, steps_per_epoch: int):
+    def __init__(self, config: ExperimentConfig, data: Dataset, world: _Distributed, steps_per_epoch: int,
+                 precision: str | None = None):
         self.config, self.world, self.steps_per_epoch = config, world, steps_per_epoch
         t, device_type = config.train, world.device.type
+        precision = precision or resolve_precision(t.precision, world.device)
         set_determinism(t.deterministic, device_type)
         self.eval_data = data.to(world.device)
         model = build_model(config.model.name, data.image_shape, data.num_classes,
@@ -199,13 +219,13 @@ class SingleRun:
                                     numerics=config.loss.numerics)
         memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         self.model = model.to(world.device, memory_format=memory_format)
-        self.trained = training_model(world.wrap(self.model), precision=t.precision, channels_last=t.channels_last,
+        self.trained = training_model(world.wrap(self.model), precision=precision, channels_last=t.channels_last,
                                       compile=t.compile, device_type=device_type)
-        evaluated = training_model(self.model, precision=t.precision, channels_last=t.channels_last, compile=False,
+        evaluated = training_model(self.model, precision=precision, channels_last=t.channels_last, compile=False,
                                    device_type=device_type)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum,
                                          weight_decay=t.weight_decay)
-        self.scaler = gradient_scaler(t.precision, device_type)
+        self.scaler = gradient_scaler(precision, device_type)
         self.generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
         self.members, self.objectives = [evaluated], [objective]
 

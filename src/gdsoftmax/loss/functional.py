@@ -169,6 +169,8 @@ def _choose(backend: str, input: torch.Tensor, kind: v.TargetKind, reduction: st
             raise ValueError(f"backend={backend!r} cannot compute this call: {reason}; "
                              "use backend='auto' or 'composite'")
         return backend
+    if torch.compiler.is_compiling():
+        return "composite"  # the only kernel torch.compile traces; asked before anything it cannot trace
     if input.device.type == "cuda" and _why_not("triton", input, kind, reduction, label_smoothing) is None:
         return "triton"
     if (input.numel() <= NATIVE_MAX_ELEMENTS and native.enabled()

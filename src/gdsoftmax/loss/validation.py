@@ -139,6 +139,8 @@ def check_input_and_target(input: object, target: object, ignore_index: int) -> 
 
 def check_class_indices(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
     """Raise IndexError for a class index outside [0, C) that is not ``ignore_index``."""
+    if torch.compiler.is_compiling():
+        return  # under torch.compile a host-side check would break the graph; gather still checks the bounds
     is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
     if is_wrapped is not None and is_wrapped(target):
         return  # under torch.func.vmap a host-side check is data-dependent control flow; gather still checks

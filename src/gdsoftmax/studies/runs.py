@@ -21,7 +21,7 @@ from pathlib import Path
 from gdsoftmax.engine.config import ExperimentConfig, to_dict
 from gdsoftmax.engine.grid import label
 from gdsoftmax.engine.rundir.records import EpochRow
-from gdsoftmax.engine.rundir.view import finished_runs
+from gdsoftmax.engine.rundir.view import RunView, finished_runs
 
 __all__ = ["Run", "load_runs"]
 
@@ -70,9 +70,10 @@ class Run:
 
 
 def load_runs(sweep_dir: str | Path) -> list[Run]:
-    """Every finished run below ``sweep_dir``."""
+    """Every finished run below ``sweep_dir``, or the run ``sweep_dir`` is (``gdsoftmax train`` writes one)."""
     runs = []
-    for run_dir in finished_runs(sweep_dir):
+    single = RunView(sweep_dir)
+    for run_dir in [single] if single.is_finished else finished_runs(sweep_dir):  # one run, or a sweep's cells
         record = run_dir.read()
         runs.append(Run(record.path, record.config, record.rows, record.samples, record.predictions,
                         extended_from=run_dir.extended_from()))

@@ -198,17 +198,18 @@ class RunResult:
     wall_time: float | None
     stacked_runs: int = 1  # > 1: wall_time is that of the whole stack
     compiled_graphs: int | None = None  # with train.compile: graphs torch.compile built during the run
+    precision: str | None = None  # the precision the run trained in ("auto" resolved for its device)
 
     @classmethod
     def from_rows(cls, config: ExperimentConfig, rows: list[EpochRow], stacked_runs: int = 1,
-                  compiled_graphs: int | None = None) -> RunResult:
+                  compiled_graphs: int | None = None, precision: str | None = None) -> RunResult:
         last = rows[-1] if rows else None
         best = max(rows, key=lambda r: r.val_acc if not math.isnan(r.val_acc) else -1) if rows else None
         return cls(config.name, config.seed, config.loss.beta.raw, max((r.epoch for r in rows), default=0),
                    *(None if last is None else getattr(last, k) for k in ("test_acc", "test_ce", "train_ce",
                                                                            "train_acc")),
                    None if best is None else best.val_acc, None if best is None else best.epoch,
-                   None if last is None else last.wall_time, stacked_runs, compiled_graphs)
+                   None if last is None else last.wall_time, stacked_runs, compiled_graphs, precision)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -90,9 +90,15 @@ class RunView:
 
     def extended_from(self) -> list[int]:
         """The lengths (train.epochs) this run had before it was extended; empty for a run trained at one length."""
-        if not (self.path / IDENTITY_FILE).exists():
-            return []
-        return read_or_explain(self.path / IDENTITY_FILE, lambda p: json.loads(p.read_text()).get("extended_from", []))
+        return self._identity_record().get("extended_from", [])
+
+    def recorded_precision(self) -> str | None:
+        """The precision the run trains in, recorded when it started (``"auto"`` resolved); None before."""
+        return self._identity_record().get("precision")
+
+    def _identity_record(self) -> dict:
+        path = self.path / IDENTITY_FILE
+        return read_or_explain(path, lambda p: json.loads(p.read_text())) if path.exists() else {}
 
     def rows(self, up_to: int | None = None) -> list[EpochRow]:
         """Rows with epoch <= ``up_to`` (all without it); a torn last line from a crash is skipped."""

@@ -85,17 +85,19 @@ class RunWriter(RunView):
             yield self
 
     # ---- writing, in the order a run does it
-    def open(self, config: ExperimentConfig, start_epoch: int, rows: list[dict] | None = None) -> None:
-        """Write the resolved config and the metric rows up to the checkpoint being resumed: ``rows``
-        (the checkpoint's own copy, which restores a line lost from metrics.jsonl) or, for a checkpoint
-        from before checkpoints carried rows, the file's rows up to ``start_epoch``."""
+    def open(self, config: ExperimentConfig, start_epoch: int, rows: list[dict] | None = None,
+             precision: str | None = None) -> None:
+        """Write the resolved config, the identity (with the precision the run trains in) and the metric
+        rows up to the checkpoint being resumed: ``rows`` (the checkpoint's own copy, which restores a
+        line lost from metrics.jsonl) or, for a checkpoint from before checkpoints carried rows, the
+        file's rows up to ``start_epoch``."""
         self.path.mkdir(parents=True, exist_ok=True)
         ident, lengths = identity(config), self.extended_from()
         if start_epoch and (self.path / CONFIG_FILE).exists() and self.config().train.epochs != config.train.epochs:
             lengths = [*lengths, self.config().train.epochs]  # an extension: the directory says so
-        atomic_write_bytes(self.path / IDENTITY_FILE, to_json(
-            {"fingerprint": fingerprint(ident), "identity": ident, **({"extended_from": lengths} if lengths else {})},
-            indent=1, default=str).encode())
+        record = {"fingerprint": fingerprint(ident), "identity": ident,
+                  "precision": precision or config.train.precision, **({"extended_from": lengths} if lengths else {})}
+        atomic_write_bytes(self.path / IDENTITY_FILE, to_json(record, indent=1, default=str).encode())
         atomic_write_bytes(self.path / CONFIG_FILE, config_to_toml(config).encode())
         if start_epoch < config.train.epochs:  # a result from a shorter run of this config no longer holds
             (self.path / RESULT_FILE).unlink(missing_ok=True)
@@ -118,7 +120,8 @@ class RunWriter(RunView):
     def finish(self, config: ExperimentConfig, records: dict[int, dict], train_labels: np.ndarray,
                predictions: dict[str, np.ndarray], stacked_runs: int = 1, compiled_graphs: int | None = None) -> dict:
         """Write samples.npz, predictions.npz and, last, result.json; return the result."""
-        result = RunResult.from_rows(config, self.rows(up_to=config.train.epochs), stacked_runs, compiled_graphs)
+        result = RunResult.from_rows(config, self.rows(up_to=config.train.epochs), stacked_runs, compiled_graphs,
+                                     self.recorded_precision())
         _save_samples(self.path / SAMPLES_FILE, records, train_labels)
         _save_npz(self.path / PREDICTIONS_FILE, **predictions)
         atomic_write_bytes(self.path / RESULT_FILE, to_json(result.as_dict(), indent=2).encode())
