@@ -11,6 +11,8 @@ import argparse
 import importlib.metadata
 import importlib.util
 import os
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -282,6 +284,11 @@ def _train_or_sweep(args) -> int:
             results = [{"cell": config.name, **result}]
             print(f"results in {run_dir}")
         elif args.status or args.launcher == "submitit":
+            ignored = [flag for flag, given in (("--shard", args.shard != "0/1"), ("--restart", args.restart)) if given]
+            if ignored:
+                raise ValueError(f"{' and '.join(ignored)} cannot be combined with "
+                                 f"{'--status' if args.status else '--launcher'}: the jobs run every unfinished cell; "
+                                 "use --shard or --restart without it")
             return _status_or_launch(args, config)
         else:
             if args.max_stack < 1:
@@ -317,6 +324,9 @@ def _status_or_launch(args, config) -> int:
     from gdsoftmax.engine.launcher import format_status, grid_status, submit_sweep
 
     if not args.status:
+        if args.cluster == "slurm" and shutil.which("sbatch") is None:
+            raise ValueError("--cluster slurm needs Slurm, and sbatch is not found on this machine; run it on a "
+                             "Slurm login node, or use --cluster local")
         jobs = submit_sweep(config, args.out, cluster=None if args.cluster == "auto" else args.cluster,
                             max_stack=args.max_stack, max_cells=args.max_cells)
         if not jobs:
@@ -329,7 +339,9 @@ def _status_or_launch(args, config) -> int:
                 print(f"gdsoftmax sweep: error: jobs {failed} failed; see --status", file=sys.stderr)
                 return 1
         elif jobs:
-            print(f"watch them with: gdsoftmax sweep {args.config} --out {args.out} --status")
+            overrides = "".join(f" --set {shlex.quote(item)}" for item in args.overrides)
+            print(f"watch them with: gdsoftmax sweep {shlex.quote(args.config)}{overrides} --out "
+                  f"{shlex.quote(args.out)} --status")
             return 0
     print(format_status(grid_status(config, args.out, args.max_cells)))
     return 0

@@ -21,6 +21,7 @@ import json
 
 from gdsoftmax.engine.adaptive import PIDController
 from gdsoftmax.loss.schedules import Schedule, schedule_from_config
+from gdsoftmax.loss.validation import is_real
 
 __all__ = ["BetaSetting"]
 
@@ -29,9 +30,9 @@ class BetaSetting:
     """A validated ``loss.beta``; ``raw`` is the value as the config writes it."""
 
     def __init__(self, raw: float | int | dict):
-        if isinstance(raw, bool) or not isinstance(raw, int | float | dict):
+        if not (is_real(raw) or isinstance(raw, dict)):
             raise ValueError(f"beta is a number or a table with a 'kind' key, got {raw!r}")
-        self.raw = float(raw) if isinstance(raw, int | float) else copy.deepcopy(raw)
+        self.raw = float(raw) if is_real(raw) else copy.deepcopy(raw)  # np.float32 too, written as a TOML float
         self.schedule(steps_per_epoch=1)  # raises ValueError naming what is wrong
 
     @property

@@ -38,6 +38,7 @@ __all__ = ["ConfigError", "ExperimentConfig", "apply_assignments", "config_to_to
            "to_dict"]
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # parameters are float32: a larger rate overflows in the optimizer step
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 LOGGERS = ("tensorboard",)
 INPUT_SCALINGS = ("standardize", "unit", "raw")
@@ -170,6 +171,8 @@ def _toml_safe(value):
 def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
     """Read a TOML file, apply ``key=value`` overrides (TOML values), validate."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a config file; name a TOML file, e.g. configs/digits_sweep.toml")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
@@ -349,6 +352,10 @@ def _check_values(c: ExperimentConfig) -> None:
         _check(getattr(c.train, key) >= 1, f"train.{key}", "must be >= 1")
     for key in ("lr", "lr_gamma"):
         _check(math.isfinite(getattr(c.train, key)) and getattr(c.train, key) > 0, f"train.{key}", "must be > 0")
+        _check(getattr(c.train, key) <= FLOAT32_MAX, f"train.{key}", "must fit in float32 (at most 3.4e38), "
+               f"got {getattr(c.train, key)!r}")
+    for key, value in (("seed", c.seed), ("data.split_seed", c.data.split_seed)):
+        _check(0 <= value < 2**63, key, f"must lie in [0, 2**63) (torch's generators take 64-bit seeds), got {value}")
     for key in ("momentum", "weight_decay", "grad_clip"):
         _check(getattr(c.train, key) >= 0, f"train.{key}", "must be >= 0")
     _check(all(0 < m < 1 for m in c.train.lr_milestones), "train.lr_milestones",

@@ -137,16 +137,36 @@ def _torchvision(cls_name: str, layout: str):
     return load
 
 
+def _npz_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named arrays of an npz file, read without pickle; a missing key, an object array (which would
+    need pickle) or labels that are not integers are named, with the file."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in keys if key not in archive.files]
+            if missing:
+                raise DataIntegrityError(f"{path} lacks {missing} (it holds {archive.files}); it needs the arrays "
+                                         f"{list(keys)}: rebuild it, or remove it to use torchvision's copy")
+            arrays = {key: archive[key] for key in keys}
+    except ValueError as error:  # object arrays: "cannot be loaded when allow_pickle=False"
+        raise DataIntegrityError(f"{path} holds object arrays, which are read only through pickle ({error}); "
+                                 "save plain numeric arrays (uint8 images, integer labels)") from error
+    for key, array in arrays.items():
+        if key.endswith("labels") and not np.issubdtype(array.dtype, np.integer):
+            raise DataIntegrityError(f"{path}: {key} has dtype {array.dtype}; class labels must be integers")
+    return arrays
+
+
 def _cifar10(root: Path, download: bool):
     npz = root / "CIFAR10" / "cifar10.npz"
     if npz.exists():  # the offline copy: plain arrays, read without pickle
         verify_files(root, [npz])
-        with np.load(npz, allow_pickle=False) as arrays:
-            def split(prefix):
-                images = torch.from_numpy(arrays[f"{prefix}_images"]).permute(0, 3, 1, 2).contiguous()
-                return Split(images, torch.from_numpy(arrays[f"{prefix}_labels"].astype(np.int64)))
+        arrays = _npz_arrays(npz, ("train_images", "train_labels", "test_images", "test_labels"))
 
-            return split("train"), split("test"), 10, 255.0
+        def split(prefix):
+            images = torch.from_numpy(arrays[f"{prefix}_images"]).permute(0, 3, 1, 2).contiguous()
+            return Split(images, torch.from_numpy(arrays[f"{prefix}_labels"].astype(np.int64)))
+
+        return split("train"), split("test"), 10, 255.0
     return _torchvision("CIFAR10", f"{npz} or the python batches under {root / 'cifar-10-batches-py'}")(root, download)
 
 

@@ -211,4 +211,13 @@ def build_model(name: str, image_shape, num_classes: int, penultimate_dim: int |
     """Construct a registered model for inputs of ``image_shape`` (C, H, W)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name](tuple(image_shape), num_classes, penultimate_dim, **options)
+    try:
+        return MODELS[name](tuple(image_shape), num_classes, penultimate_dim, **options)
+    except (TypeError, ValueError) as error:  # an option of the wrong type or range
+        raise ValueError(f"model.options {options} do not fit model {name!r} ({error}); see its signature in "
+                         "gdsoftmax.engine.models") from error
+    except RuntimeError as error:
+        if "allocate" not in str(error):
+            raise
+        raise ValueError(f"model {name!r} with model.penultimate_dim = {penultimate_dim} and model.options = "
+                         f"{options} does not fit in this machine's memory; make it smaller") from error

@@ -26,7 +26,7 @@ from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.engine.config import ExperimentConfig, to_dict
 from gdsoftmax.engine.rundir.records import TENSORBOARD_DIR
 
-__all__ = ["TENSORBOARD_DIR", "TensorBoardLog", "scalar_tag"]
+__all__ = ["TENSORBOARD_DIR", "TensorBoardLog", "require_tensorboard", "scalar_tag"]
 
 SCHEDULE_FIELDS = {"beta": "schedule/beta", "lr": "schedule/lr", "wall_time": "time/wall_time_s"}
 
@@ -42,10 +42,15 @@ def scalar_tag(field: str) -> str:
 def _summary_writer():
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError as error:  # tensorboard is an optional extra
-        raise ImportError("train.log = ['tensorboard'] needs the tensorboard package: "
-                          "pip install 'gdsoftmax[tensorboard]' (or pip install tensorboard)") from error
+    except ImportError as error:  # tensorboard is an optional extra: one line that names the fix
+        raise ValueError("train.log = ['tensorboard'] needs the tensorboard package, which cannot be imported "
+                         f"here ({error}): pip install 'gdsoftmax[tensorboard]'") from error
     return SummaryWriter
+
+
+def require_tensorboard() -> None:
+    """Fail before a run starts (and writes anything) when TensorBoard logging cannot work."""
+    _summary_writer()
 
 
 class TensorBoardLog:

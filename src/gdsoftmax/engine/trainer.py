@@ -47,7 +47,7 @@ from gdsoftmax.engine.objectives import build_objective
 from gdsoftmax.engine.rundir.records import Checkpoint, EpochRow, RunResult
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import StackedRuns
-from gdsoftmax.engine.tensorboard import TensorBoardLog
+from gdsoftmax.engine.tensorboard import TensorBoardLog, require_tensorboard
 
 __all__ = ["SingleRun", "TrainingDiverged", "learning_rate", "run_experiment", "train"]
 
@@ -66,6 +66,8 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
     ``restart`` discards it; a run directory that another process is writing is refused too.
     """
     runs = [RunWriter(d) for d in run_dirs]
+    if any("tensorboard" in config.train.log for config in configs):
+        require_tensorboard()
     world = _Distributed.from_environment(configs[0].train.device)
     with contextlib.ExitStack() as locks:
         for run in runs:  # a run that fails before it writes anything leaves no empty folder behind
@@ -309,6 +311,12 @@ class _Distributed:
         if cuda and not torch.cuda.is_available():
             raise ValueError(f"train.device is {device_name!r} but no CUDA device is available here; "
                              "use train.device=auto (or cpu)")
+        if device_name.startswith("mps") and not torch.backends.mps.is_available():
+            raise ValueError(f"train.device is {device_name!r} but this machine has no Apple GPU (MPS) that torch "
+                             "can use; use train.device=auto (or cpu)")
+        if size == 1 and "RANK" in os.environ and os.environ["RANK"] != "0":
+            raise ValueError(f"RANK={os.environ['RANK']} is set but WORLD_SIZE is not: start data-parallel runs with "
+                             "torchrun (torchrun --nproc_per_node N -m gdsoftmax train CONFIG), or unset RANK")
         if size == 1:
             return cls(0, 1, torch.device(device_name))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))

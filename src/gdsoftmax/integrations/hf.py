@@ -64,6 +64,17 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, *, beta: float = 
     return _divide(loss, num_items_in_batch)
 
 
+def _logits(outputs) -> torch.Tensor:
+    """The logits of a model's outputs: a ModelOutput or dict, or the tuple of ``return_dict=False``
+    (the logits first, after the loss when the model computed one)."""
+    if isinstance(outputs, dict):
+        return outputs["logits"]
+    if isinstance(outputs, tuple | list):
+        first = outputs[0]
+        return outputs[1] if first.dim() == 0 and len(outputs) > 1 else first
+    return outputs.logits
+
+
 class BetaLossForTrainer:
     """``Trainer(compute_loss_func=BetaLossForTrainer(beta=0.5))``: the Trainer passes the model's
     outputs, the labels and ``num_items_in_batch``; this returns the β-loss."""
@@ -72,8 +83,8 @@ class BetaLossForTrainer:
         self.beta, self.tau, self.label_smoothing, self.backend = beta, tau, label_smoothing, backend
 
     def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
-        return causal_lm_loss(logits, labels, beta=self.beta, tau=self.tau, num_items_in_batch=num_items_in_batch,
+        return causal_lm_loss(_logits(outputs), labels, beta=self.beta, tau=self.tau,
+                              num_items_in_batch=num_items_in_batch,
                               label_smoothing=self.label_smoothing, backend=self.backend)
 
     def __repr__(self) -> str:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +47,22 @@ def load_peeled_config(path: str | Path) -> PeeledConfig:
         raise ConfigError(f"settings: {bad} are not among {list(SETTINGS)}")
     if any(b <= 0 for b in config.betas):
         raise ConfigError(f"betas must be > 0, got {config.betas}")
+    _check_run(config.run)
     return config
+
+
+def _check_run(run: PeeledRun) -> None:
+    """Each [run] value in its range, named in one line (a bad one would fail deep in the simulation)."""
+    least = {"num_classes": 2, "per_class": 1, "dim": 1, "steps": 1, "record_every": 1}
+    for key, low in least.items():
+        if getattr(run, key) < low:
+            raise ConfigError(f"run.{key} must be >= {low}, got {getattr(run, key)}")
+    for key in ("lr", "tau", "radius_features", "radius_classifier", "init_scale"):
+        value = getattr(run, key)
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"run.{key} must be a finite number > 0, got {value}")
+    if not math.isfinite(run.weight_decay) or run.weight_decay < 0:
+        raise ConfigError(f"run.weight_decay must be >= 0, got {run.weight_decay}")
 
 
 def _label(run: PeeledRun) -> str:

@@ -21,7 +21,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from gdsoftmax.loss.validation import check_positive
+from gdsoftmax.loss.validation import check_positive, is_real
 
 __all__ = ["Constant", "Cosine", "Exponential", "Linear", "Schedule", "Step", "schedule_from_config"]
 
@@ -160,7 +160,7 @@ def schedule_from_config(config: float | int | dict | Schedule) -> Schedule:
     """
     if isinstance(config, Schedule):
         return config
-    if isinstance(config, (int, float)) and not isinstance(config, bool):
+    if is_real(config):
         return Constant(config)
     if not isinstance(config, dict):
         raise ValueError(f"a beta schedule is a number or a table with a 'kind' key, got {config!r}")

@@ -28,7 +28,7 @@ import math
 import numpy as np
 import torch
 
-from gdsoftmax.loss.validation import check_positive
+from gdsoftmax.loss.validation import check_positive, is_real
 
 __all__ = [
     "equal_logits_profile",
@@ -45,7 +45,7 @@ __all__ = [
 
 def _beta(beta):
     """Validate a scalar beta; arrays and tensors are checked elementwise."""
-    if isinstance(beta, (int, float)) and not isinstance(beta, bool):
+    if is_real(beta):
         return check_positive("beta", beta)
     if not bool((beta > 0).all()):
         raise ValueError("beta must be > 0 everywhere")
@@ -53,7 +53,7 @@ def _beta(beta):
 
 
 def _p(p_c):
-    if isinstance(p_c, (int, float)) and not isinstance(p_c, bool):
+    if is_real(p_c):
         if not 0.0 <= p_c <= 1.0:
             raise ValueError(f"p_c is a probability and must lie in [0, 1], got {p_c!r}")
         return float(p_c)

@@ -8,12 +8,24 @@ messages say what was wrong and how to fix it.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 _REDUCTIONS = ("none", "mean", "sum")
 _CLASS_INDEX_DTYPES = (torch.int64, torch.uint8)
+
+
+def is_real(value: object) -> bool:
+    """A real number: Python's, numpy's (np.float32 is no ``float``) or any other ``numbers.Real``; not a bool.
+
+    >>> import numpy as np
+    >>> is_real(np.float32(0.5)), is_real(2), is_real(True), is_real("0.5")
+    (True, True, False, False)
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
 def check_positive(name: str, value: object) -> float:
@@ -26,7 +38,7 @@ def check_positive(name: str, value: object) -> float:
         if value.numel() != 1:
             raise ValueError(f"{name} must be a single number, got a tensor of shape {tuple(value.shape)}")
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_real(value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or value <= 0.0:
@@ -41,7 +53,7 @@ def check_reduction(reduction: object) -> str:
 
 
 def check_label_smoothing(label_smoothing: object) -> float:
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+    if not is_real(label_smoothing):
         raise TypeError(f"label_smoothing must be a number in [0, 1], got {type(label_smoothing).__name__}")
     value = float(label_smoothing)
     if value > 1.0:

@@ -24,7 +24,8 @@ __all__ = ["CHECKPOINT_FILE", "CONFIG_FILE", "FAILURE_FILE", "IDENTITY_FILE", "L
            "NOT_IDENTITY", "PREDICTIONS_FILE", "PREVIOUS_FILE", "RESULT_FILE", "RUN_FILES", "SAMPLES_FILE",
            "TENSORBOARD_DIR",
            "Checkpoint", "DamagedRunError", "EpochRow", "RunLockedError", "RunMismatchError", "RunRecord",
-           "RunResult", "fingerprint", "identity", "identity_differences", "read_or_explain", "to_json"]
+           "RunResult", "checked_result", "fingerprint", "identity", "identity_differences", "read_or_explain",
+           "to_json"]
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.toml", "metrics.jsonl", "checkpoint.pt"
 FAILURE_FILE = "failure.txt"  # why the last attempt stopped with an error (cleared when the run finishes)
@@ -213,6 +214,23 @@ class RunResult:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+RESULT_TYPES = {"name": (str,), "seed": (int,), "epochs": (int,), "test_acc": (int, float, type(None)),
+                "train_ce": (int, float, type(None)), "train_acc": (int, float, type(None)),
+                "best_val_acc": (int, float, type(None))}  # what sweeps, --status and reports read
+
+
+def checked_result(result: object) -> dict:
+    """A parsed result.json, or ValueError naming the field that is missing or of the wrong type."""
+    if not isinstance(result, dict):
+        raise ValueError(f"result.json holds {type(result).__name__}, not a table")
+    for key, types in RESULT_TYPES.items():
+        if key not in result:
+            raise ValueError(f"no {key!r} field")
+        if isinstance(result[key], bool) or not isinstance(result[key], types):
+            raise ValueError(f"{key!r} is {result[key]!r}, not {' or '.join(t.__name__ for t in types)}")
+    return result
 
 
 @dataclass

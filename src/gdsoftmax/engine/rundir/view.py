@@ -34,26 +34,23 @@ from gdsoftmax.engine.rundir.records import (
     Checkpoint,
     EpochRow,
     RunRecord,
+    checked_result,
     identity,
     identity_differences,
     read_or_explain,
 )
 
-__all__ = ["WAY_OUT", "RunView", "failed_runs", "finished_runs"]
+__all__ = ["WAY_OUT", "RunProgress", "RunView", "failed_runs", "finished_runs", "mismatch"]
 
 WAY_OUT = "Use another --out, or --restart to discard that run"
 
 
-class RunView:
-    """One run's folder, read only; a file that cannot be parsed raises
-    :class:`~gdsoftmax.engine.rundir.records.DamagedRunError` naming it."""
+class RunProgress:
+    """What a run directory says about its training: the identity it records, its checkpoints, the
+    process writing it, the error of its last attempt. Read only."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-
-    @property
-    def is_finished(self) -> bool:
-        return (self.path / RESULT_FILE).exists()
 
     def config(self) -> ExperimentConfig:
         """The resolved config the run was trained with."""
@@ -68,25 +65,8 @@ class RunView:
         return None
 
     def mismatch(self, config: ExperimentConfig) -> str | None:
-        """Why this directory cannot hold a run of ``config``, or None when it can: the sweep, the
-        launcher and ``--status`` all ask this one question. A run of another config (its recorded
-        identity differs), one that trained more epochs than asked for, and one whose learning-rate
-        schedule over the epochs it trained would change if it were extended, are refused."""
-        recorded = self.identity()
-        differ = [] if recorded is None else identity_differences(recorded, identity(config))
-        if differ:
-            shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
-            return f"{self.path} holds a run of another config: {shown}. {WAY_OUT}"
-        done = self.checkpoint_epoch()
-        if done > config.train.epochs:
-            return f"{self.path} has trained {done} epochs, more than train.epochs = {config.train.epochs}. {WAY_OUT}"
-        trained = self.config() if done and (self.path / CONFIG_FILE).exists() else None
-        changed = [] if trained is None else schedule_changes(trained, config, done)
-        if changed:
-            return (f"{self.path} trained {done} epochs under train.epochs = {trained.train.epochs}, and its lr "
-                    f"milestones are fractions of train.epochs: {config.train.epochs} epochs would change the lr of "
-                    f"epochs it already trained (from epoch {changed[0]}). {WAY_OUT}")
-        return None
+        """Why this directory cannot hold a run of ``config``, or None when it can (see :func:`mismatch`)."""
+        return mismatch(self, config)
 
     def extended_from(self) -> list[int]:
         """The lengths (train.epochs) this run had before it was extended; empty for a run trained at one length."""
@@ -100,28 +80,6 @@ class RunView:
         path = self.path / IDENTITY_FILE
         return read_or_explain(path, lambda p: json.loads(p.read_text())) if path.exists() else {}
 
-    def rows(self, up_to: int | None = None) -> list[EpochRow]:
-        """Rows with epoch <= ``up_to`` (all without it); a torn last line from a crash is skipped."""
-        path = self.path / METRICS_FILE
-        rows = _parse_rows(path.read_text().splitlines()) if path.exists() else []
-        return [row for row in rows if up_to is None or row.epoch <= up_to]
-
-    def result(self) -> dict:
-        """result.json as a dict (see :class:`~gdsoftmax.engine.rundir.records.RunResult`)."""
-        return read_or_explain(self.path / RESULT_FILE, lambda p: json.loads(p.read_text()))
-
-    def samples(self) -> dict[str, np.ndarray]:
-        """samples.npz: ``epochs``, per-sample ``p_true`` and ``correct`` at those epochs, ``labels``."""
-        return read_or_explain(self.path / SAMPLES_FILE, _npz)
-
-    def predictions(self) -> dict[str, np.ndarray]:
-        """predictions.npz: final validation and test logits and labels (and 2-D features if any)."""
-        return read_or_explain(self.path / PREDICTIONS_FILE, _npz)
-
-    def read(self) -> RunRecord:
-        """A finished run: config, rows, per-sample records, predictions and result."""
-        return RunRecord(self.path, self.config(), self.rows(), self.samples(), self.predictions(), self.result())
-
     def failure(self) -> str | None:
         """The error of the last failed attempt (None if none, or once the run finished)."""
         path = self.path / FAILURE_FILE
@@ -134,13 +92,10 @@ class RunView:
 
     def checkpoint(self, map_location="cpu", epoch: int | None = None) -> Checkpoint | None:
         """The newest checkpoint, or the one of ``epoch`` (the current or the previous one); None if absent."""
-        for name in (CHECKPOINT_FILE, PREVIOUS_FILE):
-            path = self.path / name
-            if path.exists():
-                checkpoint = read_or_explain(
-                    path, lambda p: Checkpoint.from_state(load_checkpoint(p, map_location=map_location)))
-                if epoch is None or checkpoint.epoch == epoch:
-                    return checkpoint
+        for path in (self.path / CHECKPOINT_FILE, self.path / PREVIOUS_FILE):
+            checkpoint = _load_checkpoint(path, map_location) if path.exists() else None
+            if checkpoint is not None and (epoch is None or checkpoint.epoch == epoch):
+                return checkpoint
         return None
 
     def checkpoint_epochs(self) -> tuple[int, int | None]:
@@ -154,6 +109,64 @@ class RunView:
     def checkpoint_epoch(self) -> int:
         """The epoch the newest checkpoint holds (0 without one); raises if it cannot be read."""
         return self.checkpoint_epochs()[0]
+
+
+class RunView(RunProgress):
+    """One run's folder, read only: its progress (:class:`RunProgress`) and what it produced. A file
+    that cannot be parsed raises :class:`~gdsoftmax.engine.rundir.records.DamagedRunError` naming it."""
+
+    @property
+    def is_finished(self) -> bool:
+        return (self.path / RESULT_FILE).exists()
+
+    def rows(self, up_to: int | None = None) -> list[EpochRow]:
+        """Rows with epoch <= ``up_to`` (all without it); a torn last line from a crash is skipped."""
+        path = self.path / METRICS_FILE
+        rows = _parse_rows(path.read_text().splitlines()) if path.exists() else []
+        return [row for row in rows if up_to is None or row.epoch <= up_to]
+
+    def result(self) -> dict:
+        """result.json as a dict (see :class:`~gdsoftmax.engine.rundir.records.RunResult`); one without
+        the fields every reader uses, or with values of the wrong type, is damaged."""
+        return read_or_explain(self.path / RESULT_FILE, lambda p: checked_result(json.loads(p.read_text())))
+
+    def samples(self) -> dict[str, np.ndarray]:
+        """samples.npz: ``epochs``, per-sample ``p_true`` and ``correct`` at those epochs, ``labels``."""
+        return read_or_explain(self.path / SAMPLES_FILE, _npz)
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        """predictions.npz: final validation and test logits and labels (and 2-D features if any)."""
+        return read_or_explain(self.path / PREDICTIONS_FILE, _npz)
+
+    def read(self) -> RunRecord:
+        """A finished run: config, rows, per-sample records, predictions and result."""
+        return RunRecord(self.path, self.config(), self.rows(), self.samples(), self.predictions(), self.result())
+
+
+def mismatch(run: RunProgress, config: ExperimentConfig) -> str | None:
+    """Why ``run``'s directory cannot hold a run of ``config``, or None when it can: the sweep, the
+    launcher and ``--status`` all ask this one question. A run of another config (its recorded
+    identity differs), one that trained more epochs than asked for, and one whose learning-rate
+    schedule over the epochs it trained would change if it were extended, are refused."""
+    recorded = run.identity()
+    differ = [] if recorded is None else identity_differences(recorded, identity(config))
+    if differ:
+        shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+        return f"{run.path} holds a run of another config: {shown}. {WAY_OUT}"
+    done = run.checkpoint_epoch()
+    if done > config.train.epochs:
+        return f"{run.path} has trained {done} epochs, more than train.epochs = {config.train.epochs}. {WAY_OUT}"
+    trained = run.config() if done and (run.path / CONFIG_FILE).exists() else None
+    changed = [] if trained is None else schedule_changes(trained, config, done)
+    if changed:
+        return (f"{run.path} trained {done} epochs under train.epochs = {trained.train.epochs}, and its lr "
+                f"milestones are fractions of train.epochs: {config.train.epochs} epochs would change the lr of "
+                f"epochs it already trained (from epoch {changed[0]}). {WAY_OUT}")
+    return None
+
+
+def _load_checkpoint(path: Path, map_location) -> Checkpoint:
+    return read_or_explain(path, lambda p: Checkpoint.from_state(load_checkpoint(p, map_location=map_location)))
 
 
 def _parse_rows(lines: list[str]) -> list[EpochRow]:
