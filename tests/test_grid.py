@@ -81,3 +81,10 @@ def test_a_shard_of_the_grid_is_marked_incomplete(tmp_path):
                         shard=(0, 2), progress=False, log=lambda *_: None)
     assert [r["cell"] for r in results] == ["beta=0.1_seed=0", "beta=5_seed=0"]
     assert "incomplete: 1 of 2 runs" in format_summary(results)
+
+
+def test_a_constant_beta_spelled_as_a_table_is_the_same_cell():
+    table = {"kind": "constant", "value": 0.1}
+    assert parse_config({"loss": {"beta": table}}).loss.beta.constant == 0.1  # reports see a constant β
+    with pytest.raises(ConfigError, match="are the same run"):
+        sweep_cells(parse_config({"name": "g", "sweep": {"loss.beta": [0.1, table]}}))

@@ -189,3 +189,19 @@ def test_cells_whose_values_print_alike_read_back(tmp_path, digits, capsys):
     assert main(["report", str(tmp_path / "alike"), "--out", str(tmp_path / "report")]) == 0
     assert main(["train", str(cells[1] / "config.toml"), "--out", str(tmp_path), "--no-progress"]) == 0
     assert "damaged" not in capsys.readouterr().err
+
+
+def test_a_run_resumed_on_changed_data_is_refused(tmp_path, digits):
+    from conftest import interrupted_at_epoch
+    from gdsoftmax.engine.data import Dataset, Split
+
+    with interrupted_at_epoch(2):
+        run_experiment(parse_config(spec(epochs=3)), tmp_path / "run", data=digits, progress=False)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["data"] == digits.fingerprint()
+    labels = digits.train.labels.clone()
+    labels[:5] = (labels[:5] + 1) % 10  # five labels changed: another copy of the "same" data
+    changed = Dataset(digits.name, Split(digits.train.images, labels), digits.val, digits.test, digits.num_classes,
+                      digits.mean, digits.std, digits.pixel_max)
+    with pytest.raises(RunMismatchError, match=r"started on other data than it would resume on.*--restart"):
+        run_experiment(parse_config(spec(epochs=3)), tmp_path / "run", data=changed, progress=False)
+    assert run_experiment(parse_config(spec(epochs=3)), tmp_path / "run", data=digits, progress=False)["epochs"] == 3

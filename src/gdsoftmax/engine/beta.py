@@ -34,6 +34,8 @@ class BetaSetting:
             raise ValueError(f"beta is a number or a table with a 'kind' key, got {raw!r}")
         self.raw = float(raw) if is_real(raw) else copy.deepcopy(raw)  # np.float32 too, written as a TOML float
         self.schedule(steps_per_epoch=1)  # raises ValueError naming what is wrong
+        if isinstance(self.raw, dict) and self.raw.get("kind") == "constant" and set(self.raw) == {"kind", "value"}:
+            self.raw = float(self.raw["value"])  # one spelling per run: {kind = "constant", value = 0.1} is 0.1
 
     @property
     def kind(self) -> str:

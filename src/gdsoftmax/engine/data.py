@@ -11,6 +11,7 @@ normalised and augmented as whole batches.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -68,6 +69,17 @@ class Dataset:
     def to(self, device) -> Dataset:
         return Dataset(self.name, self.train.to(device), self.val.to(device), self.test.to(device),
                        self.num_classes, self.mean, self.std, self.pixel_max)
+
+    def fingerprint(self) -> str:
+        """A short hash of the splits' shapes, every label and a spread of images: a run records it, so
+        that resuming on data whose content changed (another copy, a re-download, another split) is refused."""
+        digest = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            images, labels = split.images.cpu(), split.labels.cpu()
+            digest.update(f"{tuple(images.shape)}|{self.pixel_max}".encode())
+            digest.update(labels.numpy().tobytes())
+            digest.update(images[:: max(1, len(images) // 256)].contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:

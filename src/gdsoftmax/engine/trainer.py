@@ -44,7 +44,7 @@ from gdsoftmax.engine.evaluation import evaluation_scores, final_predictions, pe
 from gdsoftmax.engine.lr import learning_rate
 from gdsoftmax.engine.models import build_model
 from gdsoftmax.engine.objectives import build_objective
-from gdsoftmax.engine.rundir.records import Checkpoint, EpochRow, RunResult
+from gdsoftmax.engine.rundir.records import Checkpoint, EpochRow, RunMismatchError, RunResult
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import StackedRuns
 from gdsoftmax.engine.tensorboard import TensorBoardLog, require_tensorboard
@@ -93,11 +93,12 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
     data = with_input_scaling(data, first.data.input_scaling)
     steps_per_epoch = math.ceil(len(data.train) / first.train.batch_size)
     graphs_before = compiled_graphs() if first.train.compile else None
+    fingerprint = _same_data_as_before(runs, data)
     strategy, precision = _strategy(configs, runs, data, world, steps_per_epoch)
     start_epoch, elapsed, records, rows = _resume(strategy, runs, world.device)
     if world.is_main:
         for run, config, done in zip(runs, configs, rows, strict=True):
-            run.open(config, start_epoch, done, precision)
+            run.open(config, start_epoch, done, precision, fingerprint)
     logs = [TensorBoardLog(run.path, start_epoch) if world.is_main and "tensorboard" in config.train.log else None
             for run, config in zip(runs, configs, strict=True)]
 
@@ -138,6 +139,18 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
             log.finish(config, summary, predictions["test_logits"], predictions["test_labels"])
     world.close()
     return summaries
+
+
+def _same_data_as_before(runs: list[RunWriter], data: Dataset) -> str:
+    """The data's fingerprint; a run resumed on data whose content changed since it started is refused."""
+    fingerprint = data.fingerprint()
+    for run in runs:
+        recorded = run.recorded_data() if run.checkpoint_epoch() else None
+        if recorded is not None and recorded != fingerprint:
+            raise RunMismatchError(f"{run.path} started on other data than it would resume on: {data.name}'s files "
+                                   "changed since (another copy, a new download or another split). Train it anew "
+                                   "with --restart, or point --data-dir at the data it started on")
+    return fingerprint
 
 
 def _strategy(configs, runs: list[RunWriter], data: Dataset, world: _Distributed, steps_per_epoch: int):

@@ -129,8 +129,12 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     """Write ``report.md`` and its PNGs into ``out_dir`` (default: the sweep directory)."""
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir else sweep_dir
-    out.mkdir(parents=True, exist_ok=True)
     runs = load_runs(sweep_dir)
+    data_sets = sorted({run.config.data.dataset for run in runs})
+    if len(data_sets) > 1:
+        raise ValueError(f"the runs under {sweep_dir} were trained on different data sets ({', '.join(data_sets)}); "
+                         "their metrics do not compare: report each data set's sweep on its own")
+    out.mkdir(parents=True, exist_ok=True)
     for run in runs:
         measure(run, n_bins)
     groups = _groups(runs)

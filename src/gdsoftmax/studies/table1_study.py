@@ -188,13 +188,17 @@ def build_table1_report(recipe_dir: str | Path, out_dir: str | Path, *, factors_
                         preamble: list[str] | None = None) -> Path:
     """Write ``report.md`` and its figures into ``out_dir`` from the finished sweeps."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     recipe = _with_results(load_runs(recipe_dir))
+    unfit = sorted({f"{r.config.data.dataset}/{r.config.model.name}" for r in recipe} - {"mnist/fcnn"})
+    if unfit:
+        raise ValueError(f"the Table 1 study reads MNIST runs of the paper's FCNN (configs/mnist_fcnn_paper.toml); "
+                         f"{recipe_dir} holds {', '.join(unfit)} runs: use gdsoftmax report for those")
     cells = {key: c for key, c in cells_of(recipe).items() if key[0] == REFERENCE_ARM}
     betas = [b for b in TABLE1_BETAS if (REFERENCE_ARM, b) in cells]
     if 1.0 not in betas or len(betas) < 2:
         raise ValueError(f"{recipe_dir} needs finished runs at β = 1 and at least one of {TABLE1_BETAS[1:]}")
     epochs = sorted(set.intersection(*(set(c.low) for c in cells.values())))
+    out.mkdir(parents=True, exist_ok=True)  # only once the runs fit: a refused study leaves no folder
     first = recipe[0].config
     n_seeds = min(len(c.runs) for c in cells.values())
     lines = ["# The paper's MNIST section: Table 1, its first row, and what moves it", "",

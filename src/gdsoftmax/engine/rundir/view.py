@@ -76,6 +76,10 @@ class RunProgress:
         """The precision the run trains in, recorded when it started (``"auto"`` resolved); None before."""
         return self._identity_record().get("precision")
 
+    def recorded_data(self) -> str | None:
+        """The fingerprint of the data the run started on (run.json); None before, or for older runs."""
+        return self._identity_record().get("data")
+
     def _identity_record(self) -> dict:
         path = self.path / IDENTITY_FILE
         return read_or_explain(path, lambda p: json.loads(p.read_text())) if path.exists() else {}

@@ -86,8 +86,9 @@ class RunWriter(RunView):
 
     # ---- writing, in the order a run does it
     def open(self, config: ExperimentConfig, start_epoch: int, rows: list[dict] | None = None,
-             precision: str | None = None) -> None:
-        """Write the resolved config, the identity (with the precision the run trains in) and the metric
+             precision: str | None = None, data: str | None = None) -> None:
+        """Write the resolved config, the identity (with the precision the run trains in and the data's
+        fingerprint, :meth:`~gdsoftmax.engine.data.Dataset.fingerprint`) and the metric
         rows up to the checkpoint being resumed: ``rows`` (the checkpoint's own copy, which restores a
         line lost from metrics.jsonl) or, for a checkpoint from before checkpoints carried rows, the
         file's rows up to ``start_epoch``."""
@@ -96,7 +97,8 @@ class RunWriter(RunView):
         if start_epoch and (self.path / CONFIG_FILE).exists() and self.config().train.epochs != config.train.epochs:
             lengths = [*lengths, self.config().train.epochs]  # an extension: the directory says so
         record = {"fingerprint": fingerprint(ident), "identity": ident,
-                  "precision": precision or config.train.precision, **({"extended_from": lengths} if lengths else {})}
+                  "precision": precision or config.train.precision, **({"data": data} if data else {}),
+                  **({"extended_from": lengths} if lengths else {})}
         atomic_write_bytes(self.path / IDENTITY_FILE, to_json(record, indent=1, default=str).encode())
         atomic_write_bytes(self.path / CONFIG_FILE, config_to_toml(config).encode())
         if start_epoch < config.train.epochs:  # a result from a shorter run of this config no longer holds
