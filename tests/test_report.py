@@ -62,7 +62,7 @@ def test_report_command_and_errors(sweep, tmp_path, capsys):
     assert main(["report", str(sweep), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "report.md").exists()
     assert main(["report", str(tmp_path / "empty")]) == 2
-    assert "no finished runs" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_paired_statistics():

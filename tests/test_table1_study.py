@@ -71,7 +71,7 @@ def test_cli_writes_the_report_and_names_a_missing_sweep(sweeps, tmp_path, capsy
     assert main(["table1", str(sweeps / "recipe"), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "report.md").exists()
     assert main(["table1", str(tmp_path / "nowhere")]) == 2
-    assert "no finished runs" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_a_recipe_without_beta_1_is_refused(sweeps, tmp_path):

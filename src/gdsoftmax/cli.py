@@ -230,6 +230,8 @@ def _table1(args) -> int:
     from gdsoftmax.studies.table1_study import build_table1_report
 
     try:
+        if args.preamble and not Path(args.preamble).is_file():
+            raise FileNotFoundError(f"--preamble {args.preamble}: no such file; name a Markdown file, or leave it out")
         preamble = Path(args.preamble).read_text(encoding="utf-8").splitlines() if args.preamble else None
         path = build_table1_report(args.recipe_dir, args.out or args.recipe_dir, factors_dir=args.factors,
                                    warmups_dir=args.warmups, preamble=preamble)
@@ -286,9 +288,10 @@ def _train_or_sweep(args) -> int:
         elif args.status or args.launcher == "submitit":
             ignored = [flag for flag, given in (("--shard", args.shard != "0/1"), ("--restart", args.restart)) if given]
             if ignored:
-                raise ValueError(f"{' and '.join(ignored)} cannot be combined with "
-                                 f"{'--status' if args.status else '--launcher'}: the jobs run every unfinished cell; "
-                                 "use --shard or --restart without it")
+                why = ("--status only reads each cell's state" if args.status
+                       else "--launcher: its jobs run every unfinished cell")
+                raise ValueError(f"{' and '.join(ignored)} cannot be combined with {why}; use "
+                                 f"{' and '.join(ignored)} without it")
             return _status_or_launch(args, config)
         else:
             if args.max_stack < 1:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,7 +160,10 @@ def _npz_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
                 raise DataIntegrityError(f"{path} lacks {missing} (it holds {archive.files}); it needs the arrays "
                                          f"{list(keys)}: rebuild it, or remove it to use torchvision's copy")
             arrays = {key: archive[key] for key in keys}
-    except ValueError as error:  # object arrays: "cannot be loaded when allow_pickle=False"
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        if not zipfile.is_zipfile(path):  # numpy reads what is no archive as a pickle, which it then refuses
+            raise DataIntegrityError(f"{path} is not an npz archive (truncated or another format); copy it "
+                                     "again, or remove it to use torchvision's copy") from error
         raise DataIntegrityError(f"{path} holds object arrays, which are read only through pickle ({error}); "
                                  "save plain numeric arrays (uint8 images, integer labels)") from error
     for key, array in arrays.items():

@@ -71,6 +71,8 @@ class Run:
 
 def load_runs(sweep_dir: str | Path) -> list[Run]:
     """Every finished run below ``sweep_dir``, or the run ``sweep_dir`` is (``gdsoftmax train`` writes one)."""
+    if not Path(sweep_dir).is_dir():
+        raise FileNotFoundError(f"{sweep_dir} does not exist; name the folder a sweep wrote (e.g. runs/NAME)")
     runs = []
     single = RunView(sweep_dir)
     for run_dir in [single] if single.is_finished else finished_runs(sweep_dir):  # one run, or a sweep's cells
