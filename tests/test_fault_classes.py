@@ -180,14 +180,14 @@ def test_the_watch_line_keeps_the_overrides(config, tmp_path, capsys):
 
 def test_studies_refuse_runs_they_do_not_fit(config, tmp_path, capsys):
     out = tmp_path / "out"
-    config.write_text(CONFIG + "[sweep]\nseed = [0, 1]\n")
+    config.write_text(CONFIG + '[model]\nname = "small_cnn"\noptions = { width = 4 }\n[sweep]\nseed = [0, 1]\n')
     assert main(["sweep", str(config), "--out", str(out), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["table1", str(out / "c"), "--out", str(tmp_path / "t1")]) == 2
-    one_line_error(capsys, "the Table 1 study reads MNIST runs of the paper's FCNN", "digits/fcnn")
+    one_line_error(capsys, "the Table 1 study reads MNIST runs of the paper's FCNN", "digits/small_cnn")
     assert not (tmp_path / "t1").exists()
     copied = out / "c" / "copied"  # a run of another data set dropped into the sweep folder
-    shutil.copytree(out / "c" / "seed=0", copied)
+    shutil.copytree(out / "c" / "seed=0", copied)  # (small_cnn on 8x8 digits is fine for a report)
     (copied / "config.toml").write_text((copied / "config.toml").read_text().replace('"digits"', '"mnist"'))
     assert main(["report", str(out / "c"), "--out", str(tmp_path / "r")]) == 2
     one_line_error(capsys, "trained on different data sets (digits, mnist)")
