@@ -64,5 +64,5 @@ def test_tags_and_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     from gdsoftmax.engine.tensorboard import TensorBoardLog
 
-    with pytest.raises(ImportError, match=r"pip install 'gdsoftmax\[tensorboard\]'"):
+    with pytest.raises(ValueError, match=r"pip install 'gdsoftmax\[tensorboard\]'"):
         TensorBoardLog("unused")
