@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -174,7 +175,7 @@ def test_the_watch_line_keeps_the_overrides(config, tmp_path, capsys):
     for _ in range(600):  # let the local job finish before the folder goes
         if (out / "c" / "c" / "result.json").exists():
             break
-        __import__("time").sleep(0.1)
+        time.sleep(0.1)
     assert json.loads((out / "c" / "c" / "result.json").read_text())["epochs"] == 1
 
 

@@ -94,8 +94,9 @@ class RunWriter(RunView):
         file's rows up to ``start_epoch``."""
         self.path.mkdir(parents=True, exist_ok=True)
         ident, lengths = identity(config), self.extended_from()
-        if start_epoch and (self.path / CONFIG_FILE).exists() and self.config().train.epochs != config.train.epochs:
-            lengths = [*lengths, self.config().train.epochs]  # an extension: the directory says so
+        before = self.config().train.epochs if start_epoch and (self.path / CONFIG_FILE).exists() else None
+        if before is not None and before != config.train.epochs:
+            lengths = [*lengths, before]  # an extension: the directory says so
         record = {"fingerprint": fingerprint(ident), "identity": ident,
                   "precision": precision or config.train.precision, **({"data": data} if data else {}),
                   **({"extended_from": lengths} if lengths else {})}
