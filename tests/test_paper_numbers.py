@@ -31,3 +31,31 @@ def test_lookups_by_setting():
     accuracies = {n.version: n.value for n in lookup("cifar10", "resnet18", "top-1 accuracy %", "1")}
     assert accuracies == {"arXiv v1": 83.9, "ICLR 2024 submission": 94.3}  # the versions differ
     assert lookup("cifar10", "resnet18", "top-1 accuracy %", "7") == []
+
+
+def test_tiny_imagenet_rows_agree_between_tables_3_and_5():
+    """ICLR Table 5 (ResNet34 on Tiny-ImageNet) repeats Table 3's ECE and MCE at the betas both print."""
+    for metric in ("ECE (10 bins)", "MCE (10 bins)"):
+        for beta in ("20", "10", "1", "0.1"):
+            values = {n.table: n.value for n in lookup("tiny_imagenet", "resnet34", metric, beta)}
+            assert values["Table 3"] == values["Table 5"], (metric, beta)
+    [mce] = lookup("tiny_imagenet", "resnet50", "MCE (10 bins)", "10", version="ICLR 2024 submission")[:1]
+    assert mce.value in (0.044,)
+
+
+def _version_gaps(dataset: str) -> list[float]:
+    numbers = paper_numbers()
+    v1 = {(n.model, n.setting): n.value for n in numbers
+          if n.version == "arXiv v1" and n.dataset == dataset and n.metric == "top-1 accuracy %"}
+    iclr = {(n.model, n.setting): n.value for n in numbers
+            if n.version != "arXiv v1" and n.table == "Table 2" and n.dataset == dataset}
+    return [iclr[key] - value for key, value in v1.items() if key in iclr]
+
+
+def test_notes_state_the_gap_between_the_versions_as_the_numbers_give_it():
+    for dataset, low, high in (("cifar10", "7.3", "14.6"), ("cifar100", "18.7", "29.8")):
+        gaps = _version_gaps(dataset)
+        assert len(gaps) == 24
+        assert (f"{min(gaps):.1f}", f"{max(gaps):.1f}") == (low, high)
+        notes = {n.note for n in paper_numbers() if n.version == "arXiv v1" and n.dataset == dataset}
+        assert any(f"{low} to {high} points" in note for note in notes), dataset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,8 @@ def test_report_has_every_section_and_figure(sweep, tmp_path):
     claims = text.split("## Claims")[1]
     rows = [line for line in claims.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
     verdicts = [row.rsplit("|", 2)[-2].strip() for row in rows]
-    # 7 claims about β < 1 (one setting), 4 about β > 1, 3 about the warm-up, 3 trends over the constant β
-    assert len(verdicts) == 7 + 4 + 3 + 3
+    # 7 claims about β < 1 (6 small, 1 over-small), 5 about β > 1, 3 about the warm-up, 3 trends over constant β
+    assert len(verdicts) == 7 + 5 + 3 + 3
     assert "Table 1's first row along training" in text
     assert sum("slope per decade of β, 9 runs" in row for row in rows) == 3
     assert {v.split(":")[0] for v in verdicts} <= {"confirmed", "refuted", "inconclusive", "undecided"}
@@ -116,3 +117,74 @@ def test_a_model_the_paper_did_not_run_stands_beside_the_papers_models(tmp_path)
     assert "| β = 1, then temperature scaling | ECE (10 bins) |" in section
     assert "| resnet18 | 0.014 | ICLR 2024 submission, Table 3 |" in section
     assert "| vgg16 | 93.00 | ICLR 2024 submission, Table 2 |" in section  # beta = 1, every model it ran
+
+
+def _table_rows(text: str, heading: str) -> list[list[str]]:
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")][1:]  # past the header
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
+
+
+@pytest.fixture(scope="module")
+def built(sweep, tmp_path_factory):
+    """One report of the sweep, shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("built")
+    return out, build_report(sweep, out).read_text()
+
+
+def _plain(verdict) -> tuple:
+    return tuple(None if isinstance(x, float) and math.isnan(x) else x for x in astuple(verdict))
+
+
+def test_verdicts_recompute_from_runs_csv_alone(built):
+    """The claims table of a report equals the one recomputed from its runs.csv, cell for cell."""
+    from gdsoftmax.studies.claims import verdicts_from_runs_csv
+    from gdsoftmax.studies.verdicts import read_verdicts
+
+    tmp_path, text = built
+    recomputed = verdicts_from_runs_csv(tmp_path / "runs.csv")
+    assert [_plain(v) for v in recomputed] == [_plain(v) for v in read_verdicts(tmp_path / "claims.csv")]
+    assert _table_rows(text, "## Claims") == [v.cells() for v in recomputed]
+    runs = (tmp_path / "runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 12  # a row per run
+    assert "swept: loss.beta" in runs[0]
+    assert "p_c<=0.2 @ epoch 4" in runs[0]
+
+
+def test_one_comparison_has_one_corrected_p_in_a_report(built):
+    """The final-metrics table and the claims table print the same Holm p for the same comparison, and
+    every table with a corrected p names its family."""
+    _, text = built
+    final = {row[0]: row for row in _table_rows(text, "## Final test metrics")}
+    claims = _table_rows(text, "## Claims")
+    accuracy = next(row for row in claims if row[0] == "`small-beta-accuracy`" and row[1] == "β = 0.05")
+    assert f"(p={float(accuracy[7]):.3f})" in final["β = 0.05"][3]
+    ece = next(row for row in claims if row[0] == "`large-beta-ece`")
+    assert f"(p={float(ece[7]):.3f})" in final["β = 5"][5]
+    assert "test accuracy vs β = 1 (k = 3)" in accuracy[8]  # β = 5, 0.05 and the warm-up
+    for heading in ("## Final test metrics", "## Convergence", "## Claims"):
+        assert "Holm famil" in text.split(heading, 1)[1].split("\n## ", 1)[0]
+
+
+def test_trend_tests_are_corrected_over_the_reports_trends(built):
+    from gdsoftmax.analysis.stats import holm
+    from gdsoftmax.studies.verdicts import read_verdicts
+
+    tmp_path, _ = built
+    trends = [v for v in read_verdicts(tmp_path / "claims.csv") if v.setting.startswith("slope")]
+    assert len(trends) == 3
+    assert [v.holm_p for v in trends] == pytest.approx(holm([v.p for v in trends]))
+    assert all(v.family_size == 3 for v in trends)
+
+
+def test_a_warmup_stands_beside_the_paper_column_of_its_own_range():
+    from gdsoftmax.analysis.paper import lookup
+    from gdsoftmax.studies.beside_paper import _same_warmup
+
+    numbers = lookup("cifar10", "resnet18", "top-1 accuracy %", "warm-up")
+    [iclr] = [n for n in numbers if n.version == "ICLR 2024 submission"]
+    [v1] = [n for n in numbers if n.version == "arXiv v1"]
+    assert _same_warmup(iclr, (0.1, 1.0))  # ICLR A.1 states 0.1 -> 1 for the deep models
+    assert not _same_warmup(iclr, (0.01, 0.1))
+    assert not _same_warmup(v1, (0.1, 1.0))  # arXiv v1 states no range for CIFAR-10
+    assert not _same_warmup(iclr, None)

@@ -117,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     table1.add_argument("--warmups", help="the warm-up sweep, e.g. runs/mnist_warmups")
     table1.add_argument("--out", help="where to write (default: RECIPE_DIR)")
     table1.add_argument("--preamble", help="a Markdown file whose text opens the report (e.g. the recipe's sources)")
+    claims = commands.add_parser(
+        "claims", help="write the claims ledger: every claim of the paper and what every report found",
+        description="Read each report folder's claims.csv under RESULTS (the verdicts its report printed), run the "
+                    "numerical checks of the paper's theory claims, and write one ledger: every registered claim "
+                    "(src/gdsoftmax/analysis/paper_claims.toml), every place it was tested, and a status derived "
+                    "by the rule the ledger states. Untested claims say why (no data here, needs a GPU, not yet run).")
+    claims.add_argument("--results", default="docs/results",
+                        help="the folder whose report folders to read (default: docs/results)")
+    claims.add_argument("--out", help="the file to write (default: RESULTS/CLAIMS.md)")
+    claims.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if the file differs from what the reports give (for CI)")
     lab = commands.add_parser("lab", help="theory labs: the layer-peeled model, or normalized margins",
                               description="peeled: simulate free features and a classifier under CE, beta-softmax "
                                           "and ASM, and track neural collapse and margins. margin: train a "
@@ -169,6 +180,8 @@ def _main(argv: list[str] | None) -> int:
         return _report(args, "gdsoftmax " + " ".join(sys.argv[1:] if argv is None else argv))
     if args.command == "table1":
         return _table1(args)
+    if args.command == "claims":
+        return _claims(args)
     if args.command == "lab":
         return _lab(args)
     if args.command in ("train", "sweep"):
@@ -223,6 +236,33 @@ def _report(args, command: str) -> int:
         print(f"gdsoftmax report: error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
+    return 0
+
+
+def _claims(args) -> int:
+    from gdsoftmax.studies.ledger import build_ledger
+
+    results = Path(args.results)
+    if not results.is_dir():
+        print(f"gdsoftmax claims: error: --results {args.results} is not a folder; name the folder that holds the "
+              "report folders (default: docs/results)", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else results / "CLAIMS.md"
+    try:
+        text = build_ledger(results)
+    except (ValueError, KeyError) as error:
+        print(f"gdsoftmax claims: error: {error}", file=sys.stderr)
+        return 2
+    if args.check:
+        same = out.is_file() and out.read_text(encoding="utf-8") == text
+        print(f"{out} is {'up to date' if same else 'out of date: run gdsoftmax claims'}")
+        return 0 if same else 1
+    temporary = out.with_name(f".{out.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(out)
+    counts = next((line for line in text.splitlines() if line.endswith(").") and " claims: " in line), "")
+    print(f"wrote {out}. {counts}")
+    print(f"next: read {out}, or open a claim's report from its table")
     return 0
 
 

@@ -18,22 +18,39 @@ PAPER_METRICS = [("top-1 accuracy %", "test accuracy", 100.0, "{:.2f}"), ("ECE (
                  ("MCE (10 bins)", "test mce", 1.0, "{:.3f}")]
 
 
+# The warm-up range (β_initial, β_end) each version states for a data set's warm-up column; a column whose
+# range is not stated (arXiv v1's CIFAR-10 and SVHN tables) is set beside no warm-up of ours.
+WARMUP_RANGES = {("arXiv v1", "mnist"): (0.001, 0.01),  # v1 line 231
+                 ("arXiv v1", "cifar100"): (1.0, 5.0),  # v1 line 286
+                 ("ICLR 2024 submission", "mnist"): (0.01, 0.1),  # ICLR line 758
+                 **{("ICLR 2024 submission", d): (0.1, 1.0)  # ICLR lines 766-767, the deep models
+                    for d in ("cifar10", "cifar100", "svhn", "tiny_imagenet")}}
+
+
+def _same_warmup(number, ours: tuple[float, float] | None) -> bool:
+    """Whether a paper number of a warm-up column is for the range our warm-up runs."""
+    return ours is not None and WARMUP_RANGES.get((number.version, number.dataset)) == ours
+
+
 POST_HOC_METRICS = [("ECE (10 bins)", "ece", "{:.3f}"), ("MCE (10 bins)", "mce", "{:.3f}")]
 
 
 def beside_the_paper(groups: dict[str, list], config: ExperimentConfig, n_bins: int) -> list[str]:
     """Our numbers beside the paper's for every setting the paper has a number for, with its version,
-    table and model, and what in our setup differs from a paper run. For a model the paper did not
+    table and model, and what in our setup differs from a paper run. A warm-up stands beside a paper's
+    warm-up column only where that version states the same range for that data set. For a model the paper did not
     run, the paper's numbers for every model it ran on the same data set stand beside ours."""
     dataset, model = config.data.dataset, config.model.name
     same_model = has_model(dataset, model)
     paper_model = model if same_model else None
     rows = []
 
-    def add(label, metric, ours, scale, fmt, setting):
+    def add(label, metric, ours, scale, fmt, setting, warmup=None):
         digits = {"{:.3f}": 3, "{:.2f}": 2}.get(fmt, 0)
         by_value: dict[tuple, list[str]] = {}  # both versions print some tables alike: one row each value
         for number in lookup(dataset, paper_model, metric, setting):
+            if setting == "warm-up" and not _same_warmup(number, warmup):
+                continue
             by_value.setdefault((number.model, number.value), []).append(number.citation)
         rows.extend([label, metric, format_mean_std(ours, scale, digits), their_model, fmt.format(value),
                      "; ".join(sources)] for (their_model, value), sources in by_value.items())
@@ -47,9 +64,11 @@ def beside_the_paper(groups: dict[str, list], config: ExperimentConfig, n_bins: 
                   if n_bins == 10 or not metric.startswith(("ECE", "MCE"))]
         wanted += [(f"training samples with p_c in the interval ({a:g}, {b:g}]", ("intervals", i), 1.0, "{:.0f}")
                    for i, (a, b) in enumerate(plots.INTERVALS)]
+        raw = group[0].config.loss.beta.raw
+        warmup = (float(raw["start"]), float(raw["end"])) if group[0].is_warmup else None
         for metric, key, scale, fmt in wanted:
             ours = [r.values[key[0]][key[1]] if isinstance(key, tuple) else r.values[key] for r in group]
-            add(group[0].label, metric, ours, scale, fmt, setting)
+            add(group[0].label, metric, ours, scale, fmt, setting, warmup)
         if beta == 1.0 and n_bins == 10:  # the paper does not say which beta its post-hoc columns started from
             for method in ("temperature", "vector"):
                 for metric, key, fmt in POST_HOC_METRICS:

@@ -1,94 +1,150 @@
-"""The paper's claims as tests on a finished sweep: each claim compared with beta = 1, paired by seed,
-Holm-corrected over the settings it is tested on, and the trends over beta as slopes on log10 beta.
+"""The paper's registered claims (:mod:`gdsoftmax.analysis.paper_claims`) tested on one report's runs.
+
+Each comparison is a setting against β = 1 on one metric, paired by seed. **One Holm family per
+metric and report**: every setting compared with β = 1 on that metric in the report, so the same
+comparison gets the same corrected p in every table of a report, whichever claim reads it. The trend
+claims (slopes over log10 β) form one more family: the report's trend tests.
 
 A verdict is "confirmed" only when the corrected test has the claimed sign, "refuted" when it has
-the opposite sign, otherwise "inconclusive".
+the opposite sign, otherwise "inconclusive" ("undecided" with fewer than three seeds).
+
+Everything here reads :class:`~gdsoftmax.studies.run_table.RunRow` values only, so the verdicts of a
+committed report are recomputed from its ``runs.csv`` (:func:`verdicts_from_runs_csv`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
-from gdsoftmax.analysis.stats import format_p, holm, linear_trend, mean_std, paired_comparison, verdict
-from gdsoftmax.studies.epochs import early_epoch
+from gdsoftmax.analysis.paper_claims import Claim, claims_with_tests
+from gdsoftmax.analysis.stats import Comparison, holm, linear_trend, mean_std, paired_comparison, verdict
+from gdsoftmax.studies.run_table import RunRow, read_runs_csv
+from gdsoftmax.studies.verdicts import Verdict
 
-__all__ = ["TREND_CLAIMS", "claims_table"]
+__all__ = ["Families", "claims_verdicts", "group_rows", "verdicts_from_runs_csv"]
 
 
-def claims_table(groups: dict[str, list], baseline: list | None) -> list[list[str]]:
-    """(claim, setting, treatment, β = 1, Δ [95 % CI], d_z, p, Holm p, verdict) for every setting a claim
-    applies to; the verdict is on the p-value Holm-corrected over those settings."""
-    if baseline is None:
-        return []
-    specs = [
-        # (claim, applies to, value key, scale, expected sign of treatment - baseline)
-        ("β < 1 raises test accuracy (abstract: generalisation depends on the decay rate)", "small",
-         "test accuracy", 100, +1),
-        ("β < 1 makes the model over-confident (mean confidence − accuracy rises)", "small", "overconfidence", 100, +1),
-        ("β < 1 converges faster early (lower train CE at epoch {early})", "small", "early train_ce", 1, -1),
-        ("β < 1 converges faster early (higher test accuracy at epoch {early})", "small", "early test_acc", 100, +1),
-        ("β < 1 enlarges the margin (mean z_y − max other logit, test)", "small", "margin", 1, +1),
-        ("β < 1 leaves more training samples at p_c <= 0.2 at the end (Table 1's first row: 903 at β = 1, "
-         "2375 at β = 0.001)", "small", "low confidence count", 1, +1),
-        ("β < 1 learns easy samples first (wider spread of training p_c at epoch 2)", "small",
-         "curriculum spread", 1, +1),
-        ("β > 1 improves calibration (lower ECE)", "large", "test ece", 100, -1),
-        ("β > 1 improves calibration (lower MCE)", "large", "test mce", 100, -1),
-        ("β > 1 improves calibration (lower smECE, a binning-free estimator)", "large", "test smece", 100, -1),
-        ("warm-up converges faster than β = 1 (lower train CE at epoch {early})", "warmup", "early train_ce", 1, -1),
-        ("warm-up converges faster than β = 1 (higher test accuracy at epoch {early})", "warmup", "early test_acc",
-         100, +1),
-        ("warm-up keeps the final accuracy of β = 1 or better", "warmup", "test accuracy", 100, +1),
-        ("β > 1 calibrates as well as temperature scaling of β = 1 (lower ECE; Table 3 sets them side by side)",
-         "large", "test ece", 100, -1, "temperature ece"),
-    ]
-    seeds = [r.config.seed for r in baseline]
-    early = early_epoch(baseline[0].config.train.epochs)
-    table = []
-    for claim, applies, key, scale, sign, *reference in specs:
-        base_key = reference[0] if reference else key  # the baseline's value, usually the same quantity
-        family = []  # the settings this claim is tested on: one Holm correction over them
-        for group in groups.values():
-            beta = group[0].constant_beta
-            kind = ("warmup" if group[0].is_warmup else None) if beta is None else \
-                "small" if beta < 1 else "large" if beta > 1 else None
-            if kind != applies:
+@dataclass(frozen=True)
+class Tested:
+    """One setting against β = 1 on one metric: the paired test and its Holm-corrected p."""
+
+    comparison: Comparison
+    adjusted: float
+    treatment: float  # mean over the paired seeds
+    baseline: float
+
+
+class Families:
+    """The Holm families of one report, made once per (metric, baseline metric) and shared by every
+    table and claim that reads them."""
+
+    def __init__(self, groups: dict[str, list[RunRow]], baseline: str | None):
+        self.groups, self.baseline = groups, baseline
+        self._made: dict[tuple[str, str], dict[str, Tested]] = {}
+
+    def family(self, metric: str, baseline_metric: str | None = None) -> dict[str, Tested]:
+        """setting name -> its test against β = 1 on ``metric`` (β = 1's ``baseline_metric``)."""
+        key = (metric, baseline_metric or metric)
+        if key not in self._made:
+            self._made[key] = self._make(*key)
+        return self._made[key]
+
+    def _make(self, metric: str, baseline_metric: str) -> dict[str, Tested]:
+        if self.baseline is None:
+            return {}
+        base = {r.seed: r for r in self.groups[self.baseline]}
+        tests = {}
+        for name, group in self.groups.items():
+            paired = [r for r in group if r.seed in base and metric in r.values
+                      and baseline_metric in base[r.seed].values]
+            if name == self.baseline or not paired:
                 continue
-            paired = [r for r in group if r.config.seed in seeds]
-            base = [next(b for b in baseline if b.config.seed == r.config.seed) for r in paired]
-            if any(base_key not in b.values for b in base):
-                continue
-            c = paired_comparison([r.values[key] for r in paired], [b.values[base_key] for b in base])
-            treat, ref = mean_std([r.values[key] for r in paired]), mean_std([b.values[base_key] for b in base])
-            family.append((group, c, treat, ref))
-        for (group, c, treat, ref), adjusted in zip(family, holm([c.p_value for _, c, _, _ in family]),
-                                                    strict=True):
-            table.append([claim.format(early=early), group[0].label, f"{scale * treat[0]:.3g}", f"{scale * ref[0]:.3g}",
-                          f"{scale * c.difference:+.3g} [{scale * c.ci_low:+.3g}, {scale * c.ci_high:+.3g}]"
-                          if not c.undecided else f"{scale * c.difference:+.3g}",
-                          f"{c.effect_size:+.2f}", format_p(c.p_value), format_p(adjusted),
-                          (c.undecided and f"undecided: {c.undecided}") or verdict(c, sign, adjusted)])
-    return table + _trend_claims(groups)
+            treated = [r.values[metric] for r in paired]
+            reference = [base[r.seed].values[baseline_metric] for r in paired]
+            tests[name] = (paired_comparison(treated, reference), mean_std(treated)[0], mean_std(reference)[0])
+        adjusted = holm([c.p_value for c, _, _ in tests.values()])
+        return {name: Tested(c, p, t, b) for (name, (c, t, b)), p in zip(tests.items(), adjusted, strict=True)}
+
+    def size(self, metric: str, baseline_metric: str | None = None) -> int:
+        """How many tests the family's correction counts (undecided ones are not counted)."""
+        return sum(not math.isnan(t.comparison.p_value) for t in self.family(metric, baseline_metric).values())
+
+    def note(self) -> str:
+        """The sentence a report prints under every table with a corrected p: which families it used."""
+        made = [f"{_family_name(m, b)} (k = {self.size(m, b)})" for m, b in self._made]
+        return ("Holm families (one per metric in this report: every setting compared with β = 1 on it): "
+                + "; ".join(made) + ".") if made else ""
 
 
-TREND_CLAIMS = [  # (claim, value key, scale, expected sign of the slope on log10 beta)
-    ("ECE falls as β rises (Table 3: 0.045 at β = 0.1 to 0.023 at β = 20, CIFAR-10 ResNet18)", "test ece", 100, -1),
-    ("MCE falls as β rises (Table 3)", "test mce", 100, -1),
-    ("test accuracy falls as β rises (Table 2's columns from 0.01 to 5)", "test accuracy", 100, -1),
-]
+def _family_name(metric: str, baseline_metric: str) -> str:
+    return f"{metric} vs β = 1" if metric == baseline_metric else f"{metric} vs β = 1's {baseline_metric}"
 
 
-def _trend_claims(groups: dict[str, list]) -> list[list[str]]:
-    """One row per trend claim: the slope of a per-run value on log10 beta over every constant-beta run
-    (one test per claim, so no correction), with its 95 % interval and Pearson's r in the d_z column."""
+def _verdict_of(comparison: Comparison, direction: int, adjusted: float) -> str:
+    return f"undecided: {comparison.undecided}" if comparison.undecided else verdict(comparison, direction, adjusted)
+
+
+def claims_verdicts(groups: dict[str, list[RunRow]], families: Families, section: str,
+                    applies: set[str] | None = None) -> list[Verdict]:
+    """Every registered claim tested on these groups (those ``applies`` allows): a verdict per setting
+    the claim covers, then the trend claims as one family."""
+    first = next(iter(groups.values()))[0]
+    meta = (section, first.dataset, first.model, first.epochs)
+    verdicts = []
+    for claim in claims_with_tests(applies):
+        if claim.test.applies != "trend":
+            verdicts += _claim_verdicts(claim, groups, families, meta)
+    if applies is None or "trend" in applies:
+        verdicts += _trend_verdicts(groups, meta)
+    return verdicts
+
+
+def _claim_verdicts(claim: Claim, groups, families: Families, meta) -> list[Verdict]:
+    test = claim.test
+    family = families.family(test.metric, test.baseline_metric)
+    rows = []
+    for name, group in groups.items():
+        if name not in family or not test.covers(group[0].constant_beta, group[0].is_warmup):
+            continue
+        t, c, s = family[name], family[name].comparison, test.scale
+        rows.append(Verdict(claim.id, *meta, group[0].label, c.n, s * t.treatment, s * t.baseline,
+                            s * c.difference, s * c.ci_low, s * c.ci_high, c.effect_size, c.p_value, t.adjusted,
+                            _family_name(test.metric, test.baseline_metric),
+                            families.size(test.metric, test.baseline_metric),
+                            _verdict_of(c, test.direction, t.adjusted)))
+    return rows
+
+
+def _trend_verdicts(groups: dict[str, list[RunRow]], meta) -> list[Verdict]:
+    """One test per trend claim, the slope of a per-run value on log10 β over every constant-β run,
+    Holm-corrected over the report's trend tests."""
     runs = [r for g in groups.values() for r in g if r.constant_beta is not None]
-    if len({r.constant_beta for r in runs}) < 3:
+    claims = [c for c in claims_with_tests({"trend"}) if all(c.test.metric in r.values for r in runs)]
+    if len({r.constant_beta for r in runs}) < 3 or not claims:
         return []
     x = [math.log10(r.constant_beta) for r in runs]
-    table = []
-    for claim, key, scale, sign in TREND_CLAIMS:
-        t = linear_trend(x, [scale * r.values[key] for r in runs])
-        table.append([claim, f"slope per decade of β, {len(runs)} runs", "", "",
-                      f"{t.difference:+.3g} [{t.ci_low:+.3g}, {t.ci_high:+.3g}]", f"r = {t.effect_size:+.2f}",
-                      f"{t.p_value:.3g}", "—", verdict(t, sign)])
-    return table
+    trends = [linear_trend(x, [c.test.scale * r.values[c.test.metric] for r in runs]) for c in claims]
+    adjusted = holm([t.p_value for t in trends])
+    family = "the report's trend tests (slopes over log10 β)"
+    return [Verdict(c.id, *meta, f"slope per decade of β, {len(runs)} runs", t.n, math.nan, math.nan, t.difference,
+                    t.ci_low, t.ci_high, t.effect_size, t.p_value, p, family, len(trends),
+                    verdict(t, c.test.direction, p))
+            for c, t, p in zip(claims, trends, adjusted, strict=True)]
+
+
+def group_rows(rows: list[RunRow]) -> tuple[dict[str, list[RunRow]], str | None]:
+    """Rows by their group, in the order given, and the name of the β = 1 group (None if absent)."""
+    groups: dict[str, list[RunRow]] = {}
+    for row in rows:
+        groups.setdefault(row.group, []).append(row)
+    baseline = next((name for name, g in groups.items() if g[0].constant_beta == 1.0), None)
+    return groups, baseline
+
+
+def verdicts_from_runs_csv(path: str | Path, section: str = "claims",
+                           applies: set[str] | None = None) -> list[Verdict]:
+    """A report's claims table recomputed from its ``runs.csv`` alone."""
+    groups, baseline = group_rows(read_runs_csv(path))
+    return claims_verdicts(groups, Families(groups, baseline), section, applies)

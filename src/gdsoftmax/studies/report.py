@@ -19,13 +19,16 @@ from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.calibration import compare_post_hoc
 from gdsoftmax.analysis.estimators import calibration_estimates, debiased_l2_ece, smooth_ece, smooth_reliability, top1
 from gdsoftmax.analysis.metrics import calibration_metrics
-from gdsoftmax.analysis.stats import Comparison, format_mean_std, holm, mean_std, paired_comparison
+from gdsoftmax.analysis.paper_claims import claim_by_id
+from gdsoftmax.analysis.stats import format_mean_std, mean_std
 from gdsoftmax.engine.rundir.view import failed_runs
 from gdsoftmax.studies.beside_paper import beside_the_paper
-from gdsoftmax.studies.claims import claims_table
+from gdsoftmax.studies.claims import Families, claims_verdicts
 from gdsoftmax.studies.epochs import CURRICULUM_EPOCH, early_epoch
 from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.run_table import RunRow, swept_keys, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs
+from gdsoftmax.studies.verdicts import Verdict, write_verdicts
 
 __all__ = ["build_report"]
 
@@ -92,36 +95,44 @@ def _cell(group, key, scale=100.0, digits=2):
     return format_mean_std([r.values[key] for r in group], scale, digits)
 
 
-def _paired(group: list[Run], baseline: list[Run], key: str) -> Comparison | None:
-    """treatment - β = 1 on ``key``, paired by seed; None with fewer than two common seeds."""
-    seeds = sorted({r.config.seed for r in group} & {r.config.seed for r in baseline})
-    if len(seeds) < 2:
-        return None
-    a = [next(r for r in group if r.config.seed == s).values[key] for s in seeds]
-    b = [next(r for r in baseline if r.config.seed == s).values[key] for s in seeds]
-    return paired_comparison(a, b)
-
-
-def _versus_all(groups: dict[str, list[Run]], baseline, key: str, scale: float = 100.0) -> dict[str, str]:
+def _versus_all(groups: dict[str, list[Run]], families: Families, key: str, scale: float = 100.0) -> dict[str, str]:
     """Δ against β = 1 for every setting, with its 95 % interval and its p-value Holm-corrected over the
-    family of settings compared with β = 1 on this key (* for a corrected p < 0.05)."""
-    names = [n for n, g in groups.items() if baseline is not None and g is not baseline]
-    comparisons = {n: _paired(groups[n], baseline, key) for n in names}
-    tested = [n for n in names if comparisons[n] is not None]
-    adjusted = dict(zip(tested, holm([comparisons[n].p_value for n in tested]), strict=True))
-    cells = {n: "—" for n, g in groups.items() if g is baseline or baseline is None}
-    for n in names:
-        c = comparisons[n]
-        if c is None:
-            cells[n] = "n/a"
+    report's family for ``key`` (* for a corrected p < 0.05)."""
+    family = families.family(key)
+    cells = {}
+    for name in groups:
+        if name == families.baseline or families.baseline is None:
+            cells[name] = "—"
             continue
+        if name not in family:
+            cells[name] = "n/a"
+            continue
+        c, adjusted = family[name].comparison, family[name].adjusted
         if c.undecided:
-            cells[n] = f"{scale * c.difference:+.2f} (undecided: {c.undecided})"
+            cells[name] = f"{scale * c.difference:+.2f} (undecided: {c.undecided})"
             continue
-        star = "*" if adjusted[n] < 0.05 else ""
-        cells[n] = (f"{scale * c.difference:+.2f} [{scale * c.ci_low:+.2f}, {scale * c.ci_high:+.2f}] "
-                    f"(p={adjusted[n]:.3f}){star}")
+        star = "*" if adjusted < 0.05 else ""
+        cells[name] = (f"{scale * c.difference:+.2f} [{scale * c.ci_low:+.2f}, {scale * c.ci_high:+.2f}] "
+                       f"(p={adjusted:.3f}){star}")
     return cells
+
+
+def claims_section(verdicts: list[Verdict], families: Families, heading: str = "## Claims") -> list[str]:
+    """The claims table of a report and the families its corrected p-values ran over."""
+    if not verdicts:
+        return []
+    return [heading, "",
+            "Each row tests a claim registered in `gdsoftmax/analysis/paper_claims.toml` (its id first; "
+            "`gdsoftmax claims` gathers every report's rows into docs/results/CLAIMS.md). Verdict: *confirmed* if the "
+            "difference has the claimed sign with a Holm-corrected p < 0.05, *refuted* if it has the opposite sign "
+            "with a corrected p < 0.05, otherwise *inconclusive*. Δ carries its 95 % t-interval; d_z is the paired "
+            "effect size (Pearson's r for a trend).", "",
+            markdown_table(["claim", "setting", "ours", "β = 1", "Δ [95 % CI]", "d_z", "p", "Holm p",
+                            "Holm family", "verdict"],
+                           [v.cells() for v in verdicts]), "",
+            families.note(), "", "The claims, in our words, with where the paper makes them:", "",
+            *(f"- `{c.id}`: {c.says} ({'; '.join(s.cite() for s in c.sources)})"
+              for c in dict.fromkeys(claim_by_id(v.claim) for v in verdicts)), ""]
 
 
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_bins: int = 10,
@@ -139,36 +150,37 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
         measure(run, n_bins)
     groups = _groups(runs)
     baseline = next((g for g in groups.values() if g[0].constant_beta == 1.0), None)
+    swept = swept_keys(runs)
+    rows = {name: [RunRow.of(r, name, swept) for r in g] for name, g in groups.items()}
+    families = Families(rows, next((n for n, g in groups.items() if g is baseline), None))
+    verdicts = claims_verdicts(rows, families, "claims")  # made first: the tables above it share its families
     first = runs[0].config
     n_seeds = max(len(g) for g in groups.values())
     lines = [f"# Report: {sweep_dir.name}", "",
              f"{first.data.dataset}, model {first.model.name}, {first.train.epochs} epochs, {len(runs)} runs "
              f"({len(groups)} settings × up to {n_seeds} seeds). Mean ± std over seeds; Δ is paired by seed "
              f"against β = 1, with its 95 % t-interval in brackets and the paired t-test's p-value "
-             f"Holm-corrected over the settings compared with β = 1 (* for a corrected p < 0.05). ECE/MCE use "
+             f"Holm-corrected over one family per metric: every setting compared with β = 1 on that metric (* for a "
+             f"corrected p < 0.05; each table names its families). ECE/MCE use "
              f"{n_bins} equal-width bins.", "",
-             "The claims tested are the paper's own statements (abstract and section 3). Every number here, "
-             "including the β = 1 baseline, is our measurement.", ""]
+             "The claims tested are the paper's own statements, as registered with their sources in "
+             "`gdsoftmax/analysis/paper_claims.toml`. Every number here, including the β = 1 baseline, is our "
+             "measurement; `runs.csv` beside this report holds the per-run values every verdict is computed from, "
+             "and `claims.csv` the verdicts.", ""]
     lines += _runs_to_know_about(sweep_dir, runs)
     if command:
         lines += ["Regenerate with:", "", "```", command, "```", ""]
-    lines += _final_metrics(groups, baseline, n_bins)
+    lines += _final_metrics(groups, families, n_bins)
     if "T" in runs[0].values:
         lines += _post_hoc(groups, out, first.data.dataset)
     lines += _estimators(groups, out, n_bins)
     lines += _confidence_intervals(groups, out)
-    lines += _convergence(groups, baseline, out, first.data.dataset)
+    lines += _convergence(groups, families, out, first.data.dataset)
     lines += _figures(groups, runs, out)
     lines += beside_the_paper(groups, first, n_bins)
-    claims = claims_table(groups, baseline)
-    if claims:
-        lines += ["## Claims", "",
-                  "Verdict: *confirmed* if the difference has the claimed sign with a Holm-corrected p < 0.05 (the "
-                  "correction runs over the settings each claim is tested on), *refuted* if it has the opposite "
-                  "sign with a corrected p < 0.05, otherwise *inconclusive*. Δ carries its 95 % t-interval; d_z "
-                  "is the paired effect size.", "",
-                  markdown_table(["claim", "setting", "ours", "β = 1", "Δ [95 % CI]", "d_z", "p", "Holm p",
-                                   "verdict"], claims), ""]
+    lines += claims_section(verdicts, families)
+    write_runs_csv(out / "runs.csv", [r for g in rows.values() for r in g])
+    write_verdicts(out / "claims.csv", verdicts)
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -192,18 +204,20 @@ def _runs_to_know_about(sweep_dir: Path, runs: list[Run]) -> list[str]:
     return lines
 
 
-def _final_metrics(groups: dict[str, list[Run]], baseline, n_bins: int) -> list[str]:
+def _final_metrics(groups: dict[str, list[Run]], families: Families, n_bins: int) -> list[str]:
     header = ["setting", "seeds", "test acc %", "Δ acc vs β=1", f"ECE % ({n_bins} bins)", "Δ ECE vs β=1", "MCE %",
               "adaptive ECE %", "NLL", "Brier", "conf − acc %", "margin"]
     rows = []
-    accuracy, ece = _versus_all(groups, baseline, "test accuracy"), _versus_all(groups, baseline, "test ece")
+    accuracy, ece = _versus_all(groups, families, "test accuracy"), _versus_all(groups, families, "test ece")
     for name, group in groups.items():
         rows.append([group[0].label, len(group), _cell(group, "test accuracy"),
                      accuracy[name], _cell(group, "test ece"),
                      ece[name], _cell(group, "test mce"),
                      _cell(group, "test adaptive_ece"), _cell(group, "test nll", 1, 3),
                      _cell(group, "test brier", 1, 3), _cell(group, "overconfidence"), _cell(group, "margin", 1, 2)])
-    return ["## Final test metrics", "", markdown_table(header, rows), ""]
+    return ["## Final test metrics", "", markdown_table(header, rows), "",
+            f"Holm families: test accuracy vs β = 1 (k = {families.size('test accuracy')}); test ece vs β = 1 "
+            f"(k = {families.size('test ece')}). The claims below read the same families.", ""]
 
 
 def _post_hoc(groups: dict[str, list[Run]], out: Path, dataset: str) -> list[str]:
@@ -273,14 +287,15 @@ def _confidence_intervals(groups: dict[str, list[Run]], out: Path) -> list[str]:
             markdown_table(["setting"] + [f"epoch {e}" for e in epochs], along), ""]
 
 
-def _convergence(groups: dict[str, list[Run]], baseline, out: Path, dataset: str) -> list[str]:
+def _convergence(groups: dict[str, list[Run]], families: Families, out: Path, dataset: str) -> list[str]:
     early = early_epoch(next(iter(groups.values()))[0].config.train.epochs)
-    early_acc = _versus_all(groups, baseline, "early test_acc")
+    early_acc = _versus_all(groups, families, "early test_acc")
     rows = [[g[0].label, _cell(g, "early train_ce", 1, 4), _cell(g, "early test_acc"),
              early_acc[n], _cell(g, "curriculum spread", 1, 3)] for n, g in groups.items()]
     lines = ["## Convergence and training dynamics", "",
              markdown_table(["setting", f"train CE @ epoch {early}", f"test acc % @ epoch {early}",
-                              "Δ vs β=1", f"std of training p_c @ epoch {CURRICULUM_EPOCH}"], rows), ""]
+                              "Δ vs β=1", f"std of training p_c @ epoch {CURRICULUM_EPOCH}"], rows), "",
+             f"Holm family: early test_acc vs β = 1 (k = {families.size('early test_acc')}).", ""]
     curves = []
     for g in groups.values():
         length = min(len(r.rows) for r in g)

@@ -1,0 +1,174 @@
+"""The claims registry, the theory checks, the ledger's status rule, and the committed ledger and
+reports against each other."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import astuple, replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from gdsoftmax.analysis import theory_checks
+from gdsoftmax.analysis.paper_claims import UNTESTED_REASONS, claim_by_id, paper_claims
+from gdsoftmax.cli import main
+from gdsoftmax.studies.claims import verdicts_from_runs_csv
+from gdsoftmax.studies.ledger import build_ledger, claim_status
+from gdsoftmax.studies.run_table import METRIC_COLUMNS
+from gdsoftmax.studies.verdicts import Verdict, read_verdicts, write_verdicts
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+PAPER = ROOT.parent / "shared" / "paper"
+COPIES = {"arXiv v1": "001_510ea2ab00f2ef21.txt", "ICLR 2024 submission": "003_922b42d6292c2224.txt"}
+
+
+def test_every_claim_names_its_source_and_how_it_is_decided():
+    claims = paper_claims()
+    assert len(claims) >= 30
+    for claim in claims:
+        assert claim.sources, claim.id
+        assert all(s.version in COPIES for s in claim.sources), claim.id
+        if claim.kind == "theory":
+            assert claim.check in theory_checks.CHECKS
+            assert theory_checks.CHECKS[claim.check][0] == claim.id
+        elif claim.test is None:
+            assert claim.untested, f"{claim.id}: neither tested nor said why not"
+        else:
+            assert claim.test.metric in METRIC_COLUMNS
+            assert claim.test.baseline_metric in METRIC_COLUMNS
+        for untested in claim.untested:
+            assert untested.reason in UNTESTED_REASONS
+            assert untested.reason != "needs a GPU" or (ROOT / untested.config).is_file()
+            assert untested.reason != "not yet run" or untested.command
+
+
+@pytest.mark.skipif(not PAPER.is_dir(), reason="the paper's text is not beside this checkout")
+def test_cited_lines_exist_in_the_seed_texts():
+    lengths = {v: len((PAPER / f).read_text(encoding="utf-8").splitlines()) for v, f in COPIES.items()}
+    for claim in paper_claims():
+        for source in claim.sources:
+            numbers = [int(n) for n in re.findall(r"\d+", source.lines)]
+            assert numbers, (claim.id, source)
+            assert max(numbers) <= lengths[source.version], (claim.id, source)
+
+
+@pytest.mark.skipif(not PAPER.is_dir(), reason="the paper's text is not beside this checkout")
+def test_paraphrases_do_not_copy_the_papers_sentences():
+    """No run of eight words of a claim's paraphrase appears in either version's text."""
+    texts = " ".join(" ".join((PAPER / f).read_text(encoding="utf-8").lower().split()) for f in COPIES.values())
+    for claim in paper_claims():
+        words = claim.says.lower().split()
+        for i in range(len(words) - 7):
+            assert " ".join(words[i:i + 8]) not in texts, claim.id
+
+
+@pytest.mark.parametrize("name", sorted(theory_checks.CHECKS))
+def test_the_papers_theory_holds_for_our_loss(name):
+    assert theory_checks.run_check(name).holds
+
+
+def test_a_theory_check_fails_for_a_loss_that_ignores_beta(monkeypatch):
+    def plain_cross_entropy(input, target, *, beta, reduction):
+        return torch.nn.functional.cross_entropy(input, target, reduction=reduction)
+
+    monkeypatch.setattr(theory_checks, "gradient_decay_loss", plain_cross_entropy)
+    assert not theory_checks.run_check("gradient_form").holds
+    assert not theory_checks.run_check("magnitude_order").holds
+    assert not theory_checks.run_check("inflection_point").holds
+
+
+def _verdict(claim: str, dataset: str, verdict: str) -> Verdict:
+    return Verdict(claim, "claims", dataset, "fcnn", 10, "β = 0.1", 3, 1.0, 0.5, 0.5, 0.1, 0.9, 2.0, 0.01, 0.02,
+                   "test accuracy vs β = 1", 4, verdict)
+
+
+@pytest.mark.parametrize(("verdicts", "status"), [
+    (["confirmed", "inconclusive"], "confirmed"),
+    (["refuted", "inconclusive"], "refuted"),
+    (["confirmed", "refuted"], "mixed"),
+    (["inconclusive", "undecided: fewer than 3 seeds"], "inconclusive"),
+])
+def test_status_rule_counts_in_scope_tests_only(verdicts, status):
+    claim = claim_by_id("small-beta-accuracy")  # made on mnist, cifar10, svhn
+    tests = [_verdict(claim.id, "mnist", v) for v in verdicts]
+    elsewhere = [_verdict(claim.id, "fashion_mnist", "refuted" if status == "confirmed" else "confirmed")]
+    assert claim_status(claim, tests + elsewhere, None)[0] == status
+
+
+def test_a_claim_tested_only_elsewhere_is_untested_with_its_reason():
+    claim = claim_by_id("large-beta-beats-post-hoc")  # made on cifar100 and tiny_imagenet only
+    status, why = claim_status(claim, [_verdict(claim.id, "fashion_mnist", "refuted")], None)
+    assert (status, why) == ("untested", "no data here")
+
+
+def test_ledger_refuses_verdicts_of_unregistered_claims(tmp_path):
+    (tmp_path / "some_report").mkdir()
+    write_verdicts(tmp_path / "some_report" / "claims.csv", [_verdict("beta-cures-everything", "mnist", "confirmed")])
+    with pytest.raises(ValueError, match="not registered: beta-cures-everything"):
+        build_ledger(tmp_path)
+    assert main(["claims", "--results", str(tmp_path)]) == 2
+    assert not (tmp_path / "CLAIMS.md").exists()
+
+
+def test_claims_command_writes_and_checks(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    write_verdicts(tmp_path / "r" / "claims.csv", [_verdict("small-beta-accuracy", "mnist", "confirmed")])
+    assert main(["claims", "--results", str(tmp_path), "--check"]) == 1
+    assert main(["claims", "--results", str(tmp_path)]) == 0
+    assert main(["claims", "--results", str(tmp_path), "--check"]) == 0
+    text = (tmp_path / "CLAIMS.md").read_text()
+    assert "[r](r/report.md#claims)" in text
+    assert "## small-beta-accuracy" in text
+    assert main(["claims", "--results", str(tmp_path / "nowhere")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+# ---- the committed ledger and reports --------------------------------------------------------------
+
+
+def test_committed_ledger_is_what_the_reports_give():
+    """A report's verdict and the ledger cannot disagree: the ledger is regenerated from the reports'
+    claims.csv here and must equal the committed file; every registered claim has its section."""
+    committed = (RESULTS / "CLAIMS.md").read_text(encoding="utf-8")
+    assert committed == build_ledger(RESULTS), "docs/results/CLAIMS.md is stale: run gdsoftmax claims"
+    for claim in paper_claims():
+        assert f"\n## {claim.id}\n" in committed
+        assert f"[`{claim.id}`](#{claim.id})" in committed
+
+
+def test_every_report_folder_keeps_its_runs_and_verdicts():
+    reports = [p.parent for p in RESULTS.glob("*/report.md") if not p.parent.name.startswith("lab_")]
+    assert reports
+    for folder in reports:
+        assert (folder / "runs.csv").is_file(), folder.name
+        assert (folder / "claims.csv").is_file(), folder.name
+
+
+def _plain(verdict) -> tuple:
+    return tuple(None if isinstance(x, float) and math.isnan(x) else x for x in astuple(verdict))
+
+
+@pytest.mark.parametrize("report", ["mnist_fcnn", "fashion_mnist_calibration"])
+def test_a_committed_reports_verdicts_recompute_from_its_runs_csv(report):
+    folder = RESULTS / report
+    committed = read_verdicts(folder / "claims.csv")
+    assert [_plain(v) for v in verdicts_from_runs_csv(folder / "runs.csv")] == [_plain(v) for v in committed]
+    text = (folder / "report.md").read_text(encoding="utf-8")
+    for v in committed:
+        assert "| " + " | ".join(v.cells()) + " |" in text
+
+
+def test_a_changed_run_changes_the_recomputed_verdicts(tmp_path):
+    """The recompute test can fail: one seed's accuracy moved, and a verdict row no longer matches."""
+    source = (RESULTS / "mnist_fcnn" / "runs.csv").read_text(encoding="utf-8").splitlines()
+    header = source[0].split(",")
+    column = header.index("test accuracy")
+    cells = source[1].split(",")
+    cells[column] = repr(float(cells[column]) + 0.05)
+    (tmp_path / "runs.csv").write_text("\n".join([source[0], ",".join(cells), *source[2:]]) + "\n")
+    committed = read_verdicts(RESULTS / "mnist_fcnn" / "claims.csv")
+    assert [_plain(v) for v in verdicts_from_runs_csv(tmp_path / "runs.csv")] != [_plain(v) for v in committed]
+    assert replace(committed[0]) == committed[0]
