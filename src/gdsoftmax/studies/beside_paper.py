@@ -32,6 +32,40 @@ def _same_warmup(number, ours: tuple[float, float] | None) -> bool:
     return ours is not None and WARMUP_RANGES.get((number.version, number.dataset)) == ours
 
 
+# The recipe each data set's paragraph states (ICLR Appendix A.1, lines 756-767; arXiv v1 §4.1, lines
+# 231-233), for the recipe table; "not stated" where neither version says.
+_DEEP = {"epochs": "200", "batch": "100", "lr": "0.01 (÷10 at 50 %, 75 %)", "momentum": "0.9",
+         "weight decay": "0.0001", "gradient clipping": "norm 3", "augmentation": "not stated",
+         "precision": "not stated", "warm-up length": "not stated"}
+PAPER_RECIPES = {
+    "mnist": {**_DEEP, "epochs": "100", "lr": "0.001 (schedule not stated)", "gradient clipping": "not stated"},
+    "cifar10": _DEEP, "cifar100": _DEEP, "svhn": {**_DEEP, "epochs": "100"},
+    "tiny_imagenet": {**_DEEP, "batch": "256", "lr": "0.05 (÷10 at 40 %, 80 %)",
+                      "gradient clipping": "\"weight clipping\" at norm 3"},
+}
+
+
+def recipe_table(config: ExperimentConfig, warmup_epochs: list[int]) -> list[str]:
+    """Our recipe beside the one the paper states for the same data set, every row, differences marked."""
+    paper = PAPER_RECIPES.get(config.data.dataset)
+    if paper is None:
+        return []
+    t = config.train
+    steps = (f" (÷{1 / t.lr_gamma:g} at {', '.join(f'{m * 100:g} %' for m in t.lr_milestones)})"
+             if t.lr_milestones else " (constant)")
+    ours = {"epochs": str(t.epochs), "batch": str(t.batch_size), "lr": f"{t.lr:g}{steps}",
+            "momentum": f"{t.momentum:g}", "weight decay": f"{t.weight_decay:g}",
+            "gradient clipping": f"norm {t.grad_clip:g}" if t.grad_clip else "none",
+            "augmentation": "random crop + flip" if config.data.augment else "none",
+            "precision": t.precision if t.precision != "auto" else "auto (bf16 where the CPU has bf16 units)",
+            "warm-up length": ", ".join(f"{e} epochs" for e in sorted(set(warmup_epochs))) or "no warm-up run"}
+    rows = [[key, ours[key], value,
+             "" if ours[key] == value else "paper silent" if "not stated" in value else "differs"]
+            for key, value in paper.items()]
+    return ["The recipe beside the one the paper states for this data set (ICLR Appendix A.1; arXiv v1 §4.1):", "",
+            markdown_table(["setting", "ours", "paper", ""], rows), ""]
+
+
 POST_HOC_METRICS = [("ECE (10 bins)", "ece", "{:.3f}"), ("MCE (10 bins)", "mce", "{:.3f}")]
 
 
@@ -86,4 +120,5 @@ def beside_the_paper(groups: dict[str, list], config: ExperimentConfig, n_bins: 
               f"{'' if same_model else ', which the paper did not run: its rows are its own models'}. Where the "
               "paper's setup differs, its numbers are context, not a replication target.", "",
               markdown_table(["setting", "metric", "ours", "paper model", "paper", "source"], rows), ""]
-    return lines
+    warmups = [g[0].config.loss.beta.raw.get("epochs", config.train.epochs) for g in groups.values() if g[0].is_warmup]
+    return lines + recipe_table(config, warmups)
