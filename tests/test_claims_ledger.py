@@ -139,10 +139,18 @@ def test_committed_ledger_is_what_the_reports_give():
         assert f"[`{claim.id}`](#{claim.id})" in committed
 
 
+# Reports of the previous release whose runs were lost before runs.csv existed; each leaves this list when
+# its sweep is rerun and its report regenerated (the commands are in docs/results/README.md).
+NOT_YET_REGENERATED = {"cifar10_cpu", "mnist_paper", "fashion_mnist_baselines"}
+
+
 def test_every_report_folder_keeps_its_runs_and_verdicts():
     reports = [p.parent for p in RESULTS.glob("*/report.md") if not p.parent.name.startswith("lab_")]
     assert reports
     for folder in reports:
+        if folder.name in NOT_YET_REGENERATED:
+            assert not (folder / "claims.csv").exists(), f"{folder.name} was regenerated: take it off the list"
+            continue
         assert (folder / "runs.csv").is_file(), folder.name
         assert (folder / "claims.csv").is_file(), folder.name
 

@@ -57,7 +57,7 @@ def _gradient_form() -> tuple[bool, str]:
         (ce,) = torch.autograd.grad(torch.nn.functional.cross_entropy(y, target, reduction="sum"), y)
         p_c = torch.softmax(logits, 1).gather(1, target[:, None])
         worst = max(worst, float((grad - ce / (1 + (beta - 1) * p_c)).abs().max()))
-    return worst < TOLERANCE, f"autograd gradient vs CE's / (1 + (β − 1) p_c): max |error| {worst:.1e} " \
+    return worst < TOLERANCE, f"autograd gradient vs CE's / (1 + (β − 1) p_c): largest absolute error {worst:.1e} " \
                               f"over 256 × 10 logits and β ∈ {list(BETAS)}"
 
 
@@ -94,7 +94,7 @@ def _local_lipschitz() -> tuple[bool, str]:
         _, curvature = _derivatives(p, beta)
         bound = beta / (beta + 1) ** 2 if beta < 1 else 0.25
         worst = max(worst, abs(float(curvature.max()) - bound))
-    return worst < 1e-6, f"max of ∂²J/∂z_c² on p_c ∈ [0, 1/2] vs eq. 23's bound: max |error| {worst:.1e}"
+    return worst < 1e-6, f"max of ∂²J/∂z_c² on p_c ∈ [0, 1/2] vs eq. 23's bound: largest absolute error {worst:.1e}"
 
 
 def _gradient_limits() -> tuple[bool, str]:
@@ -102,7 +102,7 @@ def _gradient_limits() -> tuple[bool, str]:
     small, _ = _derivatives(p, 1e-9)
     large, _ = _derivatives(p, 1e9)
     gap_small, gap_large = float((small - 1).abs().max()), float(large.abs().max())
-    return gap_small < 1e-6 and gap_large < 1e-6, (f"p_c ∈ [0.01, 0.99]: |G − 1| ≤ {gap_small:.1e} at β = 1e-9, "
+    return gap_small < 1e-6 and gap_large < 1e-6, (f"p_c ∈ [0.01, 0.99]: G within {gap_small:.1e} of 1 at β = 1e-9, "
                                                    f"G ≤ {gap_large:.1e} at β = 1e9")
 
 

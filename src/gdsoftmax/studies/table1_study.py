@@ -56,8 +56,8 @@ HARDNESS_QUANTILES = np.array([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.
 WARMUP_SOURCES = {  # label in configs/mnist_warmups.toml -> where its range is stated
     "ce": "β = 1: plain cross-entropy",
     "warmup-v1": "arXiv v1 §4.1 (line 231), MNIST paragraph: β_initial 0.001, β_end 0.01",
-    "warmup-iclr": "ICLR version Appendix A.1 (lines 756-759), MNIST paragraph: 0.01 and 0.1 (its next words speak of an over-small 0.001: "
-                   "ambiguous)",
+    "warmup-iclr": "ICLR version Appendix A.1 (lines 756-759), MNIST paragraph: 0.01 and 0.1 (its next words "
+                   "speak of an over-small 0.001: ambiguous)",
     "beta=0.01": "constant end point of arXiv v1's range",
     "beta=0.1": "constant end point of the ICLR version's range",
 }
