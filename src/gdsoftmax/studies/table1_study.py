@@ -260,10 +260,10 @@ def _dynamics_section(cells, out: Path) -> list[str]:
             "70 % and 95 % of the hardness ranking at β = 1 (hardest first, by final p_c); right: mean p_c of "
             "five equal groups of samples ranked by their final p_c (Fig. 5's). The "
             "ICLR version shows the same two kinds of panel as its Fig. 3, at β = 2, 1, 0.1 and 0.01.", "",
-            "What the paper describes in them (arXiv v1 §3.2, lines 158-179, in our words): at β = 1 the samples' confidences "
-            "rise together; at small β easy samples reach p_c ≈ 1 first and hard ones follow later or not at all "
-            "(a sample left behind is its evidence for 'sacrificed' hard samples); and the group means are higher "
-            "at β = 0.1 than at β = 1 for almost every group.", "",
+            "What the paper describes in them (arXiv v1 §3.2, lines 158-179, in our words): at β = 1 the samples' "
+            "confidences rise together; at small β easy samples reach p_c ≈ 1 first and hard ones follow later or not "
+            "at all (a sample left behind is its evidence for 'sacrificed' hard samples); and the group means are "
+            "higher at β = 0.1 than at β = 1 for almost every group.", "",
             "![confidence dynamics](confidence_dynamics.png)", ""]
 
 
