@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from gdsoftmax.analysis.paper_claims import Claim, paper_claims
+from gdsoftmax.analysis.paper_claims import APPLIES, Claim, paper_claims
 from gdsoftmax.analysis.stats import format_p
 from gdsoftmax.analysis.theory_checks import TheoryCheck, run_check
 from gdsoftmax.studies.markdown import markdown_table
@@ -130,8 +130,8 @@ def _entry_section(entry: LedgerEntry) -> list[str]:
              f"Made on: {', '.join(claim.made_on) or 'no particular data set'}."]
     if claim.test is not None:
         t = claim.test
-        lines.append(f"Test: {t.metric}, {'higher' if t.direction > 0 else 'lower'} than β = 1's "
-                     f"{t.baseline_metric} for {t.applies} settings" if t.applies != "trend" else
+        lines.append(f"Test: {t.metric} at {APPLIES[t.applies]}, {'higher' if t.direction > 0 else 'lower'} than "
+                     f"β = 1's {t.baseline_metric}, paired by seed." if t.applies != "trend" else
                      f"Test: the slope of {t.metric} over log10 β, {'rising' if t.direction > 0 else 'falling'}.")
     lines.append("")
     if entry.tests:
