@@ -37,9 +37,15 @@ def sweep(tmp_path_factory):
     return root / "runs" / "rep"
 
 
-def test_report_has_every_section_and_figure(sweep, tmp_path):
-    path = build_report(sweep, tmp_path, n_bins=15, command="gdsoftmax report x")
-    text = path.read_text()
+@pytest.fixture(scope="module")
+def built(sweep, tmp_path_factory):
+    """One report of the sweep (15 bins), shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("built")
+    return out, build_report(sweep, out, n_bins=15, command="gdsoftmax report x").read_text()
+
+
+def test_report_has_every_section_and_figure(built):
+    tmp_path, text = built
     for section in ("Final test metrics", "Post-hoc calibration", "Table 1", "Convergence", "Reliability",
                     "2-D features", "Claims", "gdsoftmax report x", "Calibration estimators of current practice"):
         assert section in text
@@ -123,13 +129,6 @@ def _table_rows(text: str, heading: str) -> list[list[str]]:
     section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("| ")][1:]  # past the header
     return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
-
-
-@pytest.fixture(scope="module")
-def built(sweep, tmp_path_factory):
-    """One report of the sweep, shared by the tests that only read it."""
-    out = tmp_path_factory.mktemp("built")
-    return out, build_report(sweep, out).read_text()
 
 
 def _plain(verdict) -> tuple:
