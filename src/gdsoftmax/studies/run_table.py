@@ -25,7 +25,7 @@ from pathlib import Path
 from gdsoftmax.engine.config import to_dict
 from gdsoftmax.studies.runs import Run
 
-__all__ = ["METRIC_COLUMNS", "RunRow", "read_runs_csv", "swept_keys", "write_runs_csv"]
+__all__ = ["METRIC_COLUMNS", "RunRow", "read_runs_csv", "swept_keys", "write_csv", "write_runs_csv"]
 
 # the per-run values verdicts rest on, in the order runs.csv gives them
 METRIC_COLUMNS = ["test accuracy", "test ece", "test mce", "test smece", "test adaptive_ece", "test nll",
@@ -85,14 +85,19 @@ def write_runs_csv(path: str | Path, rows: list[RunRow]) -> None:
     metrics = [k for k in METRIC_COLUMNS if any(k in r.values for r in rows)]
     epochs = sorted({e for r in rows for e in r.low_counts})
     header = FIXED_COLUMNS + [SWEPT_PREFIX + k for k in swept] + metrics + [f"{COUNT_PREFIX}{e}" for e in epochs]
+    write_csv(path, header, [[r.run, r.group, r.label, "" if r.constant_beta is None else repr(r.constant_beta),
+                              int(r.is_warmup), r.seed, r.dataset, r.model, r.epochs,
+                              *(r.swept.get(k, "") for k in swept),
+                              *(repr(r.values[k]) if k in r.values else "" for k in metrics),
+                              *(r.low_counts.get(e, "") for e in epochs)] for r in rows])
+
+
+def write_csv(path: str | Path, header: list[str], rows: list[list]) -> None:
+    """A CSV file written whole or not at all: a temporary file beside it, renamed over it."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    for r in rows:
-        writer.writerow([r.run, r.group, r.label, "" if r.constant_beta is None else repr(r.constant_beta),
-                         int(r.is_warmup), r.seed, r.dataset, r.model, r.epochs, *(r.swept.get(k, "") for k in swept),
-                         *(repr(r.values[k]) if k in r.values else "" for k in metrics),
-                         *(r.low_counts.get(e, "") for e in epochs)])
+    writer.writerows(rows)
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(buffer.getvalue(), encoding="utf-8")

@@ -12,13 +12,12 @@ these files; the report prints the same rows.
 from __future__ import annotations
 
 import csv
-import io
 import math
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from gdsoftmax.analysis.stats import format_p
+from gdsoftmax.studies.run_table import write_csv
 
 __all__ = ["Verdict", "read_verdicts", "write_verdicts"]
 
@@ -64,15 +63,8 @@ _FLOATS = {"treatment", "baseline", "delta", "ci_low", "ci_high", "effect", "p",
 
 def write_verdicts(path: str | Path, verdicts: list[Verdict]) -> None:
     """Write ``claims.csv`` atomically."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(HEADER)
-    for v in verdicts:
-        writer.writerow([repr(float(getattr(v, k))) if k in _FLOATS else getattr(v, k) for k in HEADER])
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(temporary, path)
+    write_csv(path, HEADER, [[repr(float(getattr(v, k))) if k in _FLOATS else getattr(v, k) for k in HEADER]
+                             for v in verdicts])
 
 
 def read_verdicts(path: str | Path) -> list[Verdict]:
