@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import astuple, replace
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -124,6 +124,9 @@ def test_claims_command_writes_and_checks(tmp_path, capsys):
     assert "## small-beta-accuracy" in text
     assert main(["claims", "--results", str(tmp_path / "nowhere")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+    assert main(["claims", "--results", str(tmp_path), "--out", str(tmp_path / "missing" / "C.md")]) == 2
+    assert "its folder does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()
 
 
 # ---- the committed ledger and reports --------------------------------------------------------------
@@ -179,4 +182,3 @@ def test_a_changed_run_changes_the_recomputed_verdicts(tmp_path):
     (tmp_path / "runs.csv").write_text("\n".join([source[0], ",".join(cells), *source[2:]]) + "\n")
     committed = read_verdicts(RESULTS / "mnist_fcnn" / "claims.csv")
     assert [_plain(v) for v in verdicts_from_runs_csv(tmp_path / "runs.csv")] != [_plain(v) for v in committed]
-    assert replace(committed[0]) == committed[0]

@@ -248,6 +248,10 @@ def _claims(args) -> int:
               "report folders (default: docs/results)", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else results / "CLAIMS.md"
+    if not out.parent.is_dir():
+        print(f"gdsoftmax claims: error: --out {args.out}: its folder does not exist; create it or name another",
+              file=sys.stderr)
+        return 2
     try:
         text = build_ledger(results)
     except (ValueError, KeyError) as error:

@@ -21,6 +21,7 @@ in :mod:`gdsoftmax.studies.table1_factors`. Run it as ``gdsoftmax table1 RECIPE_
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ import numpy as np
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.stats import format_p, holm, paired_comparison, verdict
 from gdsoftmax.engine.rundir.view import RunView
-from gdsoftmax.studies.claims import Families, claims_verdicts
+from gdsoftmax.studies.claims import Families, claims_verdicts, group_rows
 from gdsoftmax.studies.epochs import early_epoch
 from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.report import claims_section, measure
@@ -286,21 +287,21 @@ def _claims_and_data(out: Path, recipe_rows, families: Families, warmups_dir, co
 
 
 def _measured(runs: list[Run]) -> tuple[dict[str, list[RunRow]], Families]:
-    """Each run measured as a sweep report measures it, its rows grouped by setting, and the Holm families
-    over them (one per metric, every setting against β = 1)."""
+    """Each run measured as a sweep report measures it (the paper's 10 bins), its rows grouped by setting, and
+    the Holm families over them (one per metric, every setting against β = 1)."""
     swept = swept_keys(runs)
-    groups: dict[str, list[RunRow]] = {}
+    rows = []
     for run in sorted(runs, key=lambda r: (r.constant_beta is None, -(r.constant_beta or 0), r.setting,
                                            r.config.seed)):
         measure(run, 10)
-        groups.setdefault(run.setting, []).append(RunRow.of(run, run.setting, swept))
-    baseline = next((name for name, g in groups.items() if g[0].constant_beta == 1.0), None)
+        rows.append(RunRow.of(run, run.setting, swept))
+    groups, baseline = group_rows(rows)
     return groups, Families(groups, baseline)
 
 
 def _scaled(c, scale: float = 100.0):
     """A comparison of fractions shown in %."""
-    return type(c)(c.n, scale * c.difference, c.effect_size, c.p_value, scale * c.ci_low, scale * c.ci_high)
+    return replace(c, difference=scale * c.difference, ci_low=scale * c.ci_low, ci_high=scale * c.ci_high)
 
 
 def _with_results(runs: list[Run]) -> list[Run]:
