@@ -30,7 +30,7 @@ from gdsoftmax.studies.run_table import RunRow, swept_keys, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs
 from gdsoftmax.studies.verdicts import Verdict, write_verdicts
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "claims_section", "measure", "runs_to_know_about"]
 
 
 
@@ -167,7 +167,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
              "`gdsoftmax/analysis/paper_claims.toml`. Every number here, including the β = 1 baseline, is our "
              "measurement; `runs.csv` beside this report holds the per-run values every verdict is computed from, "
              "and `claims.csv` the verdicts.", ""]
-    lines += _runs_to_know_about(sweep_dir, runs)
+    lines += runs_to_know_about(sweep_dir, runs)
     if command:
         lines += ["Regenerate with:", "", "```", command, "```", ""]
     lines += _final_metrics(groups, families, n_bins)
@@ -186,7 +186,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     return path
 
 
-def _runs_to_know_about(sweep_dir: Path, runs: list[Run]) -> list[str]:
+def runs_to_know_about(sweep_dir: Path, runs: list[Run]) -> list[str]:
     """Runs a reader must know of: cells that stopped with an error (not in any table), and runs that
     were extended (trained first to a shorter train.epochs), which are never presented as fresh runs."""
     lines = []

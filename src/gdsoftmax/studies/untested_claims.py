@@ -1,0 +1,195 @@
+"""The paper's claims that a plain β sweep cannot decide, each tested by a study that crosses β with
+one other factor (issue 27): oscillation × momentum, τ × β, capacity × β, and the warm-up against
+A-Softmax and Center loss.
+
+Each ``analyse_*`` function reads :class:`~gdsoftmax.studies.run_table.RunRow` values only and returns
+the report's sections and the verdict rows for the claims ledger, so the committed ``runs.csv`` of a
+study recomputes its ``claims.csv`` (:func:`verdicts_from_study_csv`). How each claim is made testable
+is stated in the section that tests it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from gdsoftmax.analysis.stats import linear_trend
+from gdsoftmax.studies import factorial as fx
+from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.run_table import RunRow, read_runs_csv
+from gdsoftmax.studies.verdicts import Verdict
+
+__all__ = ["ANALYSES", "analyse_capacity", "analyse_oscillation", "analyse_tau", "analyse_warmup_margin",
+           "verdicts_from_study_csv"]
+
+
+def _meta(rows: list[RunRow], section: str) -> tuple:
+    return section, rows[0].dataset, rows[0].model, rows[0].epochs
+
+
+def _beta_text(beta: float) -> str:
+    return f"β = {beta:g}"
+
+
+# ---- oscillation × momentum ------------------------------------------------------------------------
+
+def analyse_oscillation(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
+    """Large β against β = 1 on the oscillation of test accuracy, at each momentum, and the difference
+    of those effects between the highest and the lowest momentum (the interaction)."""
+    if any(math.isnan(r.values.get("oscillation", math.nan)) for r in rows):
+        raise ValueError("the oscillation study needs at least 6 epochs per run (two changes of test accuracy "
+                         "in the second half of training); raise train.epochs")
+    groups = fx.by_level(rows, lambda r: fx.level_value(r, "train.momentum"))
+    momenta = sorted({m for m, _ in groups})
+    betas = sorted({b for _, b in groups if b != 1.0})
+    low, high = momenta[0], momenta[-1]
+    settings = [(m, b) for m in momenta for b in betas]
+    effects = [fx.paired_effect(f"{_beta_text(b)} vs β = 1, momentum {m:g}", groups[m, b], groups[m, 1.0],
+                             "oscillation", scale=100) for m, b in settings]
+    effects = fx.corrected(effects + [_interaction(groups, b, low, high) for b in betas])
+    family = (f"oscillation: every β > 1 against β = 1 at each momentum, and each β's effect at momentum {high:g} "
+              f"against its effect at {low:g}")
+    table = markdown_table(["momentum", *(_beta_text(b) for b in [1.0, *betas])],
+                           [[f"{m:g}", *(fx.mean_cell(groups[m, b], "oscillation", 100) for b in [1.0, *betas])]
+                            for m in momenta])
+    accuracy = markdown_table(["momentum", *(_beta_text(b) for b in [1.0, *betas])],
+                              [[f"{m:g}", *(fx.mean_cell(groups[m, b], "test accuracy", 100) for b in [1.0, *betas])]
+                               for m in momenta])
+    lines = ["## Oscillation of test accuracy", "",
+             "The measure: the standard deviation of the epoch-to-epoch changes of test accuracy over the second "
+             "half of training, in points (mean ± std over seeds).", "", table, "",
+             "Final test accuracy (%):", "", accuracy, "",
+             "Each β > 1 against β = 1 at each momentum; then each β's effect at the highest momentum minus its "
+             "effect at the lowest (the interaction the claim describes: oscillation with large β **and** high "
+             "momentum, not with low momentum). Paired by seed.", "",
+             *fx.effects_table(effects, family, "(points)")]
+    # claimed: more oscillation than β = 1 at high momentum, and more than at low momentum
+    claimed = [(e, +1) for e, setting in zip(effects, settings + [None] * len(betas), strict=True)
+               if setting is None or setting[0] == high]
+    return lines, fx.claim_rows("large-beta-oscillation", claimed, family, len(effects), _meta(rows, "oscillation"))
+
+
+def _interaction(groups: dict, beta: float, low: float, high: float) -> fx.Effect:
+    def differences(m):
+        base = {r.seed: r.values["oscillation"] for r in groups[m, 1.0]}
+        return {r.seed: r.values["oscillation"] - base[r.seed] for r in groups[m, beta] if r.seed in base}
+
+    at_high, at_low = differences(high), differences(low)
+    seeds = sorted(set(at_high) & set(at_low))
+    pseudo = [RunRow(f"{s}", "", "", None, False, s, {"effect": v}) for s, v in ((s, at_high[s]) for s in seeds)]
+    reference = [RunRow(f"{s}", "", "", None, False, s, {"effect": at_low[s]}) for s in seeds]
+    return fx.paired_effect(f"{_beta_text(beta)}: effect at momentum {high:g} minus effect at {low:g}", pseudo,
+                         reference, "effect", scale=100)
+
+
+# ---- τ × β ---------------------------------------------------------------------------------------------
+
+TAU_METRICS = (("test accuracy", "test accuracy (%)", 100), ("overconfidence", "confidence − accuracy (points)", 100),
+               ("test ece", "ECE (%)", 100), ("margin", "logit margin", 1))
+
+
+def analyse_tau(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
+    """β's effect at every τ, and τ's effect at β = 1, on accuracy, confidence, ECE and margin."""
+    groups = fx.by_level(rows, lambda r: fx.level_value(r, "loss.tau"))
+    taus = sorted({t for t, _ in groups})
+    betas = sorted({b for _, b in groups})
+    table = markdown_table(["τ", "β", *(name for _, name, _ in TAU_METRICS)],
+                           [[f"{t:g}", f"{b:g}", *(fx.mean_cell(groups[t, b], m, s) for m, _, s in TAU_METRICS)]
+                            for t in taus for b in betas])
+    lines = ["## τ and β", "", "Mean ± std over seeds. The test metrics read the network's raw logits (τ divides "
+             "them inside the loss only).", "", table, ""]
+    verdicts = []
+    for metric, name, scale in TAU_METRICS:
+        compared = [(t, b) for t in taus for b in betas if b != 1.0]
+        beta_effects = fx.corrected([fx.paired_effect(f"{_beta_text(b)} vs β = 1, τ = {t:g}", groups[t, b],
+                                                groups[t, 1.0], metric, scale=scale) for t, b in compared])
+        tau_effects = fx.corrected([fx.paired_effect(f"τ = {t:g} vs τ = 1, β = 1", groups[t, 1.0], groups[1.0, 1.0],
+                                               metric, scale=scale) for t in taus if t != 1.0])
+        beta_family = f"{metric}: every β ≠ 1 against β = 1 at each τ"
+        lines += [f"### {name}", "", "β against β = 1 at each τ:", "",
+                  *fx.effects_table(beta_effects, beta_family, ""),
+                  "τ against τ = 1 at β = 1:", "",
+                  *fx.effects_table(tau_effects, f"{metric}: every τ ≠ 1 against τ = 1 at β = 1", "")]
+        if metric == "overconfidence":
+            # The claim's testable part: β keeps its own effect on confidence whatever τ is (small β more
+            # confident, large β less), so τ cannot stand in for it.
+            claimed = [(e, +1 if b < 1 else -1) for e, (_, b) in zip(beta_effects, compared, strict=True)]
+            verdicts = fx.claim_rows("tau-beta-complementary", claimed, beta_family, len(beta_effects),
+                                  _meta(rows, "τ and β"))
+    return lines, verdicts
+
+
+# ---- capacity × β ---------------------------------------------------------------------------------------
+
+def _width(row: RunRow) -> int:
+    return int(fx.level_value(row, "model.options.hidden")[0])
+
+
+def analyse_capacity(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
+    """Small β against β = 1 on test accuracy at each width, and the trend of that effect over log2 width."""
+    groups = fx.by_level(rows, _width)
+    widths = sorted({w for w, _ in groups})
+    small = min(b for _, b in groups)
+    effects = [fx.paired_effect(f"{_beta_text(small)} vs β = 1, width {w}", groups[w, small], groups[w, 1.0],
+                             "test accuracy", scale=100) for w in widths]
+    x, y = [], []
+    for w in widths:
+        base = {r.seed: r.values["test accuracy"] for r in groups[w, 1.0]}
+        for r in groups[w, small]:
+            if r.seed in base:
+                x.append(math.log2(w))
+                y.append(100 * (r.values["test accuracy"] - base[r.seed]))
+    trend = linear_trend(x, y)
+    effects = fx.corrected([*effects, fx.Effect(f"slope of Δ per doubling of width, {len(x)} seed pairs", trend,
+                                          math.nan, math.nan)])
+    family = f"test accuracy: β = {small:g} against β = 1 at each width, and the slope of that Δ over log2 width"
+    table = markdown_table(["width", *(_beta_text(b) for b in (1.0, small)), "train acc % (β = 1)",
+                            f"train acc % (β = {small:g})"],
+                           [[w, fx.mean_cell(groups[w, 1.0], "test accuracy", 100),
+                             fx.mean_cell(groups[w, small], "test accuracy", 100),
+                             fx.mean_cell(groups[w, 1.0], "train accuracy", 100),
+                             fx.mean_cell(groups[w, small], "train accuracy", 100)] for w in widths])
+    lines = ["## Capacity and β", "", "Test accuracy (%) by the width of both hidden layers, mean ± std over seeds:",
+             "", table, "",
+             f"β = {small:g} against β = 1 at each width (points of test accuracy, paired by seed), and the slope "
+             "of those per-seed differences against log2 width (Pearson's r as d_z):", "",
+             *fx.effects_table(effects, family, "(points)")]
+    # Testable form of the claim: a small β hurts the narrowest network, and its effect grows with capacity.
+    claimed = [(effects[0], -1), (effects[-1], +1)]
+    return lines, fx.claim_rows("capacity-dependence", claimed, family, len(effects), _meta(rows, "capacity and β"))
+
+
+# ---- the warm-up against A-Softmax and Center loss ------------------------------------------------------
+
+def analyse_warmup_margin(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
+    """The warm-up against A-Softmax, Center loss and CE on test accuracy, in one Holm family."""
+    groups: dict[str, list[RunRow]] = {}
+    for row in rows:
+        groups.setdefault(row.group, []).append(row)
+    for name in ("ce", "warmup", "a-softmax", "center"):
+        if name not in groups:
+            raise ValueError(f"the warm-up study needs settings ce, warmup, a-softmax and center; {name} is missing "
+                             f"(found: {', '.join(groups)})")
+    pairs = [("warmup", "a-softmax"), ("warmup", "center"), ("warmup", "ce"), ("a-softmax", "ce"), ("center", "ce")]
+    effects = fx.corrected([fx.paired_effect(f"{a} vs {b}", groups[a], groups[b], "test accuracy", scale=100)
+                         for a, b in pairs])
+    family = "test accuracy: the warm-up against A-Softmax, Center loss and CE, and each margin loss against CE"
+    metrics = (("test accuracy", 100), ("train accuracy", 100), ("test ece", 100), ("test nll", 1))
+    table = markdown_table(["setting", "seeds", "test acc %", "train acc %", "ECE %", "NLL"],
+                           [[name, len(g), *(fx.mean_cell(g, m, s) for m, s in metrics)] for name, g in groups.items()])
+    lines = ["## The warm-up against A-Softmax and Center loss", "", table, "",
+             "Test accuracy, paired by seed:", "", *fx.effects_table(effects, family, "(points)"),
+             "The claim is read as \"the warm-up's accuracy is above each margin loss's\"; a non-significant Δ is "
+             "inconclusive, not a match (no equivalence margin is tested).", ""]
+    claimed = [(effects[0], +1), (effects[1], +1)]
+    return lines, fx.claim_rows("warmup-vs-asoftmax-center", claimed, family, len(effects),
+                             _meta(rows, "warm-up against A-Softmax and Center loss"))
+
+
+ANALYSES = {"oscillation": analyse_oscillation, "tau": analyse_tau, "capacity": analyse_capacity,
+            "warmup-margin": analyse_warmup_margin}
+
+
+def verdicts_from_study_csv(kind: str, path: str | Path) -> list[Verdict]:
+    """A study's verdicts recomputed from its ``runs.csv`` alone."""
+    return ANALYSES[kind](read_runs_csv(path))[1]
