@@ -57,8 +57,10 @@ def test_the_result_counts_epochs_by_their_numbers_not_by_rows():
 def test_a_diverging_run_stops_naming_epoch_and_step_and_keeps_its_last_checkpoint(tmp_path, digits):
     # the learning rate jumps by 1e12 for the third epoch, which drives the loss to NaN there
     diverging = config(lr_milestones=[0.5], lr_gamma=1e12, grad_clip=0.0)
-    with pytest.raises(TrainingDiverged, match=r"run: epoch 3, step \d+ \(batch \d+\).*checkpoint of epoch 2"):
+    expected = r"run: epoch 3, step \d+ \(batch \d+\).*checkpoint of epoch 2"
+    with pytest.raises(TrainingDiverged, match=expected) as caught:
         run_experiment(diverging, tmp_path / "run", data=digits, progress=False)
+    assert caught.value.runs == ("run",)  # which run of a (stacked) group diverged
     assert [r["epoch"] for r in rows_of(tmp_path / "run")] == [1, 2]
     assert RunWriter(tmp_path / "run").checkpoint_epoch() == 2
     assert not (tmp_path / "run" / "result.json").exists()

@@ -69,3 +69,26 @@ def test_the_report_says_which_runs_were_extended(tmp_path):
     text = build_report(tmp_path / "grid", tmp_path / "report").read_text()
     assert "1 run(s) were extended** after finishing at a shorter length" in text
     assert "seed=0 (from 1 epochs)" in text
+
+
+def test_a_run_that_diverges_in_a_stack_stops_alone_and_the_others_resume(tmp_path, monkeypatch):
+    """The first attempt reports one member's loss as NaN; the other trains on as a smaller stack."""
+    real_train = sweep.train
+    attempts = []
+
+    def train(configs, run_dirs, **kwargs):
+        attempts.append([c.name for c in configs])
+        if len(attempts) == 1:
+            raise TrainingDiverged("the loss became NaN or infinite (test)", runs=(configs[0].name,))
+        return real_train(configs, run_dirs, **kwargs)
+
+    monkeypatch.setattr(sweep, "train", train)
+    spec = {"name": "grid", "train": {"epochs": 2, "lr": 0.05, "record_epochs": [2]},
+            "sweep": {"loss.beta": [1.0, 0.1], "seed": [0]}}
+    with pytest.raises(SweepIncomplete, match=r"1 cell\(s\) stopped and the other cells went on: beta=1_seed=0"):
+        run_sweep(parse_config(spec), tmp_path, progress=False, log=lambda _: None)
+    assert attempts == [["beta=1_seed=0", "beta=0.1_seed=0"], ["beta=0.1_seed=0"]]
+    assert "NaN or infinite" in RunWriter(tmp_path / "grid" / "beta=1_seed=0").failure()
+    survivor = RunWriter(tmp_path / "grid" / "beta=0.1_seed=0")
+    assert survivor.is_finished
+    assert survivor.result()["epochs"] == 2

@@ -110,26 +110,39 @@ def holds_cells(folder: Path) -> bool:
 
 def _train_groups(groups, data_for, *, progress: bool, log, restart: bool = False) -> tuple[dict, dict[str, str]]:
     """Train each group (stacked when it has several cells): the results of the cells that finished,
-    and the error of each that did not. A group whose loss diverges is noted in its run directories;
-    the rest go on."""
+    and the error of each that did not. A run whose loss diverges is noted in its run directory; the
+    other runs of its stack resume from their last checkpoint without it, and the rest go on."""
     finished, failures = {}, {}
     bar = tqdm(total=sum(len(g) for g in groups), desc="sweep", disable=not progress, unit="run")
     for group in groups:
-        if len(group) > 1:
-            log(f"training {len(group)} runs as one stacked model: {', '.join(name for name, _, _ in group)}")
-        try:
-            summaries = train([c for _, c, _ in group], [d for _, _, d in group], data=data_for(group[0][1]),
-                              progress=progress, restart=restart)
-        except TrainingDiverged as error:  # a diverged setting is a result; the rest of the grid still runs
-            for name, _, run_dir in group:
-                RunWriter(run_dir).record_failure(f"{type(error).__name__}: {error}")
-                failures[name] = str(error)
-            log(f"stopped {len(group)} run(s), going on with the others: {error}")
-        else:
-            finished.update({name: s for (name, _, _), s in zip(group, summaries, strict=True)})
-        bar.update(len(group))
+        size = len(group)
+        while group:
+            if len(group) > 1:
+                log(f"training {len(group)} runs as one stacked model: {', '.join(name for name, _, _ in group)}")
+            try:
+                summaries = train([c for _, c, _ in group], [d for _, _, d in group], data=data_for(group[0][1]),
+                                  progress=progress, restart=restart)
+            except TrainingDiverged as error:  # a diverged run is a result; the rest of the grid still runs
+                group = _note_diverged(group, error, failures, log)
+                restart = False  # the survivors' checkpoints are this sweep's own: resume them
+            else:
+                finished.update({name: s for (name, _, _), s in zip(group, summaries, strict=True)})
+                group = []
+        bar.update(size)
     bar.close()
     return finished, failures
+
+
+def _note_diverged(group: list, error: TrainingDiverged, failures: dict[str, str], log) -> list:
+    """Mark the runs ``error`` names as failed (all of the group if it names none); the runs left to train."""
+    diverged = set(error.runs) or {name for name, _, _ in group}
+    for name, _, run_dir in group:
+        if name in diverged:
+            RunWriter(run_dir).record_failure(f"{type(error).__name__}: {error}")
+            failures[name] = str(error)
+    rest = [cell for cell in group if cell[0] not in diverged]
+    log(f"stopped {len(group) - len(rest)} run(s), going on with the others: {error}")
+    return rest
 
 
 def _pct(value) -> str:

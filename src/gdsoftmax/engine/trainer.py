@@ -182,7 +182,12 @@ def _resume(strategy, runs: list[RunWriter], device) -> tuple[int, list[float], 
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run keeps its last good checkpoint."""
+    """The loss became NaN or infinite; the run keeps its last good checkpoint. ``runs`` names the runs
+    whose loss did (in a stacked group the others were still finite)."""
+
+    def __init__(self, message: str, runs: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.runs = tuple(runs)
 
 
 def _stop_if_diverged(configs, runs, epoch: int, sums: list[list[float]], steps_per_epoch: int) -> None:
@@ -194,7 +199,8 @@ def _stop_if_diverged(configs, runs, epoch: int, sums: list[list[float]], steps_
                           for config, _, step in bad)
         raise TrainingDiverged(f"the loss became NaN or infinite, so training stopped ({where}). The run keeps "
                                f"its checkpoint of epoch {epoch}. Lower train.lr, check train.momentum and "
-                               "train.weight_decay, or enable train.grad_clip; then rerun with --restart")
+                               "train.weight_decay, or enable train.grad_clip; then rerun with --restart",
+                               runs=tuple(config.name for config, _, _ in bad))
 
 
 def _close_epoch(strategy, m: int, config: ExperimentConfig, epoch: int, step: int, lr: float, sums: list[float],
