@@ -16,6 +16,7 @@ from gdsoftmax.cli import main
 from gdsoftmax.studies.run_table import RunRow, write_runs_csv
 from gdsoftmax.studies.untested_claims import (
     analyse_capacity,
+    analyse_lr,
     analyse_oscillation,
     analyse_tau,
     analyse_warmup_margin,
@@ -26,7 +27,8 @@ from gdsoftmax.studies.verdicts import read_verdicts
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 COMMITTED = {"oscillation": "fashion_mnist_oscillation", "tau": "fashion_mnist_tau",
-             "capacity": "fashion_mnist_capacity", "warmup-margin": "fashion_mnist_warmup_margin"}
+             "capacity": "fashion_mnist_capacity", "warmup-margin": "fashion_mnist_warmup_margin",
+             "lr": "fashion_mnist_lr"}
 SEEDS = (0, 1, 2)
 
 
@@ -114,6 +116,35 @@ def test_capacity_trend_confirmed_when_small_beta_gains_with_width_and_refuted_w
     assert rising[1].delta == pytest.approx(2.0, abs=0.2)  # points per doubling, as planted
     _, falling = analyse_capacity(_capacity_rows(slope=-0.02))
     assert [v.verdict for v in falling] == ["refuted", "refuted"]
+
+
+FAST = {0.01: 10.0, 0.1: 4.0, 1.0: 2.0}  # epochs to 85 % at each rate
+
+
+def _lr_rows(limits_by_beta: dict[float, dict[int, float]]) -> list[RunRow]:
+    """Runs at lr 0.01 ... 1 that train up to ``limit[beta][seed]`` and diverge above it; a faster rate
+    reaches 85 % sooner (10 epochs at 0.01, 4 at 0.1, 2 above)."""
+    rows = []
+    for lr in (0.01, 0.1, 1.0):
+        for beta, limits in limits_by_beta.items():
+            for seed in SEEDS:
+                if lr <= limits[seed]:
+                    values = {"test accuracy": 0.88, "diverged": 0.0, "epochs to target": FAST[lr]}
+                else:
+                    values = {"test accuracy": math.nan, "diverged": 1.0, "epochs to target": math.nan}
+                rows.append(_row(seed, beta, {"train.lr": lr, "loss.beta": beta}, values))
+    return rows
+
+
+def test_lr_study_reads_the_largest_rate_that_trains_per_seed():
+    limits = {1.0: {0: 0.01, 1: 0.1, 2: 0.01}, 0.1: {0: 0.1, 1: 1.0, 2: 1.0}}
+    lines, verdicts = analyse_lr(_lr_rows(limits))
+    assert [v.setting for v in verdicts] == ["β = 0.1 vs β = 1: log10 largest lr that trains",
+                                             "β = 0.1 vs β = 1: fewest epochs to 85%"]
+    # per seed: +1, +1, +2 decades; and 4 - 10, 2 - 4, 2 - 10 epochs
+    assert verdicts[0].delta == pytest.approx(4 / 3)
+    assert verdicts[1].delta == pytest.approx((-6 - 2 - 8) / 3)
+    assert any("diverged" in line or "0/3 train" in line for line in lines)
 
 
 def test_warmup_margin_compares_the_warmup_with_each_margin_loss():

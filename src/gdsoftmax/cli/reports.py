@@ -9,7 +9,7 @@ from pathlib import Path
 __all__ = ["REPORT_COMMANDS", "add_report_commands", "run_report_command"]
 
 REPORT_COMMANDS = ("report", "table1", "study", "claims")
-STUDY_KINDS = ("oscillation", "tau", "capacity", "warmup-margin")  # gdsoftmax.studies.untested_claims.ANALYSES
+STUDY_KINDS = ("oscillation", "tau", "capacity", "lr", "warmup-margin")  # gdsoftmax.studies.untested_claims.ANALYSES
 
 
 def add_report_commands(commands) -> None:
@@ -36,7 +36,8 @@ def add_report_commands(commands) -> None:
         "study", help="write the report of a study of a claim no plain beta sweep decides (oscillation, tau, ...)",
         description="Read the finished sweep of one of the studies of the paper's untested claims and write "
                     "report.md, its figure, runs.csv and claims.csv into --out: oscillation (beta x momentum, "
-                    "configs/fashion_mnist_oscillation.toml), tau (tau x beta), capacity (width x beta), "
+                    "configs/fashion_mnist_oscillation.toml), tau (tau x beta), capacity (width x beta), lr (learning "
+                    "rate x beta), "
                     "warmup-margin (the warm-up against A-Softmax and Center loss). Each config's header names "
                     "its two commands.")
     study.add_argument("kind", choices=STUDY_KINDS, help="which study the sweep is")

@@ -25,7 +25,7 @@ from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.run_table import RunRow
 from gdsoftmax.studies.verdicts import Verdict
 
-__all__ = ["Effect", "by_level", "claim_rows", "corrected", "effects_table", "level_value", "mean_cell",
+__all__ = ["Effect", "by_level", "claim_rows", "corrected", "effects_table", "family_size", "level_value", "mean_cell",
            "paired_effect", "regime_line"]
 
 
@@ -89,24 +89,29 @@ def corrected(effects: list[Effect]) -> list[Effect]:
     return [replace(e, adjusted=p) for e, p in zip(effects, adjusted, strict=True)]
 
 
+def family_size(effects: list[Effect]) -> int:
+    """How many tests a Holm correction over ``effects`` counts (undecided ones are not tests)."""
+    return sum(not math.isnan(e.comparison.p_value) for e in effects)
+
+
 def effects_table(effects: list[Effect], family: str, unit: str) -> list[str]:
     """A markdown table of corrected effects, with the sentence that names their Holm family."""
     return [markdown_table(["comparison", "treatment", "baseline", f"Δ {unit} [95 % CI]", "d_z", "p", "Holm p"],
                            [e.cells() for e in effects]), "",
-            f"Holm family: {family} (k = {sum(not math.isnan(e.comparison.p_value) for e in effects)}); "
+            f"Holm family: {family} (k = {family_size(effects)}); "
             "* marks a corrected p < 0.05.", ""]
 
 
-def claim_rows(claim: str, effects: list[tuple[Effect, int]], family: str, family_size: int,
+def claim_rows(claim: str, effects: list[tuple[Effect, int]], family: str, size: int,
                meta: tuple) -> list[Verdict]:
-    """The ledger's rows for ``claim``: each (corrected effect, claimed sign of its Δ). ``meta`` is
-    (section, dataset, model, epochs)."""
+    """The ledger's rows for ``claim``: each (corrected effect, claimed sign of its Δ), from a Holm family
+    of ``size`` tests. ``meta`` is (section, dataset, model, epochs)."""
     rows = []
     for effect, direction in effects:
         c = effect.comparison
         outcome = f"undecided: {c.undecided}" if c.undecided else verdict(c, direction, effect.adjusted)
         rows.append(Verdict(claim, *meta, effect.label, c.n, effect.treatment, effect.baseline, c.difference,
-                            c.ci_low, c.ci_high, c.effect_size, c.p_value, effect.adjusted, family, family_size,
+                            c.ci_low, c.ci_high, c.effect_size, c.p_value, effect.adjusted, family, size,
                             outcome))
     return rows
 

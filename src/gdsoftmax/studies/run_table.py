@@ -31,7 +31,7 @@ __all__ = ["METRIC_COLUMNS", "RunRow", "read_runs_csv", "swept_keys", "write_csv
 METRIC_COLUMNS = ["test accuracy", "test ece", "test mce", "test smece", "test adaptive_ece", "test nll",
                   "test brier", "overconfidence", "margin", "temperature ece", "vector ece", "T",
                   "early train_ce", "early test_acc", "curriculum spread", "low confidence count",
-                  "train accuracy", "oscillation"]
+                  "train accuracy", "oscillation", "diverged", "epochs to target"]
 FIXED_COLUMNS = ["run", "group", "label", "constant_beta", "warmup", "seed", "dataset", "model", "epochs"]
 SWEPT_PREFIX = "swept: "
 COUNT_PREFIX = "p_c<=0.2 @ epoch "

@@ -11,6 +11,7 @@ is stated in the section that tests it.
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 from gdsoftmax.analysis.stats import linear_trend
@@ -19,7 +20,7 @@ from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.run_table import RunRow, read_runs_csv
 from gdsoftmax.studies.verdicts import Verdict
 
-__all__ = ["ANALYSES", "analyse_capacity", "analyse_oscillation", "analyse_tau", "analyse_warmup_margin",
+__all__ = ["ANALYSES", "analyse_capacity", "analyse_lr", "analyse_oscillation", "analyse_tau", "analyse_warmup_margin",
            "verdicts_from_study_csv"]
 
 
@@ -66,7 +67,8 @@ def analyse_oscillation(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
     # claimed: more oscillation than β = 1 at high momentum, and more than at low momentum
     claimed = [(e, +1) for e, setting in zip(effects, settings + [None] * len(betas), strict=True)
                if setting is None or setting[0] == high]
-    return lines, fx.claim_rows("large-beta-oscillation", claimed, family, len(effects), _meta(rows, "oscillation"))
+    return lines, fx.claim_rows("large-beta-oscillation", claimed, family, fx.family_size(effects),
+                                _meta(rows, "oscillation"))
 
 
 def _interaction(groups: dict, beta: float, low: float, high: float) -> fx.Effect:
@@ -114,7 +116,7 @@ def analyse_tau(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
             # The claim's testable part: β keeps its own effect on confidence whatever τ is (small β more
             # confident, large β less), so τ cannot stand in for it.
             claimed = [(e, +1 if b < 1 else -1) for e, (_, b) in zip(beta_effects, compared, strict=True)]
-            verdicts = fx.claim_rows("tau-beta-complementary", claimed, beta_family, len(beta_effects),
+            verdicts = fx.claim_rows("tau-beta-complementary", claimed, beta_family, fx.family_size(beta_effects),
                                   _meta(rows, "τ and β"))
     return lines, verdicts
 
@@ -156,7 +158,8 @@ def analyse_capacity(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
              *fx.effects_table(effects, family, "(points)")]
     # Testable form of the claim: a small β hurts the narrowest network, and its effect grows with capacity.
     claimed = [(effects[0], -1), (effects[-1], +1)]
-    return lines, fx.claim_rows("capacity-dependence", claimed, family, len(effects), _meta(rows, "capacity and β"))
+    return lines, fx.claim_rows("capacity-dependence", claimed, family, fx.family_size(effects),
+                                _meta(rows, "capacity and β"))
 
 
 # ---- the warm-up against A-Softmax and Center loss ------------------------------------------------------
@@ -182,12 +185,87 @@ def analyse_warmup_margin(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]
              "The claim is read as \"the warm-up's accuracy is above each margin loss's\"; a non-significant Δ is "
              "inconclusive, not a match (no equivalence margin is tested).", ""]
     claimed = [(effects[0], +1), (effects[1], +1)]
-    return lines, fx.claim_rows("warmup-vs-asoftmax-center", claimed, family, len(effects),
+    return lines, fx.claim_rows("warmup-vs-asoftmax-center", claimed, family, fx.family_size(effects),
                              _meta(rows, "warm-up against A-Softmax and Center loss"))
 
 
+# ---- learning rate × β ----------------------------------------------------------------------------------
+
+TRAINS_AT = 0.80  # a run "trains" when its loss stayed finite and its final test accuracy reached this
+TARGET_ACCURACY = 0.85  # "epochs to target": the first epoch with test accuracy at or above this
+
+
+def trains(row: RunRow) -> bool:
+    return not row.values.get("diverged", 0.0) and row.values.get("test accuracy", 0.0) >= TRAINS_AT
+
+
+def _per_seed(groups: dict, lrs: list[float], beta: float, value_of) -> list[RunRow]:
+    """One pseudo-row per seed holding ``value_of(runs of that seed and β, by lr)`` as "value"."""
+    seeds = sorted({r.seed for lr in lrs for r in groups.get((lr, beta), [])})
+    rows = []
+    for seed in seeds:
+        by_lr = {lr: next((r for r in groups.get((lr, beta), []) if r.seed == seed), None) for lr in lrs}
+        rows.append(RunRow(f"{seed}", "", "", beta, False, seed, {"value": value_of(by_lr)}))
+    return rows
+
+
+def analyse_lr(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
+    """Per β and seed: the largest learning rate at which the run trains, and the fewest epochs to the
+    target accuracy over the rates; each β against β = 1, paired by seed."""
+    groups = fx.by_level(rows, lambda r: fx.level_value(r, "train.lr"))
+    lrs = sorted({lr for lr, _ in groups})
+    betas = sorted({b for _, b in groups})
+    epochs = rows[0].epochs
+    below = math.log10(lrs[0]) - 0.5  # no rate of the grid trains: counted half a decade below the grid
+
+    def largest(by_lr):
+        return max((math.log10(lr) for lr, r in by_lr.items() if r is not None and trains(r)), default=below)
+
+    def fastest(by_lr):  # runs that never reach the target count as epochs + 1 (censored)
+        return min((r.values.get("epochs to target", math.nan) for r in by_lr.values() if r is not None
+                    and not math.isnan(r.values.get("epochs to target", math.nan))), default=epochs + 1.0)
+
+    largest_rows = {b: _per_seed(groups, lrs, b, largest) for b in betas}
+    fastest_rows = {b: _per_seed(groups, lrs, b, fastest) for b in betas}
+    stable = fx.corrected([fx.paired_effect(f"{_beta_text(b)} vs β = 1: log10 largest lr that trains",
+                                            largest_rows[b], largest_rows[1.0], "value") for b in betas if b != 1.0])
+    speed = fx.corrected([fx.paired_effect(f"{_beta_text(b)} vs β = 1: fewest epochs to {TARGET_ACCURACY:.0%}",
+                                           fastest_rows[b], fastest_rows[1.0], "value") for b in betas if b != 1.0])
+    stable_family = "log10 largest lr that trains: every β ≠ 1 against β = 1"
+    speed_family = f"fewest epochs to {TARGET_ACCURACY:.0%}: every β ≠ 1 against β = 1"
+    cells = [[f"{lr:g}", *(_lr_cell(groups.get((lr, b), [])) for b in betas)] for lr in lrs]
+    lines = ["## Learning rate and β", "",
+             f"Each cell: final test accuracy (%, mean ± std over the seeds that finished), how many seeds train "
+             f"(loss finite and final test accuracy ≥ {TRAINS_AT:.0%}), and the mean epochs to "
+             f"{TARGET_ACCURACY:.0%} test accuracy (— when no seed reached it in {epochs} epochs).", "",
+             markdown_table(["lr", *(_beta_text(b) for b in betas)], cells), "",
+             "Per seed, the largest rate of the grid at which the run trains (log10; half a decade below the grid "
+             "when none does), each β against β = 1:", "",
+             *fx.effects_table(stable, stable_family, "(decades)"),
+             f"Per seed, the fewest epochs to {TARGET_ACCURACY:.0%} test accuracy over the rates ({epochs} + 1 when "
+             "no rate reaches it), each β against β = 1:", "",
+             *fx.effects_table(speed, speed_family, "(epochs)")]
+    meta = _meta(rows, "learning rate and β")
+    small = [i for i, b in enumerate(b for b in betas if b != 1.0) if b < 1.0]
+    verdicts = fx.claim_rows("small-beta-larger-lr", [(stable[i], +1) for i in small], stable_family,
+                             fx.family_size(stable), meta)
+    verdicts += fx.claim_rows("small-beta-larger-lr", [(speed[i], -1) for i in small], speed_family,
+                              fx.family_size(speed), meta)
+    return lines, verdicts
+
+
+def _lr_cell(group: list[RunRow]) -> str:
+    finished = [r.values["test accuracy"] for r in group if not r.values.get("diverged", 0.0)]
+    reached = [r.values["epochs to target"] for r in group
+               if not math.isnan(r.values.get("epochs to target", math.nan))]
+    accuracy = (f"{100 * sum(finished) / len(finished):.1f}" if finished else "diverged")
+    spread = f" ± {100 * statistics.stdev(finished):.1f}" if len(finished) > 1 else ""
+    speed = f"{sum(reached) / len(reached):.1f} ep" if reached else "—"
+    return f"{accuracy}{spread}; {sum(trains(r) for r in group)}/{len(group)} train; {speed}"
+
+
 ANALYSES = {"oscillation": analyse_oscillation, "tau": analyse_tau, "capacity": analyse_capacity,
-            "warmup-margin": analyse_warmup_margin}
+            "warmup-margin": analyse_warmup_margin, "lr": analyse_lr}
 
 
 def verdicts_from_study_csv(kind: str, path: str | Path) -> list[Verdict]:

@@ -16,23 +16,24 @@ import numpy as np
 
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.paper_claims import claim_by_id
-from gdsoftmax.engine.rundir.view import RunView
+from gdsoftmax.engine.rundir.view import RunView, failed_runs
 from gdsoftmax.studies.factorial import regime_line
 from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.report import measure, runs_to_know_about
 from gdsoftmax.studies.run_table import RunRow, swept_keys, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs
-from gdsoftmax.studies.untested_claims import ANALYSES
+from gdsoftmax.studies.untested_claims import ANALYSES, TARGET_ACCURACY
 from gdsoftmax.studies.verdicts import write_verdicts
 
 __all__ = ["STUDY_CLAIMS", "build_study", "oscillation"]
 
 N_BINS = 15
 STUDY_CLAIMS = {"oscillation": "large-beta-oscillation", "tau": "tau-beta-complementary",
-                "capacity": "capacity-dependence", "warmup-margin": "warmup-vs-asoftmax-center"}
+                "capacity": "capacity-dependence", "warmup-margin": "warmup-vs-asoftmax-center",
+                "lr": "small-beta-larger-lr"}
 TITLES = {"oscillation": "Oscillation of test accuracy at large β and high momentum",
           "tau": "Temperature τ and β", "capacity": "Capacity and β",
-          "warmup-margin": "The warm-up against A-Softmax and Center loss"}
+          "warmup-margin": "The warm-up against A-Softmax and Center loss", "lr": "Learning rate and β"}
 
 
 def oscillation(test_accuracy: list[float]) -> float:
@@ -55,10 +56,28 @@ def _measured(sweep_dir: Path) -> list[Run]:
     for run in runs:
         measure(run, N_BINS)
         run.values["train accuracy"] = run.rows[-1]["train_acc"]
+        run.values["diverged"] = 0.0
+        run.values["epochs to target"] = _epochs_to_target(run)
         run.values["oscillation"] = oscillation([row["test_acc"] for row in run.rows])
         result = RunView(run.path).result() or {}
         run.values["wall_time"] = result.get("wall_time") or math.nan
         run.values["stacked_runs"] = result.get("stacked_runs", 1)
+    return runs
+
+
+def _epochs_to_target(run: Run) -> float:
+    return next((float(row["epoch"]) for row in run.rows if row["test_acc"] >= TARGET_ACCURACY), math.nan)
+
+
+def _diverged(sweep_dir: Path) -> list[Run]:
+    """The runs whose loss became non-finite, as runs with no test result."""
+    runs = []
+    for view in failed_runs(sweep_dir):
+        run = Run(view.path, view.config(), view.rows(), {}, {})
+        if "TrainingDiverged" in (view.failure() or ""):
+            run.values.update({"diverged": 1.0, "test accuracy": math.nan, "epochs to target": _epochs_to_target(run),
+                               "wall_time": math.nan, "stacked_runs": 1})
+            runs.append(run)
     return runs
 
 
@@ -68,8 +87,9 @@ def build_study(kind: str, sweep_dir: str | Path, out_dir: str | Path, *, comman
         raise ValueError(f"unknown study {kind!r}; the studies are: {', '.join(ANALYSES)}")
     sweep_dir, out = Path(sweep_dir), Path(out_dir)
     runs = _measured(sweep_dir)
-    swept = swept_keys(runs)
-    rows = [RunRow.of(run, run.setting, swept) for run in runs]
+    stopped = _diverged(sweep_dir) if kind == "lr" else []  # a diverged run is this study's result
+    swept = swept_keys(runs + stopped)
+    rows = [RunRow.of(run, run.setting, swept) for run in runs + stopped]
     sections, verdicts = ANALYSES[kind](rows)
     out.mkdir(parents=True, exist_ok=True)
     figure = _FIGURES[kind](runs, out / f"{kind}.png")
@@ -87,7 +107,8 @@ def build_study(kind: str, sweep_dir: str | Path, out_dir: str | Path, *, comman
 def _preamble(kind: str, sweep_dir: Path, runs: list[Run], rows: list[RunRow], command: str) -> list[str]:
     first = runs[0].config
     claim = claim_by_id(STUDY_CLAIMS[kind])
-    reference = [r for r in rows if r.group == "ce"] or [r for r in rows if r.constant_beta == 1.0]
+    finished = [r for r in rows if not r.values.get("diverged")]
+    reference = [r for r in finished if r.group == "ce"] or [r for r in finished if r.constant_beta == 1.0]
     train = first.train
     schedule = (f"lr × {train.lr_gamma:g} at {', '.join(f'{m:.0%}' for m in train.lr_milestones)} of the epochs"
                 if train.lr_milestones else "a constant learning rate")
@@ -98,7 +119,7 @@ def _preamble(kind: str, sweep_dir: Path, runs: list[Run], rows: list[RunRow], c
              f"gradient clipping at {train.grad_clip:g}, batch {train.batch_size}; swept: "
              f"{', '.join(swept_keys(runs))}; seeds {', '.join(str(s) for s in sorted({r.seed for r in rows}))}. "
              f"ECE uses {N_BINS} equal-width bins.",
-             "", f"**Regime of the baseline** (β = 1 or CE, all its runs): {regime_line(reference)}.", "",
+             "", f"**Regime of the baseline** (β = 1 or CE, all its finished runs): {regime_line(reference)}.", "",
              "Every number here is our measurement; `runs.csv` beside this report holds the per-run values the "
              "verdicts are computed from, `claims.csv` the verdicts (read by `gdsoftmax claims`).", ""]
     lines += runs_to_know_about(sweep_dir, runs)
@@ -187,5 +208,11 @@ def _capacity_figure(runs: list[Run], path: Path) -> Path:
                     "Accuracy against width")
 
 
+def _lr_figure(runs: list[Run], path: Path) -> Path:
+    return _accuracy_curves(runs, path, lambda r: f"{r.config.loss.beta.constant:g}",
+                            lambda r: f"lr {r.config.train.lr:g}", "Test accuracy along training",
+                            lambda beta: f"β = {beta}")
+
+
 _FIGURES = {"oscillation": _oscillation_figure, "tau": _tau_figure, "capacity": _capacity_figure,
-            "warmup-margin": _warmup_figure}
+            "warmup-margin": _warmup_figure, "lr": _lr_figure}
