@@ -55,6 +55,33 @@ def test_validation_split_is_seeded_and_disjoint():
     assert len(a.train) + len(a.val) == len(whole.train)
 
 
+def _rows(split) -> list[tuple]:
+    return [(*tuple(img.flatten().tolist()), int(y)) for img, y in zip(split.images, split.labels, strict=True)]
+
+
+@pytest.mark.parametrize("size", [300, 0.25, 1437 - 200])
+def test_training_subset_is_stratified_seeded_and_outside_validation(size):
+    full = load_dataset("digits", val_size=200, split_seed=3)
+    part = load_dataset("digits", val_size=200, split_seed=3, train_size=size)
+    n = round(size * len(full.train)) if isinstance(size, float) else size
+    assert len(part.train) == n
+    assert torch.equal(part.val.labels, full.val.labels)  # validation is the same with or without a subset
+    assert set(_rows(part.train)) <= set(_rows(full.train))
+    # each class keeps its share of the split it was drawn from, to within one sample
+    for c in range(10):
+        share = float((full.train.labels == c).sum()) * n / len(full.train)
+        assert abs(int((part.train.labels == c).sum()) - share) < 1
+    again = load_dataset("digits", val_size=200, split_seed=3, train_size=size)
+    assert torch.equal(again.train.images, part.train.images)
+    other = load_dataset("digits", val_size=200, split_seed=4, train_size=size)
+    assert n == len(full.train) or not torch.equal(other.train.labels, part.train.labels)
+
+
+def test_a_training_subset_larger_than_the_split_is_refused():
+    with pytest.raises(ValueError, match=r"train_size 5000 asks for 5000 samples; the training split has 1237"):
+        load_dataset("digits", val_size=200, train_size=5000)
+
+
 def _write_idx(path: Path, array: np.ndarray) -> None:
     code = {1: 0x0801, 3: 0x0803}[array.ndim]
     header = code.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)

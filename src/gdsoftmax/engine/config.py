@@ -68,7 +68,8 @@ class DataConfig:
     data_dir: str = ""  # "" means $GDSOFTMAX_DATA_DIR, then ./data
     download: bool = True  # download through torchvision when the files are missing from data_dir
     val_size: int | float = 0.1  # samples, or a fraction of the training split
-    split_seed: int = 0  # seeds the validation split, apart from the run's seed
+    split_seed: int = 0  # seeds the validation split and the training subset, apart from the run's seed
+    train_size: int | float = 0  # 0: every training sample left after validation; else a class-stratified subset
     augment: bool = False  # random crop (padding 4) + horizontal flip
     input_scaling: str = "standardize"  # per channel with the training statistics; "unit": [0, 1]; "raw": [0, 255]
 
@@ -347,6 +348,8 @@ def _check_values(c: ExperimentConfig) -> None:
     for key in c.model.options:
         _check(key in accepted, f"model.options.{key}", f"is not an option of {c.model.name}; it takes {accepted}")
     _check(c.data.val_size >= 0, "data.val_size", "must be >= 0")
+    _check(c.data.train_size >= 0 and not (isinstance(c.data.train_size, float) and c.data.train_size > 1),
+           "data.train_size", "must be 0 (all), a count of samples, or a fraction in (0, 1]")
     _check(is_run_name(c.name), "name", f"{RUN_NAME_RULE} (it names the run directory), got {c.name!r}")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         _check(getattr(c.train, key) >= 1, f"train.{key}", "must be >= 1")

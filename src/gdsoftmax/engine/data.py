@@ -25,7 +25,7 @@ from gdsoftmax.engine.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.data_checks import DataIntegrityError, check_split, verify_files
 
 __all__ = ["DATASETS", "DataIntegrityError", "DataNotFoundError", "Dataset", "Split", "augment_batch",
-           "crop_and_flip", "draw_augmentation", "load_dataset", "with_input_scaling"]
+           "crop_and_flip", "draw_augmentation", "load_dataset", "stratified_subset", "with_input_scaling"]
 
 ENV_DATA_DIR = "GDSOFTMAX_DATA_DIR"
 
@@ -310,12 +310,14 @@ def with_input_scaling(data: Dataset, scaling: str) -> Dataset:
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = True,
-                 val_size: int | float = 0.1, split_seed: int = 0) -> Dataset:
+                 val_size: int | float = 0.1, split_seed: int = 0, train_size: int | float = 0) -> Dataset:
     """Load ``name`` into memory with train / validation / test splits.
 
     ``val_size`` (a count, or a fraction of the training set) is held out of the training
     split by a permutation seeded with ``split_seed``, so every run and seed of a sweep
-    sees the same split. ``data_dir`` defaults to $GDSOFTMAX_DATA_DIR, then ./data.
+    sees the same split. ``train_size`` (0: all; a count, or a fraction of what validation left)
+    keeps a subset of the training split with every class in its proportion, drawn with the same
+    seed. ``data_dir`` defaults to $GDSOFTMAX_DATA_DIR, then ./data.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
@@ -331,9 +333,37 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
     # Sorted, so both splits keep the source's sample order (per-sample records line up with it).
     val_index, train_index = order[:n_val].sort().values, order[n_val:].sort().values
     val = Split(train.images[val_index], train.labels[val_index])
+    if train_size:
+        train_index = stratified_subset(train.labels[train_index], train_size, split_seed, train_index)
     train = Split(train.images[train_index], train.labels[train_index])
     mean, std = _channel_stats(train.images, pixel_max)
     return Dataset(name, train, val, test, num_classes, mean, std, pixel_max)
+
+
+def stratified_subset(labels: torch.Tensor, size: int | float, seed: int, index: torch.Tensor) -> torch.Tensor:
+    """The sorted entries of ``index`` (whose labels are ``labels``) kept in a class-stratified subset of
+    ``size`` samples (a count, or a fraction): each class keeps its share, rounded so the total is exact.
+
+    >>> labels = torch.tensor([0] * 6 + [1] * 4)
+    >>> kept = stratified_subset(labels, 5, 0, torch.arange(10))
+    >>> len(kept), int((labels[kept] == 0).sum())
+    (5, 3)
+    """
+    n = round(size * len(labels)) if isinstance(size, float) else int(size)
+    if not 0 < n <= len(labels):
+        raise ValueError(f"train_size {size!r} asks for {n} samples; the training split has {len(labels)} after "
+                         "validation")
+    classes, counts = labels.unique(return_counts=True)
+    shares = counts.double() * n / len(labels)
+    quota = shares.floor().long()
+    # the samples the floors leave out go to the classes with the largest remainders
+    quota[torch.argsort(shares - quota, descending=True)[: n - int(quota.sum())]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    kept = []
+    for c, k in zip(classes.tolist(), quota.tolist(), strict=True):
+        members = torch.nonzero(labels == c).squeeze(1)
+        kept.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    return index[torch.cat(kept).sort().values]
 
 
 def _channel_stats(images: torch.Tensor, pixel_max: float, chunk: int = 4096):

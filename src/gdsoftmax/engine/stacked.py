@@ -57,7 +57,7 @@ PER_RUN_KEYS = ("name", "seed", "loss.beta", "train.log", "launcher.partition", 
                 "launcher.cpus_per_task", "launcher.mem_gb", "launcher.timeout_min", "launcher.array_parallelism")
 # keys that must be equal across a stack (they form the stacking key); every value is supported
 SHARED_KEYS = ("data.dataset", "data.input_scaling",
-               "data.data_dir", "data.download", "data.val_size", "data.split_seed", "model.name",
+               "data.data_dir", "data.download", "data.val_size", "data.split_seed", "data.train_size", "model.name",
                "model.penultimate_dim", "model.options", "loss.options", "loss.tau", "loss.numerics", "train.epochs",
                "train.batch_size", "train.lr", "train.momentum", "train.weight_decay", "train.lr_milestones",
                "train.lr_gamma", "train.grad_clip", "train.eval_batch_size", "train.record_epochs", "train.device",

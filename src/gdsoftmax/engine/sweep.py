@@ -76,10 +76,11 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     datasets: dict[tuple, object] = {}  # load each data set once for all cells that share it
 
     def data_for(cell: ExperimentConfig):
-        key = (cell.data.dataset, cell.data.data_dir, cell.data.val_size, cell.data.split_seed)
+        key = (cell.data.dataset, cell.data.data_dir, cell.data.val_size, cell.data.split_seed, cell.data.train_size)
         if key not in datasets:
             datasets[key] = load_dataset(cell.data.dataset, cell.data.data_dir or None, download=cell.data.download,
-                                         val_size=cell.data.val_size, split_seed=cell.data.split_seed)
+                                         val_size=cell.data.val_size, split_seed=cell.data.split_seed,
+                                         train_size=cell.data.train_size)
         return datasets[key]
 
     finished, pending = {}, []

@@ -89,7 +89,7 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
     if data is None:
         d = first.data
         data = load_dataset(d.dataset, d.data_dir or None, download=d.download, val_size=d.val_size,
-                            split_seed=d.split_seed)
+                            split_seed=d.split_seed, train_size=d.train_size)
     data = with_input_scaling(data, first.data.input_scaling)
     steps_per_epoch = math.ceil(len(data.train) / first.train.batch_size)
     graphs_before = compiled_graphs() if first.train.compile else None
