@@ -208,3 +208,26 @@ def test_study_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("gdsoftmax study: error:")
     assert "\n" not in err
+
+
+def test_a_regime_study_that_falls_short_says_so_in_its_first_lines(tmp_path):
+    """A tiny version of configs/cifar10_overconfident.toml: the embedded digits, an FCNN, 3 epochs; its β = 1
+    runs are far from the over-confident regime, and the report says so before anything else."""
+    overrides = ["data.dataset=digits", "data.val_size=200", "data.train_size=600", "model.name=fcnn",
+                 "model.options={hidden=[32]}", "train.epochs=3", "train.record_epochs=[3]", "train.precision=fp32",
+                 "train.channels_last=false", 'sweep={"loss.beta"=[1.0, 10.0], seed=[0, 1, 2]}']
+    args = ["sweep", "configs/cifar10_overconfident.toml", "--out", str(tmp_path / "runs"), "--no-progress"]
+    assert main([*args, *(x for o in overrides for x in ("--set", o))]) == 0
+    reference = RESULTS / "mnist_fcnn"  # any report folder with a runs.csv
+    out = tmp_path / "report"
+    assert main(["study", "regime", str(tmp_path / "runs" / "cifar10_overconfident"), "--out", str(out),
+                 "--reference", str(reference)]) == 0
+    lines = (out / "report.md").read_text(encoding="utf-8").splitlines()
+    assert lines[2].startswith("**The regime was NOT reached")
+    assert "training accuracy" in lines[2]
+    text = "\n".join(lines)
+    assert "## The regime beside the paper and beside a short run" in text
+    assert "ECE % (10 bins)" in text
+    assert "## Where ECE is lowest in β" in text
+    assert text.index("## Where ECE is lowest") < text.index("## Claims")
+    assert (out / "reliability.png").is_file()

@@ -9,7 +9,8 @@ from pathlib import Path
 __all__ = ["REPORT_COMMANDS", "add_report_commands", "run_report_command"]
 
 REPORT_COMMANDS = ("report", "table1", "study", "claims")
-STUDY_KINDS = ("oscillation", "tau", "capacity", "lr", "warmup-margin")  # gdsoftmax.studies.untested_claims.ANALYSES
+# "regime" (gdsoftmax.studies.regime), then the kinds of gdsoftmax.studies.untested_claims.ANALYSES
+STUDY_KINDS = ("regime", "oscillation", "tau", "capacity", "lr", "warmup-margin")
 
 
 def add_report_commands(commands) -> None:
@@ -35,7 +36,9 @@ def add_report_commands(commands) -> None:
     study = commands.add_parser(
         "study", help="write the report of a study of a claim no plain beta sweep decides (oscillation, tau, ...)",
         description="Read the finished sweep of one of the studies of the paper's untested claims and write "
-                    "report.md, its figure, runs.csv and claims.csv into --out: oscillation (beta x momentum, "
+                    "report.md, its figures, runs.csv and claims.csv into --out: regime (a beta sweep trained "
+                    "until CE is over-confident, configs/cifar10_overconfident.toml: the full report at 15 bins, "
+                    "whether the regime was reached, beside the paper and --reference), oscillation (beta x momentum, "
                     "configs/fashion_mnist_oscillation.toml), tau (tau x beta), capacity (width x beta), lr (learning "
                     "rate x beta), "
                     "warmup-margin (the warm-up against A-Softmax and Center loss). Each config's header names "
@@ -43,6 +46,8 @@ def add_report_commands(commands) -> None:
     study.add_argument("kind", choices=STUDY_KINDS, help="which study the sweep is")
     study.add_argument("sweep_dir", help="the study's sweep directory, e.g. runs/fashion_mnist_oscillation")
     study.add_argument("--out", required=True, help="where to write, e.g. docs/results/fashion_mnist_oscillation")
+    study.add_argument("--reference", help="regime only: a report folder of the same data set in another regime, set "
+                                           "beside it (e.g. docs/results/cifar10_cpu)")
     claims = commands.add_parser(
         "claims", help="write the claims ledger: every claim of the paper and what every report found",
         description="Read each report folder's claims.csv under RESULTS (the verdicts its report printed), run the "
@@ -68,10 +73,16 @@ def run_report_command(args, command: str) -> int:
 
 
 def _study(args, command: str) -> int:
+    from gdsoftmax.studies.regime import build_regime_study
     from gdsoftmax.studies.untested_report import build_study
 
     try:
-        path = build_study(args.kind, args.sweep_dir, args.out, command=command)
+        if args.reference and not (Path(args.reference) / "runs.csv").is_file():
+            raise FileNotFoundError(f"--reference {args.reference}: no runs.csv there; name a report folder")
+        if args.kind == "regime":
+            path = build_regime_study(args.sweep_dir, args.out, command=command, reference_report=args.reference)
+        else:
+            path = build_study(args.kind, args.sweep_dir, args.out, command=command)
     except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"gdsoftmax study: error: {error}", file=sys.stderr)
         return 2

@@ -59,6 +59,7 @@ def measure(run: Run, n_bins: int) -> None:
             run.values[f"{key} ece"], run.values[f"{key} mce"] = result.after.ece, result.after.mce
             run.values[f"{key} nll"] = result.after.nll
         run.values["T"] = post["temperature"].params["T"]
+    run.values["train accuracy"] = run.rows[-1]["train_acc"]  # the last epoch's, counted during training
     early = _row_at(run.rows, early_epoch(run.config.train.epochs))
     run.values["early train_ce"], run.values["early test_acc"] = early["train_ce"], early["test_acc"]
     epochs, p_true = run.samples["epochs"], run.samples["p_true"].astype(np.float32)

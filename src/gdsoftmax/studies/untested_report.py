@@ -55,7 +55,6 @@ def _measured(sweep_dir: Path) -> list[Run]:
                          "a study reads one")
     for run in runs:
         measure(run, N_BINS)
-        run.values["train accuracy"] = run.rows[-1]["train_acc"]
         run.values["diverged"] = 0.0
         run.values["epochs to target"] = _epochs_to_target(run)
         run.values["oscillation"] = oscillation([row["test_acc"] for row in run.rows])
