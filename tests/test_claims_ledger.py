@@ -15,8 +15,8 @@ from gdsoftmax.analysis import theory_checks
 from gdsoftmax.analysis.paper_claims import UNTESTED_REASONS, claim_by_id, paper_claims
 from gdsoftmax.cli import main
 from gdsoftmax.studies.claims import verdicts_from_runs_csv
-from gdsoftmax.studies.ledger import build_ledger, claim_status
-from gdsoftmax.studies.run_table import METRIC_COLUMNS
+from gdsoftmax.studies.ledger import build_ledger, claim_status, ledger_entries, report_regimes
+from gdsoftmax.studies.run_table import METRIC_COLUMNS, RunRow, write_runs_csv
 from gdsoftmax.studies.verdicts import Verdict, read_verdicts, write_verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +104,31 @@ def test_a_claim_tested_only_elsewhere_is_untested_with_its_reason():
     assert (status, why) == ("untested", "no data here")
 
 
+def _report_folder(root, name: str, overconfidence: float, ece: float, verdict: str) -> None:
+    """A report folder whose β = 1 runs have this over-confidence and ECE, testing large-beta-ece on CIFAR-10."""
+    (root / name).mkdir()
+    rows = [RunRow(f"beta={b}_seed={s}", f"beta={b}", f"β = {b:g}", b, False, s,
+                   {"test ece": ece, "overconfidence": overconfidence}, "cifar10", "resnet9", 30)
+            for b in (1.0, 5.0) for s in range(3)]
+    write_runs_csv(root / name / "runs.csv", rows)
+    write_verdicts(root / name / "claims.csv", [_verdict("large-beta-ece", "cifar10", verdict)])
+
+
+def test_calibration_claims_count_only_reports_where_beta_1_is_over_confident(tmp_path):
+    _report_folder(tmp_path, "short", overconfidence=0.005, ece=0.013, verdict="refuted")  # CE calibrated already
+    _report_folder(tmp_path, "long", overconfidence=0.12, ece=0.12, verdict="confirmed")  # CE over-confident
+    assert report_regimes(tmp_path) == {"long": True, "short": False}
+    entry = next(e for e in ledger_entries(tmp_path) if e.claim.id == "large-beta-ece")
+    assert entry.status == "confirmed"
+    assert [entry.counted(r, v) for r, v in entry.tests] == ["yes", "no: β = 1 not over-confident"]
+    (tmp_path / "long" / "claims.csv").unlink()
+    entry = next(e for e in ledger_entries(tmp_path) if e.claim.id == "large-beta-ece")
+    assert entry.status == "untested"  # the short report's refutation does not speak for the regime
+    assert "not yet run" in entry.why
+    other = next(e for e in ledger_entries(tmp_path) if e.claim.id == "small-beta-accuracy")
+    assert other.claim.regime == ""  # claims without a regime count every in-scope report
+
+
 def test_ledger_refuses_verdicts_of_unregistered_claims(tmp_path):
     (tmp_path / "some_report").mkdir()
     write_verdicts(tmp_path / "some_report" / "claims.csv", [_verdict("beta-cures-everything", "mnist", "confirmed")])
@@ -144,7 +169,7 @@ def test_committed_ledger_is_what_the_reports_give():
 
 # Reports of the previous release whose runs were lost before runs.csv existed; each leaves this list when
 # its sweep is rerun and its report regenerated (the commands are in docs/results/README.md).
-NOT_YET_REGENERATED = {"cifar10_cpu"}
+NOT_YET_REGENERATED: set[str] = set()
 
 
 def test_every_report_folder_keeps_its_runs_and_verdicts():
@@ -162,7 +187,7 @@ def _plain(verdict) -> tuple:
     return tuple(None if isinstance(x, float) and math.isnan(x) else x for x in astuple(verdict))
 
 
-@pytest.mark.parametrize("report", ["mnist_fcnn", "fashion_mnist_calibration"])
+@pytest.mark.parametrize("report", ["mnist_fcnn", "fashion_mnist_calibration", "cifar10_cpu"])
 def test_a_committed_reports_verdicts_recompute_from_its_runs_csv(report):
     folder = RESULTS / report
     committed = read_verdicts(folder / "claims.csv")

@@ -19,7 +19,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["APPLIES", "Claim", "ClaimTest", "Source", "Untested", "claim_by_id", "claims_with_tests", "paper_claims"]
+__all__ = ["APPLIES", "REGIMES", "Claim", "ClaimTest", "Source", "Untested", "claim_by_id", "claims_with_tests",
+           "paper_claims"]
 
 SOURCE = Path(__file__).with_name("paper_claims.toml")
 APPLIES = {  # which settings a test compares with beta = 1, and how a report names that family
@@ -82,11 +83,15 @@ class Claim:
     test: ClaimTest | None = None
     check: str = ""  # theory: the numerical check's name
     untested: tuple[Untested, ...] = ()
+    regime: str = ""  # "overconfident": only tests where β = 1 is over-confident count (see paper_claims.toml)
+
+
+REGIMES = {"overconfident": "where the report's β = 1 runs are over-confident"}
 
 
 def _claim(record: dict) -> Claim:
     where = f"{SOURCE.name}: claim {record.get('id', '?')!r}"
-    unknown = set(record) - {"id", "says", "kind", "sources", "made_on", "test", "check", "untested"}
+    unknown = set(record) - {"id", "says", "kind", "sources", "made_on", "test", "check", "untested", "regime"}
     if unknown:
         raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
     test = ClaimTest(**record["test"]) if "test" in record else None
@@ -97,8 +102,10 @@ def _claim(record: dict) -> Claim:
         raise ValueError(f"{where}: an untested reason must be one of {UNTESTED_REASONS}")
     if record["kind"] not in ("theory", "empirical") or (record["kind"] == "theory") != bool(record.get("check")):
         raise ValueError(f"{where}: a theory claim names its check, an empirical one does not")
+    if record.get("regime", "") not in ("", *REGIMES):
+        raise ValueError(f"{where}: regime must be one of {sorted(REGIMES)}")
     return Claim(record["id"], record["says"], record["kind"], tuple(Source(**s) for s in record["sources"]),
-                 tuple(record["made_on"]), test, record.get("check", ""), untested)
+                 tuple(record["made_on"]), test, record.get("check", ""), untested, record.get("regime", ""))
 
 
 @functools.cache

@@ -8,11 +8,12 @@ Status rule (:func:`claim_status`):
 
 * a theory claim is *confirmed* when its numerical check holds, *refuted* when it does not;
 * an empirical claim counts only the tests on a data set the paper makes it on ("in scope"; all
-  tests when the paper names none). With no such test it is *untested*, with the reason from the
-  registry. Otherwise it is *confirmed* when some in-scope test confirms it and none refutes it,
-  *refuted* when some refutes it and none confirms it, *mixed* when both happen, and *inconclusive*
-  when no in-scope test is decisive. Tests on other data sets are shown ("elsewhere") but never move
-  the status.
+  tests when the paper names none), and for a claim about over-confidence (``regime``) only those
+  of reports whose β = 1 runs are over-confident (:data:`OVERCONFIDENT`, from the report's
+  runs.csv). With no such test it is *untested*, with the reason from the registry. Otherwise it
+  is *confirmed* when some counted test confirms it and none refutes it, *refuted* when some
+  refutes it and none confirms it, *mixed* when both happen, and *inconclusive* when no counted
+  test is decisive. Tests that do not count are shown (with the reason) but never move the status.
 """
 
 from __future__ import annotations
@@ -22,15 +23,20 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from gdsoftmax.analysis.paper_claims import APPLIES, Claim, paper_claims
+from gdsoftmax.analysis.paper_claims import APPLIES, REGIMES, Claim, paper_claims
 from gdsoftmax.analysis.stats import format_p
 from gdsoftmax.analysis.theory_checks import TheoryCheck, run_check
 from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.run_table import read_runs_csv
 from gdsoftmax.studies.verdicts import Verdict, read_verdicts
 
-__all__ = ["LedgerEntry", "build_ledger", "claim_status", "ledger_entries", "report_verdicts"]
+__all__ = ["OVERCONFIDENT", "LedgerEntry", "build_ledger", "claim_status", "ledger_entries", "report_regimes",
+           "report_verdicts"]
 
 STATUSES = ("confirmed", "refuted", "mixed", "inconclusive", "untested")
+# β = 1 is over-confident when its mean confidence − accuracy and its test ECE are both at least this
+# (the regime of issue 27; the paper's own ResNet18 CE has ECE 0.038, ICLR Table 3)
+OVERCONFIDENT = 0.03
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,29 @@ class LedgerEntry:
     check: TheoryCheck | None
     status: str
     why: str  # what the status rests on, in one line
+    regimes: dict = None  # report folder -> whether its β = 1 runs are over-confident
 
     def in_scope(self, verdict: Verdict) -> bool:
         return not self.claim.made_on or verdict.dataset in self.claim.made_on
+
+    def counted(self, report: str, verdict: Verdict) -> str:
+        """"yes" when the test counts for the status, else why not."""
+        if not self.in_scope(verdict):
+            return "no: other data set"
+        if self.claim.regime and not (self.regimes or {}).get(report, False):
+            return "no: β = 1 not over-confident"
+        return "yes"
+
+
+def report_regimes(results_dir: str | Path) -> dict[str, bool]:
+    """Per report folder with a runs.csv: whether its β = 1 runs are over-confident (mean confidence −
+    accuracy and mean test ECE both at least :data:`OVERCONFIDENT`)."""
+    regimes = {}
+    for path in sorted(Path(results_dir).glob("*/runs.csv")):
+        ones = [r for r in read_runs_csv(path) if r.constant_beta == 1.0 and "overconfidence" in r.values]
+        regimes[path.parent.name] = bool(ones) and all(
+            sum(r.values[k] for r in ones) / len(ones) >= OVERCONFIDENT for k in ("overconfidence", "test ece"))
+    return regimes
 
 
 def report_verdicts(results_dir: str | Path) -> list[tuple[str, Verdict]]:
@@ -79,12 +105,14 @@ def ledger_entries(results_dir: str | Path) -> list[LedgerEntry]:
     if stray:
         raise ValueError(f"reports under {results_dir} test claims that are not registered: {', '.join(stray)}; "
                          "regenerate those reports or register the claims in paper_claims.toml")
+    regimes = report_regimes(results_dir)
     entries = []
     for claim in paper_claims():
         tests = tuple((report, v) for report, v in verdicts if v.claim == claim.id)
         check = run_check(claim.check) if claim.check else None
-        status, why = claim_status(claim, [v for _, v in tests], check)
-        entries.append(LedgerEntry(claim, tests, check, status, why))
+        in_regime = [v for report, v in tests if not claim.regime or regimes.get(report, False)]
+        status, why = claim_status(claim, in_regime, check)
+        entries.append(LedgerEntry(claim, tests, check, status, why, regimes))
     return entries
 
 
@@ -100,10 +128,11 @@ def _counts_line(entries: list[LedgerEntry]) -> str:
 def _summary(entries: list[LedgerEntry]) -> list[str]:
     rows = []
     for e in entries:
-        elsewhere = Counter(v.verdict.split(":")[0] for _, v in e.tests if not e.in_scope(v))
+        elsewhere = Counter(v.verdict.split(":")[0] for r, v in e.tests if e.counted(r, v) != "yes")
         rows.append([f"[`{e.claim.id}`](#{e.claim.id})", e.claim.says, f"**{e.status}**", e.why,
                      ", ".join(f"{n} {k}" for k, n in sorted(elsewhere.items())) or "—"])
-    return [markdown_table(["claim", "says (our words)", "status", "rests on", "tests on other data sets"], rows), ""]
+    return [markdown_table(["claim", "says (our words)", "status", "rests on",
+                            "tests not counted (other data set or regime)"], rows), ""]
 
 
 def _test_rows(entry: LedgerEntry) -> list[list[str]]:
@@ -111,7 +140,7 @@ def _test_rows(entry: LedgerEntry) -> list[list[str]]:
     for report, v in entry.tests:
         rows.append([f"[{report}]({report}/report.md#{v.section})", v.dataset, v.model, str(v.epochs), str(v.n),
                      v.setting, v.delta_text(), format_p(v.holm_p) if not math.isnan(v.holm_p) else "—",
-                     f"{v.family} (k = {v.family_size})", v.verdict, "yes" if entry.in_scope(v) else "no"])
+                     f"{v.family} (k = {v.family_size})", v.verdict, entry.counted(report, v)])
     return rows
 
 
@@ -127,7 +156,8 @@ def _entry_section(entry: LedgerEntry) -> list[str]:
     claim = entry.claim
     lines = [f"## {claim.id}", "", f"**{claim.says}.** Status: **{entry.status}** ({entry.why}).", "",
              "Where the paper makes it: " + "; ".join(s.cite() for s in claim.sources) + ".",
-             f"Made on: {', '.join(claim.made_on) or 'no particular data set'}."]
+             f"Made on: {', '.join(claim.made_on) or 'no particular data set'}"
+             + (f"; counted only {REGIMES[claim.regime]}." if claim.regime else ".")]
     if claim.test is not None:
         t = claim.test
         lines.append(f"Test: {t.metric} at {APPLIES[t.applies]}, {'higher' if t.direction > 0 else 'lower'} than "
@@ -136,7 +166,7 @@ def _entry_section(entry: LedgerEntry) -> list[str]:
     lines.append("")
     if entry.tests:
         lines += [markdown_table(["report", "data set", "model", "epochs", "seeds", "setting", "Δ [95 % CI]",
-                                  "Holm p", "Holm family", "verdict", "in scope"], _test_rows(entry)), ""]
+                                  "Holm p", "Holm family", "verdict", "counted"], _test_rows(entry)), ""]
     lines += _untested_lines(claim)
     return [*lines, ""] if claim.untested else lines
 
@@ -154,8 +184,10 @@ def build_ledger(results_dir: str | Path) -> str:
              "loss (float64 autograd, `gdsoftmax.analysis.theory_checks`) holds. An empirical claim counts only "
              "tests on a data set the paper makes it on (*in scope*): *untested* with none (the reason is given), "
              "*confirmed* when some confirm and none refute, *refuted* when some refute and none confirm, *mixed* "
-             "when both, *inconclusive* when none is decisive. Tests on other data sets are listed but never move "
-             "the status.", "", _counts_line(entries), "", *_summary(entries)]
+             "when both, *inconclusive* when none is decisive. A claim that large β mitigates over-confidence "
+             "counts only reports whose β = 1 runs are over-confident (confidence − accuracy and ECE both ≥ "
+             f"{100 * OVERCONFIDENT:g} points). Tests that do not count are listed but never move the status.", "",
+             _counts_line(entries), "", *_summary(entries)]
     for entry in entries:
         lines += _entry_section(entry)
     return "\n".join(lines).rstrip() + "\n"
