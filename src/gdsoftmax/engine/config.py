@@ -56,9 +56,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "fcnn"  # the model; "fcnn" is the paper's MNIST network (50, 20)
+    name: str = "fcnn"  # the model; "fcnn" is the paper's MNIST network (50, 20); or "timm:NAME", "torchvision:NAME"
     penultimate_dim: int = 0  # 0: none; 2 gives the paper's 2-D feature plots
-    options: dict = field(default_factory=dict)  # constructor options, e.g. {width = 32} for small_cnn
+    options: dict = field(default_factory=dict)  # constructor options, e.g. {width = 32}; {stem = "cifar"} (library)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import re
 import torch
 
 from gdsoftmax.engine.data import DATASETS
+from gdsoftmax.engine.library_models import is_library_model, library_model_problem
 from gdsoftmax.engine.models import MODELS
 from gdsoftmax.engine.objectives import check_options
 from gdsoftmax.engine.optim import OPTIMIZERS, build_optimizer, optimizer_option_names
@@ -72,15 +73,25 @@ def _check_optimizer(c) -> None:
     _check(t.warmup_epochs < t.epochs, "train.warmup_epochs", f"must be shorter than train.epochs = {t.epochs}")
 
 
+def _check_model(c) -> None:
+    name = c.model.name
+    _check(c.model.penultimate_dim >= 0, "model.penultimate_dim", "must be >= 0")
+    if is_library_model(name):  # the library checks its own options when it builds the model
+        problem = library_model_problem(name, c.model.options)
+        _check(problem is None, "model.name", f"{name}: {problem}")
+        return
+    _check(name in MODELS, "model.name", f"must be one of {sorted(MODELS)}, or timm:NAME / torchvision:NAME, got "
+           f"{name!r}")
+    accepted = [p for p in inspect.signature(MODELS[name]).parameters
+                if p not in ("image_shape", "num_classes", "penultimate_dim")]
+    for key in c.model.options:
+        _check(key in accepted, f"model.options.{key}", f"is not an option of {name}; it takes {accepted}")
+
+
 def check_values(c) -> None:
     """Raise ConfigError naming the first key of the config ``c`` (an ExperimentConfig) with a bad value."""
     _check(c.data.dataset in DATASETS, "data.dataset", f"must be one of {sorted(DATASETS)}, got {c.data.dataset!r}")
-    _check(c.model.name in MODELS, "model.name", f"must be one of {sorted(MODELS)}, got {c.model.name!r}")
-    _check(c.model.penultimate_dim >= 0, "model.penultimate_dim", "must be >= 0")
-    accepted = [p for p in inspect.signature(MODELS[c.model.name]).parameters
-                if p not in ("image_shape", "num_classes", "penultimate_dim")]
-    for key in c.model.options:
-        _check(key in accepted, f"model.options.{key}", f"is not an option of {c.model.name}; it takes {accepted}")
+    _check_model(c)
     _check(c.data.val_size >= 0, "data.val_size", "must be >= 0")
     _check(c.data.train_size >= 0 and not (isinstance(c.data.train_size, float) and c.data.train_size > 1),
            "data.train_size", "must be 0 (all), a count of samples, or a fraction in (0, 1]")
