@@ -150,6 +150,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # the [train] table
     launcher: LauncherConfig = field(default_factory=LauncherConfig)  # the [launcher] table
     sweep: dict = field(default_factory=dict)  # [sweep]: dotted key -> list of values; a sweep trains every combination
+    tune: dict = field(default_factory=dict)  # [tune]: an Optuna search (gdsoftmax tune; gdsoftmax.engine.tuning)
 
 
 def to_dict(config) -> dict:

@@ -55,17 +55,19 @@ __all__ = ["SingleRun", "TrainingDiverged", "learning_rate", "run_experiment", "
 
 
 def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Dataset | None = None,
-                   progress: bool = True, restart: bool = False) -> dict:
+                   progress: bool = True, restart: bool = False, on_epoch=None) -> dict:
     """Train one config in ``run_dir`` (resuming if it holds a checkpoint of it); return the summary."""
-    return train([config], [run_dir], data=data, progress=progress, restart=restart)[0]
+    return train([config], [run_dir], data=data, progress=progress, restart=restart, on_epoch=on_epoch)[0]
 
 
 def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: Dataset | None = None,
-          progress: bool = True, restart: bool = False) -> list[dict]:
+          progress: bool = True, restart: bool = False, on_epoch=None) -> list[dict]:
     """Train ``configs`` (one, or several that stack) in their run directories; return their summaries.
 
     A run directory that holds a run of another config is refused (RunMismatchError), unless
     ``restart`` discards it; a run directory that another process is writing is refused too.
+    ``on_epoch(row)`` is called with the first run's metric row once its epoch is written (a
+    search's pruner: an exception it raises stops training, the checkpoint of that epoch kept).
     """
     runs = [RunWriter(d) for d in run_dirs]
     if any("tensorboard" in config.train.log for config in configs):
@@ -81,11 +83,11 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
                 if restart:
                     run.restart()
                 run.claim(config)
-        return _train(configs, runs, world, data, progress)
+        return _train(configs, runs, world, data, progress, on_epoch)
 
 
 def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distributed, data: Dataset | None,
-           progress: bool) -> list[dict]:
+           progress: bool, on_epoch=None) -> list[dict]:
     first = configs[0]
     seed_everything(first.seed)
     if data is None:
@@ -127,6 +129,8 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
                     logs[m].epoch(rows[m][-1])
             if m == 0:  # plain CE, not the β-loss: its floor is log β for β > 1, which would look stuck
                 bar.set_postfix(train_ce=f"{row.train_ce:.3f}", test_acc=f"{row.test_acc:.4f}")
+                if on_epoch is not None and world.is_main:
+                    on_epoch(rows[0][-1])
         world.barrier()
     bar.close()
 
@@ -214,7 +218,7 @@ def _close_epoch(strategy, m: int, config: ExperimentConfig, epoch: int, step: i
     beta = objective.beta_at(step - 1)  # the value the epoch's last step used
     scores, val, val_logits = evaluation_scores(member, data, config)
     objective.end_of_epoch(val, val_logits, data.val.labels)
-    extra = {}
+    extra = {"val_ece": val["ece"]} if "ece" in val else {}
     if config.train.track_margin:
         stats = margin_statistics(member, data.normalize(data.train.images), data.train.labels)
         extra = {f"train_{k}": v for k, v in stats.items() if k != "order"}

@@ -36,7 +36,8 @@ TENSORBOARD_DIR = "tensorboard"  # event files mirrored from metrics.jsonl (trai
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PREVIOUS_FILE, SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE,
              IDENTITY_FILE)
 # keys that may change when a run is resumed: its length, where the data lives, which device trains it
-NOT_IDENTITY = ("train.epochs", "data.data_dir", "data.download", "train.device", "train.log", "launcher", "sweep")
+NOT_IDENTITY = ("train.epochs", "data.data_dir", "data.download", "train.device", "train.log", "launcher", "sweep",
+                "tune")
 
 
 class RunMismatchError(ValueError):
