@@ -41,7 +41,7 @@ examples:
   gdsoftmax report runs/mnist_fcnn                          # report.md + figures for a finished sweep
   gdsoftmax table1 runs/mnist_fcnn_paper --factors runs/mnist_table1_factors   # the Table 1 study
   gdsoftmax study tau runs/fashion_mnist_tau --out docs/results/fashion_mnist_tau   # a claim's own study
-  gdsoftmax tune configs/digits_tune.toml                   # search beta on Optuna (the [tune] table)
+  gdsoftmax tune configs/digits_timm_tune.toml              # search beta on Optuna (its [tune] table)
   gdsoftmax claims                                          # the ledger: every claim and what tested it
   gdsoftmax lab peeled configs/lab_peeled.toml              # layer-peeled model: collapse and margins
   gdsoftmax theory                                          # the gradient-analysis table
