@@ -57,14 +57,14 @@ def make_run(data, args, **options) -> SingleRun:
                            "train": {"batch_size": args.batch, "lr": 0.05, "weight_decay": 5e-4, **options}})
     run = SingleRun(config, _first(data, args.steps * args.batch), _Distributed(0, 1, torch.device("cpu")),
                     args.steps)
-    run.train_epoch(0, [0.05])  # untimed: compilation, allocator, oneDNN primitive caches
+    run.train_epoch(0)  # untimed: compilation, allocator, oneDNN primitive caches
     return run
 
 
 def train_pass_seconds(run: SingleRun, args) -> float:
     """Seconds for a 45,000-image training pass, from ``args.steps`` steps of the engine's loop."""
     start = time.perf_counter()
-    run.train_epoch(1, [0.05])
+    run.train_epoch(1)
     return (time.perf_counter() - start) * TRAIN_IMAGES / (args.steps * args.batch)
 
 

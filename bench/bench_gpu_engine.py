@@ -102,11 +102,11 @@ def engine_loop(data: Dataset, model_name: str, device: torch.device, batch: int
                            "loss": {"beta": {"kind": "linear", "start": 0.1, "end": 1.0, "steps": 10_000}},
                            "train": {"batch_size": batch, "lr": 0.05, "weight_decay": 5e-4, **options}})
     run = SingleRun(config, _first(data, max(1, warmup) * batch), _Distributed(0, 1, device), max(1, warmup))
-    run.train_epoch(0, [0.05])  # warm-up: compilation, autotuning, the allocator
+    run.train_epoch(0)  # warm-up: compilation, autotuning, the allocator
     run.eval_data, run.steps_per_epoch = _first(data, steps * batch), steps  # same model, optimizer, graph
     _synchronize(device)
     start = time.perf_counter()
-    run.train_epoch(1, [0.05])
+    run.train_epoch(1)
     _synchronize(device)
     return steps * batch / (time.perf_counter() - start)
 

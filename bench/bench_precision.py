@@ -43,7 +43,7 @@ def make_run(data, precision: str, args) -> SingleRun:
                            "train": {"batch_size": args.batch, "lr": 0.05, "weight_decay": 5e-4,
                                      "channels_last": True, "precision": precision, "device": "cpu"}})
     run = SingleRun(config, data, _Distributed(0, 1, torch.device("cpu")), args.steps)
-    run.train_epoch(0, [0.05])  # untimed: allocator and oneDNN primitive caches
+    run.train_epoch(0)  # untimed: allocator and oneDNN primitive caches
     return run
 
 
@@ -61,7 +61,7 @@ def main() -> int:
     for round_ in range(args.rounds):
         for p in PRECISIONS:
             start = time.perf_counter()
-            runs[p].train_epoch(1 + round_, [0.05])
+            runs[p].train_epoch(1 + round_)
             seconds[p].append((time.perf_counter() - start) / args.steps)
     kind = cpu_kind()
     print(kind)

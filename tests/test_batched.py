@@ -140,9 +140,11 @@ def assert_same_run(a: Path, b: Path, tolerance: float) -> None:
     state_a, state_b = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
     for name, weight in state_a["model"].items():
         torch.testing.assert_close(weight, state_b["model"][name], rtol=tolerance, atol=tolerance)
-    for key, entry in state_a["optimizer"]["state"].items():
-        torch.testing.assert_close(entry["momentum_buffer"], state_b["optimizer"]["state"][key]["momentum_buffer"],
-                                   rtol=tolerance, atol=tolerance)
+    for key, entry in state_a["optimizer"]["state"].items():  # SGD's momentum buffer, AdamW's moments and step
+        other = state_b["optimizer"]["state"][key]
+        assert set(entry) == set(other)
+        for name, value in entry.items():
+            torch.testing.assert_close(value, other[name], rtol=tolerance, atol=tolerance)
     for name in ("samples.npz", "predictions.npz"):
         with np.load(a / name) as fa, np.load(b / name) as fb:
             assert sorted(fa.files) == sorted(fb.files)
@@ -171,12 +173,16 @@ def test_matmul_forward_equals_each_models_own_forward(name, options):
     assert stacking._matmul_forward(build_model("small_cnn", (3, 32, 32), 10)) is None
 
 
-@pytest.mark.parametrize("path", ["matmul", "vmap"])
-def test_stacked_runs_equal_separate_runs(tmp_path, digits, path, monkeypatch):
+ADAMW_COSINE = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.05, "lr_schedule": "cosine", "min_lr": 3e-4,
+                "warmup_steps": 10, "optimizer_options": {"betas": [0.9, 0.99]}}
+
+
+@pytest.mark.parametrize(("path", "recipe"), [("matmul", {}), ("vmap", {}), ("matmul", ADAMW_COSINE)])
+def test_stacked_runs_equal_separate_runs(tmp_path, digits, path, recipe, monkeypatch):
     # beta = 0.01 at lr 0.05 makes gradient clipping act, which is where rounding could creep in
     if path == "vmap":  # the generic path that models other than the MLPs take
         monkeypatch.setattr(stacking, "_matmul_forward", lambda model: None)
-    configs = [config(name, beta, seed) for name, beta, seed in CELLS]
+    configs = [config(name, beta, seed, **recipe) for name, beta, seed in CELLS]
     separate = [run_experiment(c, tmp_path / "separate" / c.name, data=digits, progress=False) for c in configs]
     stacked = train(configs, [tmp_path / "stacked" / c.name for c in configs], data=digits, progress=False)
     for c, a, b in zip(configs, separate, stacked, strict=True):
@@ -216,12 +222,12 @@ def cut_stack(tmp_path, digits, configs, monkeypatch, after_writes: int, where: 
     monkeypatch.setattr(stacking_rundir, "save_checkpoint", real_save)
 
 
-@pytest.mark.parametrize("after_writes", range(1, 7))
+@pytest.mark.parametrize(("after_writes", "recipe"), [*((n, {}) for n in range(1, 7)), (4, ADAMW_COSINE)])
 def test_a_stack_cut_between_any_two_checkpoint_writes_resumes_bit_identical(tmp_path, digits, monkeypatch,
-                                                                           after_writes):
+                                                                           after_writes, recipe):
     """3 runs write 6 files in epoch 3 (a row and a checkpoint each): cut before each of them, the
     stack resumes as one from the last epoch every run has, and ends exactly as if never cut."""
-    configs = [config(name, beta, seed, epochs=4) for name, beta, seed in CELLS]
+    configs = [config(name, beta, seed, epochs=4, **recipe) for name, beta, seed in CELLS]
     train(configs, [tmp_path / "whole" / c.name for c in configs], data=digits, progress=False)
     cut_stack(tmp_path, digits, configs, monkeypatch, after_writes)
     plan = plan_stacks([(c.name, c, tmp_path / "cut" / c.name) for c in configs],

@@ -121,7 +121,7 @@ def test_the_step_loop_reads_nothing_back_from_the_device(images):
         float(torch.ones((), device="meta"))  # the detector works
     config = parse_config(cnn_config())
     run = SingleRun(config, images, _Distributed(0, 1, torch.device("meta")), 8)
-    totals = run.train_epoch(0, [0.05])
+    totals = run.train_epoch(0)
     assert totals.device.type == "meta"
     assert totals.shape == (1, 5)  # sums of loss, CE, correct, count; the first non-finite step
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from gdsoftmax.cli.reports import REPORT_COMMANDS, add_report_commands, run_report_command
+from gdsoftmax.cli.tune import add_tune_command, run_tune_command
 
 DESCRIPTION = """\
 gdsoftmax: the probability-dependent gradient-decay softmax loss and its experiments.
@@ -40,6 +41,7 @@ examples:
   gdsoftmax report runs/mnist_fcnn                          # report.md + figures for a finished sweep
   gdsoftmax table1 runs/mnist_fcnn_paper --factors runs/mnist_table1_factors   # the Table 1 study
   gdsoftmax study tau runs/fashion_mnist_tau --out docs/results/fashion_mnist_tau   # a claim's own study
+  gdsoftmax tune configs/digits_timm_tune.toml              # search beta on Optuna (its [tune] table)
   gdsoftmax claims                                          # the ledger: every claim and what tested it
   gdsoftmax lab peeled configs/lab_peeled.toml              # layer-peeled model: collapse and margins
   gdsoftmax theory                                          # the gradient-analysis table
@@ -103,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where --launcher submitit sends jobs: slurm, local processes, or auto (slurm where "
                             "sbatch exists)")
     sweep.add_argument("--wait", action="store_true", help="with --launcher: wait for the jobs, then summarise")
+    add_tune_command(commands, add_run_options)
     add_report_commands(commands)
     lab = commands.add_parser("lab", help="theory labs: the layer-peeled model, or normalized margins",
                               description="peeled: simulate free features and a classifier under CE, beta-softmax "
@@ -150,8 +153,10 @@ def _main(argv: list[str] | None) -> int:
         from gdsoftmax.labs.theory_table import main as theory_table
 
         return theory_table()
-    if args.command in (*REPORT_COMMANDS, "lab", "train", "sweep") and not _experiments_installed(args.command):
+    if args.command in (*REPORT_COMMANDS, "lab", "train", "sweep", "tune") and not _experiments_installed(args.command):
         return 2
+    if args.command == "tune":
+        return run_tune_command(args, "gdsoftmax " + " ".join(sys.argv[1:] if argv is None else argv))
     if args.command in REPORT_COMMANDS:
         return run_report_command(args, "gdsoftmax " + " ".join(sys.argv[1:] if argv is None else argv))
     if args.command == "lab":

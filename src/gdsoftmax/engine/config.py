@@ -9,15 +9,13 @@ weight decay 1e-4, batch 100, lr / 10 at 50 % and 75 % of the epochs, gradient c
 >>> parse_config({"train": {"epoch": 3}})
 Traceback (most recent call last):
 ...
-gdsoftmax.engine.config.ConfigError: unknown key 'train.epoch'; valid keys in [train]: ...
+gdsoftmax.engine.config_checks.ConfigError: unknown key 'train.epoch'; valid keys in [train]: ...
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
-import math
 import re
 import tomllib
 import types
@@ -28,38 +26,20 @@ from pathlib import Path
 import tomli_w
 
 from gdsoftmax.engine.beta import BetaSetting
-from gdsoftmax.engine.data import DATASETS
-from gdsoftmax.engine.models import MODELS
-from gdsoftmax.engine.objectives import check_options
-from gdsoftmax.loss import BACKENDS
-from gdsoftmax.loss.literal import NUMERICS
+from gdsoftmax.engine.config_checks import (  # re-exported: the names a config's values are checked against
+    INPUT_SCALINGS,
+    LOGGERS,
+    LR_SCHEDULES,
+    PRECISIONS,
+    RUN_NAME_RULE,
+    ConfigError,
+    check_values,
+    is_run_name,
+)
 
-__all__ = ["ConfigError", "ExperimentConfig", "apply_assignments", "config_to_toml", "load_config", "parse_config",
+__all__ = ["INPUT_SCALINGS", "LOGGERS", "LR_SCHEDULES", "PRECISIONS", "RUN_NAME_RULE", "ConfigError",
+           "ExperimentConfig", "apply_assignments", "config_to_toml", "is_run_name", "load_config", "parse_config",
            "to_dict"]
-
-
-FLOAT32_MAX = 3.4028234663852886e38  # parameters are float32: a larger rate overflows in the optimizer step
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-LOGGERS = ("tensorboard",)
-INPUT_SCALINGS = ("standardize", "unit", "raw")
-
-
-# A run's name is its directory's name. "~" is the grid's suffix for cells whose values print alike
-# (gdsoftmax.engine.grid), so a cell's config.toml must read back with it.
-RUN_NAME_RULE = "may hold only letters, digits and _ . = + - ~"
-
-
-def is_run_name(name: str) -> bool:
-    """Whether ``name`` can name a run directory: the one check of run and cell names.
-
-    >>> is_run_name("beta=0.1~3fa2c1_seed=0"), is_run_name("../up"), is_run_name("..")
-    (True, False, False)
-    """
-    return re.fullmatch(r"[A-Za-z0-9_.=+~-]+", name) is not None and name not in (".", "..")
-
-
-class ConfigError(ValueError):
-    """An invalid config: the message names the key."""
 
 
 @dataclass
@@ -76,9 +56,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "fcnn"  # the model; "fcnn" is the paper's MNIST network (50, 20)
+    name: str = "fcnn"  # the model; "fcnn" is the paper's MNIST network (50, 20); or "timm:NAME", "torchvision:NAME"
     penultimate_dim: int = 0  # 0: none; 2 gives the paper's 2-D feature plots
-    options: dict = field(default_factory=dict)  # constructor options, e.g. {width = 32} for small_cnn
+    options: dict = field(default_factory=dict)  # constructor options, e.g. {width = 32}; {stem = "cifar"} (library)
 
 
 @dataclass
@@ -99,11 +79,17 @@ class LossConfig:
 class TrainConfig:
     epochs: int = 100  # training epochs; a larger value extends a finished run
     batch_size: int = 100  # the global batch (split across processes under torchrun)
-    lr: float = 1e-3  # SGD's initial learning rate
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 1e-4  # SGD weight decay (L2)
-    lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
-    lr_gamma: float = 0.1  # the lr is multiplied by this at each milestone
+    optimizer: str = "sgd"  # from torch.optim: "sgd" or "adamw"
+    optimizer_options: dict = field(default_factory=dict)  # its other arguments, e.g. {betas = [0.9, 0.99]}
+    lr: float = 1e-3  # the initial (peak, after a warm-up) learning rate
+    momentum: float = 0.9  # SGD's momentum (AdamW takes betas through optimizer_options)
+    weight_decay: float = 1e-4  # SGD: L2 added to the gradient; AdamW: decoupled
+    lr_schedule: str = "step"  # "step" (lr_milestones, lr_gamma), "cosine" (down to min_lr) or "constant"
+    lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of the epochs
+    lr_gamma: float = 0.1  # step: the lr is multiplied by this at each milestone
+    min_lr: float = 0.0  # cosine: the rate of the last step
+    warmup_epochs: float = 0.0  # a linear warm-up from lr / (W + 1) to lr over this many epochs of steps
+    warmup_steps: int = 0  # or over this many optimizer steps (wins over warmup_epochs)
     grad_clip: float = 3.0  # max gradient norm; 0 turns clipping off
     eval_batch_size: int = 1000  # batch size of evaluation (no gradients)
     # epochs at which per-sample p_c and correctness are kept in samples.npz (the last epoch always is)
@@ -118,6 +104,28 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (the loss runs eagerly: beta changes never recompile)
     deterministic: bool = False  # deterministic algorithms only (and no cuDNN autotuning)
     log: list[str] = field(default_factory=list)  # extra loggers fed from the metric rows: "tensorboard"
+
+    def schedule_text(self) -> str:
+        """The learning-rate schedule in words, as reports print it.
+
+        >>> TrainConfig(lr_schedule="cosine", min_lr=1e-4, warmup_steps=100).schedule_text()
+        'cosine to 0.0001, after a linear warm-up of 100 steps'
+        """
+        if self.lr_schedule == "step":
+            text = (f"÷{1 / self.lr_gamma:g} at {', '.join(f'{m * 100:g} %' for m in self.lr_milestones)} of the "
+                    "epochs" if self.lr_milestones else "constant")
+        else:
+            text = f"cosine to {self.min_lr:g}" if self.lr_schedule == "cosine" else "constant"
+        warm = (f"{self.warmup_steps} steps" if self.warmup_steps else
+                f"{self.warmup_epochs:g} epochs" if self.warmup_epochs else "")
+        return text + (f", after a linear warm-up of {warm}" if warm else "")
+
+    def optimizer_text(self) -> str:
+        """The optimizer in words: "SGD (momentum 0.9)" or "AdamW" with its options."""
+        options = ", ".join(f"{k} {v}" for k, v in self.optimizer_options.items())
+        if self.optimizer == "sgd":
+            return f"SGD (momentum {self.momentum:g}{', ' + options if options else ''})"
+        return "AdamW" + (f" ({options})" if options else "")
 
 
 @dataclass
@@ -142,6 +150,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # the [train] table
     launcher: LauncherConfig = field(default_factory=LauncherConfig)  # the [launcher] table
     sweep: dict = field(default_factory=dict)  # [sweep]: dotted key -> list of values; a sweep trains every combination
+    tune: dict = field(default_factory=dict)  # [tune]: an Optuna search (gdsoftmax tune; gdsoftmax.engine.tuning)
 
 
 def to_dict(config) -> dict:
@@ -260,7 +269,7 @@ def set_dotted(raw: dict, key: str, value) -> None:
 def parse_config(raw: dict) -> ExperimentConfig:
     """Validate plain data into an :class:`ExperimentConfig`; errors name the key."""
     config = _build(ExperimentConfig, raw, "")
-    _check_values(config)
+    check_values(config)
     for key, values in config.sweep.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"sweep.{key} must be a non-empty list of values")
@@ -271,10 +280,10 @@ def parse_config(raw: dict) -> ExperimentConfig:
                                       '{ label = "focal", "loss.name" = "focal" }')
                 if "label" in variant and not is_run_name(str(variant["label"])):
                     raise ConfigError(f"sweep.variants[{i}].label {RUN_NAME_RULE}, got {variant['label']!r}")
-                _check_values(_build(ExperimentConfig, apply_assignments(config, variant), ""))
+                check_values(_build(ExperimentConfig, apply_assignments(config, variant), ""))
             continue
         for value in values:  # every cell must be valid before any runs
-            _check_values(_build(ExperimentConfig, apply_assignments(config, {key: value}), ""))
+            check_values(_build(ExperimentConfig, apply_assignments(config, {key: value}), ""))
     return config
 
 
@@ -332,61 +341,3 @@ def _coerce(value, hint, key):
             return value
     names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
     raise ConfigError(f"{key} must be {names}, got {value!r}")
-
-
-def _check(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"{key} {message}")
-
-
-def _check_values(c: ExperimentConfig) -> None:
-    _check(c.data.dataset in DATASETS, "data.dataset", f"must be one of {sorted(DATASETS)}, got {c.data.dataset!r}")
-    _check(c.model.name in MODELS, "model.name", f"must be one of {sorted(MODELS)}, got {c.model.name!r}")
-    _check(c.model.penultimate_dim >= 0, "model.penultimate_dim", "must be >= 0")
-    accepted = [p for p in inspect.signature(MODELS[c.model.name]).parameters
-                if p not in ("image_shape", "num_classes", "penultimate_dim")]
-    for key in c.model.options:
-        _check(key in accepted, f"model.options.{key}", f"is not an option of {c.model.name}; it takes {accepted}")
-    _check(c.data.val_size >= 0, "data.val_size", "must be >= 0")
-    _check(c.data.train_size >= 0 and not (isinstance(c.data.train_size, float) and c.data.train_size > 1),
-           "data.train_size", "must be 0 (all), a count of samples, or a fraction in (0, 1]")
-    _check(is_run_name(c.name), "name", f"{RUN_NAME_RULE} (it names the run directory), got {c.name!r}")
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        _check(getattr(c.train, key) >= 1, f"train.{key}", "must be >= 1")
-    for key in ("lr", "lr_gamma"):
-        _check(math.isfinite(getattr(c.train, key)) and getattr(c.train, key) > 0, f"train.{key}", "must be > 0")
-        _check(getattr(c.train, key) <= FLOAT32_MAX, f"train.{key}", "must fit in float32 (at most 3.4e38), "
-               f"got {getattr(c.train, key)!r}")
-    for key, value in (("seed", c.seed), ("data.split_seed", c.data.split_seed)):
-        _check(0 <= value < 2**63, key, f"must lie in [0, 2**63) (torch's generators take 64-bit seeds), got {value}")
-    for key in ("momentum", "weight_decay", "grad_clip"):
-        _check(getattr(c.train, key) >= 0, f"train.{key}", "must be >= 0")
-    _check(all(0 < m < 1 for m in c.train.lr_milestones), "train.lr_milestones",
-           "are fractions of the epochs, each in (0, 1)")
-    _check(all(e >= 1 for e in c.train.record_epochs), "train.record_epochs", "must be epoch numbers >= 1")
-    _check(c.train.device == "auto" or re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", c.train.device) is not None,
-           "train.device", f"must be auto, cpu, cuda or cuda:N, got {c.train.device!r}")
-    for key in ("cpus_per_task", "timeout_min", "array_parallelism"):
-        _check(getattr(c.launcher, key) >= 1, f"launcher.{key}", "must be >= 1")
-    for key in ("gpus_per_node", "mem_gb"):
-        _check(getattr(c.launcher, key) >= 0, f"launcher.{key}", "must be >= 0")
-    _check(c.data.input_scaling in INPUT_SCALINGS, "data.input_scaling",
-           f"must be one of {INPUT_SCALINGS}, got {c.data.input_scaling!r}")
-    for logger in c.train.log:
-        _check(logger in LOGGERS, "train.log", f"entries must be among {LOGGERS}, got {logger!r}")
-    _check(c.train.precision in PRECISIONS, "train.precision",
-           f"must be one of {PRECISIONS}, got {c.train.precision!r}")
-    _check(c.loss.tau > 0, "loss.tau", "must be > 0")
-    _check(0 <= c.loss.label_smoothing <= 1, "loss.label_smoothing", "must be in [0, 1]")
-    _check(c.loss.backend in BACKENDS, "loss.backend", f"must be one of {BACKENDS}, got {c.loss.backend!r}")
-    _check(c.loss.numerics in NUMERICS, "loss.numerics", f"must be one of {NUMERICS}, got {c.loss.numerics!r}")
-    if c.loss.numerics != "stable":
-        _check(c.loss.name == "gdsoftmax" and c.loss.label_smoothing == 0 and not c.loss.beta.is_adaptive,
-               "loss.numerics", "'paper-u70' needs the plain gdsoftmax loss of Eq. 25: no baseline loss, no "
-               "label smoothing, no adaptive beta")
-    if c.loss.beta.is_adaptive:
-        _check(c.data.val_size > 0, "data.val_size", "must be > 0: adaptive beta measures calibration on it")
-    try:
-        check_options(c.loss.name, c.loss.options)
-    except ValueError as error:
-        raise ConfigError(f"loss.name/options: {error}") from error

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import Dataset
 
@@ -84,6 +85,8 @@ def evaluate(model, data: Dataset, split_name: str, config: ExperimentConfig) ->
     metrics = {"acc": (logits.argmax(1) == labels).float().mean().item(),
                "ce": F.cross_entropy(logits, labels).item(),
                "conf": torch.softmax(logits / config.loss.tau, 1).amax(1).mean().item()}
+    if split_name == "val":  # the per-epoch calibration a search or a reader follows (15 equal-width bins)
+        metrics["ece"] = calibration_metrics(logits.double(), labels, 15).ece
     return metrics, logits
 
 

@@ -19,22 +19,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from gdsoftmax.engine.classifier import Classifier
+from gdsoftmax.engine.library_models import build_library_model, is_library_model
+
 __all__ = ["MODELS", "Classifier", "build_model"]
-
-
-class Classifier(nn.Module):
-    """A feature extractor with a linear classifier on top."""
-
-    def __init__(self, body: nn.Module, feature_dim: int, num_classes: int, penultimate_dim: int | None = None):
-        super().__init__()
-        self.body = body
-        self.bottleneck = nn.Linear(feature_dim, penultimate_dim) if penultimate_dim else nn.Identity()
-        self.classifier = nn.Linear(penultimate_dim or feature_dim, num_classes)
-
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        features = self.bottleneck(self.body(x))  # (B, D)
-        logits = self.classifier(features)  # (B, K)
-        return (logits, features) if return_features else logits
 
 
 # ---- fully connected --------------------------------------------------------------------------
@@ -208,7 +196,9 @@ MODELS: dict[str, Callable[..., Classifier]] = {
 
 
 def build_model(name: str, image_shape, num_classes: int, penultimate_dim: int | None = None, **options) -> Classifier:
-    """Construct a registered model for inputs of ``image_shape`` (C, H, W)."""
+    """A registered model, or a timm / torchvision one ("timm:NAME"), for inputs of ``image_shape`` (C, H, W)."""
+    if is_library_model(name):
+        return build_library_model(name, tuple(image_shape), num_classes, penultimate_dim, **options)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     try:

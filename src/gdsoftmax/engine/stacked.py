@@ -42,8 +42,10 @@ from torch.func import functional_call, stack_module_state, vmap
 from gdsoftmax.engine.checkpoint import capture_rng_state, restore_rng_state, seed_everything
 from gdsoftmax.engine.config import ExperimentConfig, to_dict
 from gdsoftmax.engine.data import Dataset, Split
+from gdsoftmax.engine.lr import LearningRateSchedule
 from gdsoftmax.engine.models import Classifier, build_model
 from gdsoftmax.engine.objectives import build_objective
+from gdsoftmax.engine.optim import build_optimizer
 from gdsoftmax.engine.rundir.records import Checkpoint
 from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.loss.fused import stacked_beta_loss
@@ -59,9 +61,10 @@ PER_RUN_KEYS = ("name", "seed", "loss.beta", "train.log", "launcher.partition", 
 SHARED_KEYS = ("data.dataset", "data.input_scaling",
                "data.data_dir", "data.download", "data.val_size", "data.split_seed", "data.train_size", "model.name",
                "model.penultimate_dim", "model.options", "loss.options", "loss.tau", "loss.numerics", "train.epochs",
-               "train.batch_size", "train.lr", "train.momentum", "train.weight_decay", "train.lr_milestones",
-               "train.lr_gamma", "train.grad_clip", "train.eval_batch_size", "train.record_epochs", "train.device",
-               "train.deterministic", "sweep")
+               "train.batch_size", "train.optimizer", "train.optimizer_options", "train.lr", "train.momentum",
+               "train.weight_decay", "train.lr_schedule", "train.lr_milestones", "train.lr_gamma", "train.min_lr",
+               "train.warmup_epochs", "train.warmup_steps", "train.grad_clip", "train.eval_batch_size",
+               "train.record_epochs", "train.device", "train.deterministic", "sweep", "tune")
 # keys with values that the stacked step does not implement: such a run trains alone
 TRAIN_ALONE_WHEN = {
     "loss.name": (lambda c: c.loss.name != "gdsoftmax", "the stacked kernel computes the gdsoftmax loss only"),
@@ -97,6 +100,7 @@ def stacking_key(config: ExperimentConfig) -> str | None:
             node = node[part]
         del node[leaf]
     shared.pop("sweep", None)
+    shared.pop("tune", None)
     return json.dumps(shared, sort_keys=True, default=str)
 
 
@@ -180,7 +184,8 @@ def _clip_per_run(grads: list[torch.Tensor], max_norm: float) -> None:
 
 
 def _member_optimizer_state(stacked: dict, index: int) -> dict:
-    """One run's slice of the stacked optimizer state, in torch.optim.SGD's own format."""
+    """One run's slice of the stacked optimizer state, in its torch.optim class's own format (AdamW's
+    step count is a 0-d tensor that all runs share)."""
     state = {key: {name: value[index].clone() if torch.is_tensor(value) and value.dim() > 0 else value
                    for name, value in entry.items()} for key, entry in stacked["state"].items()}
     return {"state": state, "param_groups": copy.deepcopy(stacked["param_groups"])}
@@ -188,7 +193,8 @@ def _member_optimizer_state(stacked: dict, index: int) -> dict:
 
 def _stack_optimizer_states(states: list[dict]) -> dict:
     first = states[0]
-    stacked = {key: {name: torch.stack([s["state"][key][name] for s in states]) if torch.is_tensor(value) else value
+    stacked = {key: {name: torch.stack([s["state"][key][name] for s in states])
+                     if torch.is_tensor(value) and value.dim() > 0 else value
                      for name, value in entry.items()} for key, entry in first["state"].items()}
     return {"state": stacked, "param_groups": copy.deepcopy(first["param_groups"])}
 
@@ -220,8 +226,9 @@ class StackedRuns:
         base = copy.deepcopy(models[0]).to("meta")
         self.members = [_Member(base, self.params, m) for m in range(len(configs))]
         self.forward = _matmul_forward(base) or vmap(lambda p, x: functional_call(base, p, (x,)))
-        self.optimizer = torch.optim.SGD(self.params.values(), lr=first.train.lr, momentum=first.train.momentum,
-                                         weight_decay=first.train.weight_decay)
+        # SGD and AdamW update elementwise, so one optimizer over the stacked tensors is one per run
+        self.optimizer = build_optimizer(self.params.values(), first.train)
+        self.schedule = LearningRateSchedule(self.optimizer, first, steps_per_epoch)  # no per-run factors here
         self._optimizer_state = None
 
     def load(self, checkpoints: list[Checkpoint]) -> None:
@@ -231,20 +238,24 @@ class StackedRuns:
         self.optimizer.load_state_dict(_stack_optimizer_states([c.optimizer for c in checkpoints]))
         for c, generator in zip(checkpoints, self.generators, strict=True):
             restore_rng_state(c.rng, generator)
+        self.schedule.load(checkpoints[0].schedule, checkpoints[0].step)
 
-    def state(self, m: int) -> tuple[dict, dict, dict, dict]:
-        """Run m's model state, optimizer state (torch.optim.SGD's format), RNG states and (no) scaler."""
+    def state(self, m: int) -> tuple[dict, dict, dict, dict, dict]:
+        """Run m's model state, optimizer state (its torch.optim class's format), RNG states, (no) scaler
+        and learning-rate schedule."""
         if self._optimizer_state is None:
             self._optimizer_state = self.optimizer.state_dict()
         return (self.members[m].state_dict_copy(), _member_optimizer_state(self._optimizer_state, m),
-                capture_rng_state(self.generators[m]), {})
+                capture_rng_state(self.generators[m]), {}, self.schedule.state_dict())
 
-    def train_epoch(self, epoch: int, lrs: list[float]) -> torch.Tensor:
+    def learning_rates(self) -> list[float]:
+        return [self.schedule.used] * len(self.configs)
+
+    def train_epoch(self, epoch: int) -> torch.Tensor:
         """One epoch of every run; per run the sums of loss, CE, correct and count, and the first step
         with a non-finite loss (-1 if none), (M, 5)."""
         data, first, runs = self.eval_data, self.configs[0], len(self.configs)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lrs[0]  # equal: adaptive beta, the one source of per-run factors, trains alone
+        self.schedule.apply()  # equal for all: adaptive beta, the one source of per-run factors, trains alone
         inputs, labels = data.train.images, data.train.labels  # (N, C, H, W) float, already normalised
         n_train, batch_size, clip, tau = len(inputs), first.train.batch_size, first.train.grad_clip, first.loss.tau
         grads_of = list(self.params.values())
@@ -267,6 +278,7 @@ class StackedRuns:
             if clip > 0:
                 _clip_per_run([p.grad for p in grads_of], clip)
             self.optimizer.step()
+            self.schedule.step()
             with torch.no_grad():
                 count = y.shape[1]
                 ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(runs, -1).sum(1)

@@ -5,9 +5,10 @@ is (its rows, checkpoints, resumption and final files, through :class:`gdsoftmax
 is the loop's. :class:`SingleRun` is the ordinary step (optionally data-parallel under
 torchrun); :class:`gdsoftmax.engine.stacked.StackedRuns` trains runs that differ only in beta
 and seed as one stacked model. A strategy has ``members`` (one model per run, for evaluation),
-``objectives``, ``eval_data``, ``load(checkpoints)``, ``state(m)`` and
-``train_epoch(epoch, lrs) -> (M, 5)``: sums of loss, CE, correct and count, and the first step with
-a non-finite loss (-1 if none), which stops the run.
+``objectives``, ``eval_data``, ``load(checkpoints)``, ``state(m)``, ``learning_rates()`` (each run's
+rate of its last step) and ``train_epoch(epoch) -> (M, 5)``: sums of loss, CE, correct and count,
+and the first step with a non-finite loss (-1 if none), which stops the run. The optimizer and its
+learning-rate schedule come from :mod:`gdsoftmax.engine.optim` and :mod:`gdsoftmax.engine.lr`.
 
 A run killed at any moment resumes from its last checkpoint and ends bit-identical to one that
 was never interrupted: data order and augmentation come from a generator saved in the checkpoint,
@@ -41,9 +42,10 @@ from gdsoftmax.engine.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import Dataset, crop_and_flip, draw_augmentation, load_dataset, with_input_scaling
 from gdsoftmax.engine.evaluation import evaluation_scores, final_predictions, per_sample_record
-from gdsoftmax.engine.lr import learning_rate
+from gdsoftmax.engine.lr import LearningRateSchedule, learning_rate
 from gdsoftmax.engine.models import build_model
 from gdsoftmax.engine.objectives import build_objective
+from gdsoftmax.engine.optim import build_optimizer
 from gdsoftmax.engine.rundir.records import Checkpoint, EpochRow, RunMismatchError, RunResult
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import StackedRuns
@@ -53,17 +55,19 @@ __all__ = ["SingleRun", "TrainingDiverged", "learning_rate", "run_experiment", "
 
 
 def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Dataset | None = None,
-                   progress: bool = True, restart: bool = False) -> dict:
+                   progress: bool = True, restart: bool = False, on_epoch=None) -> dict:
     """Train one config in ``run_dir`` (resuming if it holds a checkpoint of it); return the summary."""
-    return train([config], [run_dir], data=data, progress=progress, restart=restart)[0]
+    return train([config], [run_dir], data=data, progress=progress, restart=restart, on_epoch=on_epoch)[0]
 
 
 def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: Dataset | None = None,
-          progress: bool = True, restart: bool = False) -> list[dict]:
+          progress: bool = True, restart: bool = False, on_epoch=None) -> list[dict]:
     """Train ``configs`` (one, or several that stack) in their run directories; return their summaries.
 
     A run directory that holds a run of another config is refused (RunMismatchError), unless
     ``restart`` discards it; a run directory that another process is writing is refused too.
+    ``on_epoch(row)`` is called with the first run's metric row once its epoch is written (a
+    search's pruner: an exception it raises stops training, the checkpoint of that epoch kept).
     """
     runs = [RunWriter(d) for d in run_dirs]
     if any("tensorboard" in config.train.log for config in configs):
@@ -79,11 +83,11 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
                 if restart:
                     run.restart()
                 run.claim(config)
-        return _train(configs, runs, world, data, progress)
+        return _train(configs, runs, world, data, progress, on_epoch)
 
 
 def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distributed, data: Dataset | None,
-           progress: bool) -> list[dict]:
+           progress: bool, on_epoch=None) -> list[dict]:
     first = configs[0]
     seed_everything(first.seed)
     if data is None:
@@ -107,23 +111,26 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
                f"{len(configs)} runs stacked", initial=start_epoch, total=first.train.epochs,
                disable=not (progress and world.is_main), leave=False, unit="epoch")
     for epoch in bar:
-        lrs = [learning_rate(first, epoch) * objective.lr_factor for objective in strategy.objectives]
-        sums = strategy.train_epoch(epoch, lrs).tolist()  # the one host synchronisation of an epoch
+        sums = strategy.train_epoch(epoch).tolist()  # the one host synchronisation of an epoch
         _stop_if_diverged(configs, runs, epoch, sums, steps_per_epoch)
+        lrs = strategy.learning_rates()
         for m, (run, config) in enumerate(zip(runs, configs, strict=True)):
             step = (epoch + 1) * steps_per_epoch
             row = _close_epoch(strategy, m, config, epoch, step, lrs[m], sums[m], records[m])
             row.wall_time = elapsed[m] + time.perf_counter() - started
             rows[m].append(row.as_dict())
             if world.is_main:
-                model, optimizer, rng, scaler = strategy.state(m)
+                model, optimizer, rng, scaler, schedule = strategy.state(m)
                 run.append(row, Checkpoint(model, optimizer, epoch + 1, step, lrs[m], row.wall_time, rng,
-                                           records[m], strategy.objectives[m].state_dict(), scaler, rows[m]),
+                                           records[m], strategy.objectives[m].state_dict(), scaler, rows[m],
+                                           schedule),
                            keep_previous=len(configs) > 1)
                 if logs[m] is not None:
                     logs[m].epoch(rows[m][-1])
             if m == 0:  # plain CE, not the β-loss: its floor is log β for β > 1, which would look stuck
                 bar.set_postfix(train_ce=f"{row.train_ce:.3f}", test_acc=f"{row.test_acc:.4f}")
+                if on_epoch is not None and world.is_main:
+                    on_epoch(rows[0][-1])
         world.barrier()
     bar.close()
 
@@ -211,7 +218,7 @@ def _close_epoch(strategy, m: int, config: ExperimentConfig, epoch: int, step: i
     beta = objective.beta_at(step - 1)  # the value the epoch's last step used
     scores, val, val_logits = evaluation_scores(member, data, config)
     objective.end_of_epoch(val, val_logits, data.val.labels)
-    extra = {}
+    extra = {"val_ece": val["ece"]} if "ece" in val else {}
     if config.train.track_margin:
         stats = margin_statistics(member, data.normalize(data.train.images), data.train.labels)
         extra = {f"train_{k}": v for k, v in stats.items() if k != "order"}
@@ -244,8 +251,8 @@ class SingleRun:
                                       compile=t.compile, device_type=device_type)
         evaluated = training_model(self.model, precision=precision, channels_last=t.channels_last, compile=False,
                                    device_type=device_type)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum,
-                                         weight_decay=t.weight_decay)
+        self.optimizer = build_optimizer(self.model.parameters(), config.train)
+        self.schedule = LearningRateSchedule(self.optimizer, config, steps_per_epoch, lambda: objective.lr_factor)
         self.scaler = gradient_scaler(precision, device_type)
         self.generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
         self.members, self.objectives = [evaluated], [objective]
@@ -257,18 +264,22 @@ class SingleRun:
         if self.scaler is not None and checkpoint.scaler:
             self.scaler.load_state_dict(checkpoint.scaler)
         restore_rng_state(checkpoint.rng, self.generator)
+        self.schedule.load(checkpoint.schedule, checkpoint.step)
 
-    def state(self, m: int) -> tuple[dict, dict, dict, dict]:
+    def state(self, m: int) -> tuple[dict, dict, dict, dict, dict]:
         scaler = self.scaler.state_dict() if self.scaler is not None else {}
-        return self.model.state_dict(), self.optimizer.state_dict(), capture_rng_state(self.generator), scaler
+        return (self.model.state_dict(), self.optimizer.state_dict(), capture_rng_state(self.generator), scaler,
+                self.schedule.state_dict())
 
-    def train_epoch(self, epoch: int, lrs: list[float]) -> torch.Tensor:
+    def learning_rates(self) -> list[float]:
+        return [self.schedule.used]
+
+    def train_epoch(self, epoch: int) -> torch.Tensor:
         """One epoch; the sums of loss, CE, correct and count over all ranks and the first step whose loss
         was not finite (-1 if none), (1, 5). The step loop
         reads nothing back from the device: the epoch's order and augmentation are drawn up front."""
         config, data, world, objective = self.config, self.eval_data, self.world, self.objectives[0]
-        for group in self.optimizer.param_groups:
-            group["lr"] = lrs[0]
+        self.schedule.apply()  # the objective's lr factor may have moved at the end of the last epoch
         self.trained.train()
         n_train, batch_size = len(data.train), config.train.batch_size
         totals = torch.zeros(4, dtype=torch.float64, device=world.device)  # loss, ce, correct, count
@@ -288,6 +299,7 @@ class SingleRun:
             x, y = data.normalize(images[mine]), data.train.labels[index][mine]
             loss, logits = objective(self.trained, x, y, step)  # logits (b, K) float32
             self._step(loss)
+            self.schedule.step()
             with torch.no_grad():  # device tensors only: no host sync inside the step loop
                 totals += torch.stack([(loss * len(y)).double(), F.cross_entropy(logits, y, reduction="sum").double(),
                                        (logits.argmax(1) == y).sum().double(), totals.new_tensor(float(len(y)))])

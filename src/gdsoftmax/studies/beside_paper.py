@@ -51,10 +51,12 @@ def recipe_table(config: ExperimentConfig, warmup_epochs: list[int]) -> list[str
     if paper is None:
         return []
     t = config.train
-    steps = (f" (÷{1 / t.lr_gamma:g} at {', '.join(f'{m * 100:g} %' for m in t.lr_milestones)})"
-             if t.lr_milestones else " (constant)")
+    plain_step = t.lr_schedule == "step" and not (t.warmup_epochs or t.warmup_steps)
+    steps = ((f" (÷{1 / t.lr_gamma:g} at {', '.join(f'{m * 100:g} %' for m in t.lr_milestones)})"
+              if t.lr_milestones else " (constant)") if plain_step else f" ({t.schedule_text()})")
     ours = {"epochs": str(t.epochs), "batch": str(t.batch_size), "lr": f"{t.lr:g}{steps}",
-            "momentum": f"{t.momentum:g}", "weight decay": f"{t.weight_decay:g}",
+            "momentum": f"{t.momentum:g}" if t.optimizer == "sgd" else f"none ({t.optimizer_text()})",
+            "weight decay": f"{t.weight_decay:g}",
             "gradient clipping": f"norm {t.grad_clip:g}" if t.grad_clip else "none",
             "augmentation": "random crop + flip" if config.data.augment else "none",
             "precision": t.precision if t.precision != "auto" else "auto (bf16 where the CPU has bf16 units)",

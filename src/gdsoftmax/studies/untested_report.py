@@ -109,12 +109,12 @@ def _preamble(kind: str, sweep_dir: Path, runs: list[Run], rows: list[RunRow], c
     finished = [r for r in rows if not r.values.get("diverged")]
     reference = [r for r in finished if r.group == "ce"] or [r for r in finished if r.constant_beta == 1.0]
     train = first.train
-    schedule = (f"lr × {train.lr_gamma:g} at {', '.join(f'{m:.0%}' for m in train.lr_milestones)} of the epochs"
-                if train.lr_milestones else "a constant learning rate")
+    schedule = train.schedule_text()
     lines = [f"# {TITLES[kind]}", "",
              f"The claim (`{claim.id}`), in our words: {claim.says} ({'; '.join(s.cite() for s in claim.sources)}).",
              "", f"**Runs:** {len(runs)} on {first.data.dataset} (its test split), model {first.model.name}, "
-             f"{train.epochs} epochs, SGD lr {train.lr:g} with {schedule}, weight decay {train.weight_decay:g}, "
+             f"{train.epochs} epochs, {train.optimizer_text()}, lr {train.lr:g} ({schedule}), weight decay "
+             f"{train.weight_decay:g}, "
              f"gradient clipping at {train.grad_clip:g}, batch {train.batch_size}; swept: "
              f"{', '.join(swept_keys(runs))}; seeds {', '.join(str(s) for s in sorted({r.seed for r in rows}))}. "
              f"ECE uses {N_BINS} equal-width bins.",

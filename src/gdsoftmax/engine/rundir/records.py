@@ -36,7 +36,8 @@ TENSORBOARD_DIR = "tensorboard"  # event files mirrored from metrics.jsonl (trai
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PREVIOUS_FILE, SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE,
              IDENTITY_FILE)
 # keys that may change when a run is resumed: its length, where the data lives, which device trains it
-NOT_IDENTITY = ("train.epochs", "data.data_dir", "data.download", "train.device", "train.log", "launcher", "sweep")
+NOT_IDENTITY = ("train.epochs", "data.data_dir", "data.download", "train.device", "train.log", "launcher", "sweep",
+                "tune")
 
 
 class RunMismatchError(ValueError):
@@ -165,13 +166,14 @@ class Checkpoint:
     objective: dict = field(default_factory=lambda: {"lr_factor": 1.0, "controller": {}})
     scaler: dict = field(default_factory=dict)  # the fp16 gradient scaler's state; empty otherwise
     rows: list[dict] = field(default_factory=list)  # every metric row so far: a lost line of metrics.jsonl returns
+    schedule: dict = field(default_factory=dict)  # the learning-rate scheduler's state; empty in older checkpoints
 
     def to_state(self) -> dict:
         """Tensors, numbers, strings, lists and dicts only, so ``weights_only=True`` loads it."""
         state = {"model": self.model, "optimizer": self.optimizer, "epoch": self.epoch, "step": self.step,
                  "lr": self.lr, "elapsed": self.elapsed, "rng": self.rng,
                  "records": {str(k): v for k, v in self.records.items()}, **self.objective}
-        state = {**state, "rows": self.rows}
+        state = {**state, "rows": self.rows, "schedule": self.schedule}
         return {**state, "scaler": self.scaler} if self.scaler else state
 
     @classmethod
@@ -179,7 +181,7 @@ class Checkpoint:
         return cls(state["model"], state["optimizer"], int(state["epoch"]), int(state["step"]), float(state["lr"]),
                    float(state["elapsed"]), state["rng"], {int(k): v for k, v in state["records"].items()},
                    {"lr_factor": float(state.get("lr_factor", 1.0)), "controller": state.get("controller", {})},
-                   state.get("scaler", {}), list(state.get("rows", [])))
+                   state.get("scaler", {}), list(state.get("rows", [])), dict(state.get("schedule", {})))
 
 
 @dataclass

@@ -1,0 +1,50 @@
+"""``gdsoftmax tune``: search β (and any other key) on Optuna, as the config's [tune] table says
+(:mod:`gdsoftmax.engine.tuning`), then write the study's report (:mod:`gdsoftmax.studies.tune_report`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+__all__ = ["add_tune_command", "run_tune_command"]
+
+
+def add_tune_command(commands, add_run_options) -> None:
+    tune = commands.add_parser(
+        "tune", help="search beta (and other keys) on Optuna; every trial an ordinary run directory",
+        description="Search the config's [tune.space] on Optuna for its [tune] objective, computed on the "
+                    "validation split: val_nll, val_ece (among trials whose val accuracy is within "
+                    "max_accuracy_drop of beta = 1's) or val_accuracy. Each trial trains in OUT/NAME/trial-NNNN "
+                    "and is pruned by the median rule on its epoch rows. The study lives in an RDB storage "
+                    "(SQLite in OUT/NAME by default, any URL in tune.storage): rerun the command to resume it, "
+                    "or start more workers on the same out folder to share it. Writes trials.csv, best.toml "
+                    "(gdsoftmax train runs it as it is) and report.md.")
+    add_run_options(tune)
+    tune.add_argument("--worker", type=int, default=0, metavar="I",
+                      help="this worker's index when several share the study (offsets the sampler's seed)")
+
+
+def run_tune_command(args, command: str) -> int:
+    if importlib.util.find_spec("optuna") is None:
+        print("gdsoftmax tune: error: this command needs Optuna; install it with: pip install 'gdsoftmax[tune]'",
+              file=sys.stderr)
+        return 2
+    from gdsoftmax.engine.config import ConfigError, load_config
+    from gdsoftmax.engine.data import DataNotFoundError
+    from gdsoftmax.engine.rundir.records import RunLockedError, RunMismatchError
+    from gdsoftmax.engine.tuning import parse_tune, run_tune
+    from gdsoftmax.studies.tune_report import build_tune_report
+
+    try:
+        config = load_config(args.config, args.overrides)
+        if args.data_dir:
+            config.data.data_dir = str(args.data_dir)
+        spec = parse_tune(config)
+        _, root = run_tune(config, args.out, worker=args.worker, progress=not args.no_progress)
+        report = build_tune_report(root, spec.objective, command, spec.max_accuracy_drop)
+    except (ConfigError, DataNotFoundError, RunLockedError, RunMismatchError, ValueError) as error:
+        print(f"gdsoftmax tune: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {root / 'trials.csv'}, {root / 'best.toml'} and {report}")
+    print(f"next: read {report}; train the chosen setting with: gdsoftmax train {root / 'best.toml'}")
+    return 0

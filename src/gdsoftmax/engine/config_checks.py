@@ -1,0 +1,138 @@
+"""What a valid config is: every check of a config's values, each failing with a :class:`ConfigError`
+that names the key (``gdsoftmax.engine.config`` runs them on every config it builds).
+
+>>> is_run_name("beta=0.1~3fa2c1_seed=0"), is_run_name("../up"), is_run_name("..")
+(True, False, False)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+
+import torch
+
+from gdsoftmax.engine.data import DATASETS
+from gdsoftmax.engine.library_models import is_library_model, library_model_problem
+from gdsoftmax.engine.models import MODELS
+from gdsoftmax.engine.objectives import check_options
+from gdsoftmax.engine.optim import OPTIMIZERS, build_optimizer, optimizer_option_names
+from gdsoftmax.loss import BACKENDS
+from gdsoftmax.loss.literal import NUMERICS
+
+__all__ = ["INPUT_SCALINGS", "LOGGERS", "LR_SCHEDULES", "PRECISIONS", "RUN_NAME_RULE", "ConfigError", "check_values",
+           "is_run_name"]
+
+FLOAT32_MAX = 3.4028234663852886e38  # parameters are float32: a larger rate overflows in the optimizer step
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+LOGGERS = ("tensorboard",)
+LR_SCHEDULES = ("step", "cosine", "constant")
+INPUT_SCALINGS = ("standardize", "unit", "raw")
+
+
+# A run's name is its directory's name. "~" is the grid's suffix for cells whose values print alike
+# (gdsoftmax.engine.grid), so a cell's config.toml must read back with it.
+RUN_NAME_RULE = "may hold only letters, digits and _ . = + - ~"
+
+
+def is_run_name(name: str) -> bool:
+    """Whether ``name`` can name a run directory: the one check of run and cell names.
+
+    >>> is_run_name("beta=0.1~3fa2c1_seed=0"), is_run_name("../up"), is_run_name("..")
+    (True, False, False)
+    """
+    return re.fullmatch(r"[A-Za-z0-9_.=+~-]+", name) is not None and name not in (".", "..")
+
+
+class ConfigError(ValueError):
+    """An invalid config: the message names the key."""
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key} {message}")
+
+
+def _check_optimizer(c) -> None:
+    t = c.train
+    _check(t.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {sorted(OPTIMIZERS)}, got {t.optimizer!r}")
+    accepted = optimizer_option_names(t.optimizer)
+    for key in t.optimizer_options:
+        _check(key in accepted, f"train.optimizer_options.{key}",
+               f"is not an argument of torch.optim.{OPTIMIZERS[t.optimizer].__name__} that a config sets; it takes "
+               f"{accepted} (lr, weight_decay and momentum are train keys)")
+    try:  # the values too: torch checks them when the optimizer is built
+        build_optimizer([torch.zeros(1, requires_grad=True)], t)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"train.optimizer_options: torch.optim.{OPTIMIZERS[t.optimizer].__name__} refuses them: "
+                          f"{str(error).splitlines()[0]}") from error
+    _check(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", f"must be one of {LR_SCHEDULES}, got {t.lr_schedule!r}")
+    _check(0 <= t.min_lr < t.lr, "train.min_lr", f"must be in [0, train.lr = {t.lr:g})")
+    _check(t.warmup_epochs >= 0 and t.warmup_steps >= 0, "train.warmup_epochs/warmup_steps", "must be >= 0")
+    _check(t.warmup_epochs < t.epochs, "train.warmup_epochs", f"must be shorter than train.epochs = {t.epochs}")
+
+
+def _check_model(c) -> None:
+    name = c.model.name
+    _check(c.model.penultimate_dim >= 0, "model.penultimate_dim", "must be >= 0")
+    if is_library_model(name):  # the library checks its own options when it builds the model
+        problem = library_model_problem(name, c.model.options)
+        _check(problem is None, "model.name", f"{name}: {problem}")
+        return
+    _check(name in MODELS, "model.name", f"must be one of {sorted(MODELS)}, or timm:NAME / torchvision:NAME, got "
+           f"{name!r}")
+    accepted = [p for p in inspect.signature(MODELS[name]).parameters
+                if p not in ("image_shape", "num_classes", "penultimate_dim")]
+    for key in c.model.options:
+        _check(key in accepted, f"model.options.{key}", f"is not an option of {name}; it takes {accepted}")
+
+
+def check_values(c) -> None:
+    """Raise ConfigError naming the first key of the config ``c`` (an ExperimentConfig) with a bad value."""
+    _check(c.data.dataset in DATASETS, "data.dataset", f"must be one of {sorted(DATASETS)}, got {c.data.dataset!r}")
+    _check_model(c)
+    _check(c.data.val_size >= 0, "data.val_size", "must be >= 0")
+    _check(c.data.train_size >= 0 and not (isinstance(c.data.train_size, float) and c.data.train_size > 1),
+           "data.train_size", "must be 0 (all), a count of samples, or a fraction in (0, 1]")
+    _check(is_run_name(c.name), "name", f"{RUN_NAME_RULE} (it names the run directory), got {c.name!r}")
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        _check(getattr(c.train, key) >= 1, f"train.{key}", "must be >= 1")
+    for key in ("lr", "lr_gamma"):
+        _check(math.isfinite(getattr(c.train, key)) and getattr(c.train, key) > 0, f"train.{key}", "must be > 0")
+        _check(getattr(c.train, key) <= FLOAT32_MAX, f"train.{key}", "must fit in float32 (at most 3.4e38), "
+               f"got {getattr(c.train, key)!r}")
+    for key, value in (("seed", c.seed), ("data.split_seed", c.data.split_seed)):
+        _check(0 <= value < 2**63, key, f"must lie in [0, 2**63) (torch's generators take 64-bit seeds), got {value}")
+    for key in ("momentum", "weight_decay", "grad_clip"):
+        _check(getattr(c.train, key) >= 0, f"train.{key}", "must be >= 0")
+    _check(all(0 < m < 1 for m in c.train.lr_milestones), "train.lr_milestones",
+           "are fractions of the epochs, each in (0, 1)")
+    _check_optimizer(c)
+    _check(all(e >= 1 for e in c.train.record_epochs), "train.record_epochs", "must be epoch numbers >= 1")
+    _check(c.train.device == "auto" or re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", c.train.device) is not None,
+           "train.device", f"must be auto, cpu, cuda or cuda:N, got {c.train.device!r}")
+    for key in ("cpus_per_task", "timeout_min", "array_parallelism"):
+        _check(getattr(c.launcher, key) >= 1, f"launcher.{key}", "must be >= 1")
+    for key in ("gpus_per_node", "mem_gb"):
+        _check(getattr(c.launcher, key) >= 0, f"launcher.{key}", "must be >= 0")
+    _check(c.data.input_scaling in INPUT_SCALINGS, "data.input_scaling",
+           f"must be one of {INPUT_SCALINGS}, got {c.data.input_scaling!r}")
+    for logger in c.train.log:
+        _check(logger in LOGGERS, "train.log", f"entries must be among {LOGGERS}, got {logger!r}")
+    _check(c.train.precision in PRECISIONS, "train.precision",
+           f"must be one of {PRECISIONS}, got {c.train.precision!r}")
+    _check(c.loss.tau > 0, "loss.tau", "must be > 0")
+    _check(0 <= c.loss.label_smoothing <= 1, "loss.label_smoothing", "must be in [0, 1]")
+    _check(c.loss.backend in BACKENDS, "loss.backend", f"must be one of {BACKENDS}, got {c.loss.backend!r}")
+    _check(c.loss.numerics in NUMERICS, "loss.numerics", f"must be one of {NUMERICS}, got {c.loss.numerics!r}")
+    if c.loss.numerics != "stable":
+        _check(c.loss.name == "gdsoftmax" and c.loss.label_smoothing == 0 and not c.loss.beta.is_adaptive,
+               "loss.numerics", "'paper-u70' needs the plain gdsoftmax loss of Eq. 25: no baseline loss, no "
+               "label smoothing, no adaptive beta")
+    if c.loss.beta.is_adaptive:
+        _check(c.data.val_size > 0, "data.val_size", "must be > 0: adaptive beta measures calibration on it")
+    try:
+        check_options(c.loss.name, c.loss.options)
+    except ValueError as error:
+        raise ConfigError(f"loss.name/options: {error}") from error

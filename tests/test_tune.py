@@ -1,0 +1,137 @@
+"""gdsoftmax tune: an Optuna search whose trials are run directories, with pruning, a SQLite storage,
+two workers sharing it, resumption after a kill, and one-line errors for a bad [tune] table."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gdsoftmax.cli import main
+from gdsoftmax.engine.config import ConfigError, load_config, parse_config
+from gdsoftmax.engine.rundir.view import RunView
+
+optuna = pytest.importorskip("optuna")
+
+TINY = """name = "tiny_tune"
+[data]
+val_size = 0.2
+[model]
+options = {{ hidden = [16] }}
+[train]
+epochs = {epochs}
+batch_size = 64
+optimizer = "adamw"
+lr = 3e-3
+lr_schedule = "cosine"
+record_epochs = [{epochs}]
+[tune]
+objective = "{objective}"
+trials = {trials}
+[tune.space]
+"loss.beta" = {{ low = 0.1, high = 10.0, log = true }}
+"""
+
+
+def write(tmp_path: Path, epochs: int = 3, trials: int = 4, objective: str = "val_nll") -> Path:
+    path = tmp_path / "tune.toml"
+    path.write_text(TINY.format(epochs=epochs, trials=trials, objective=objective))
+    return path
+
+
+def trials_of(root: Path) -> list[dict]:
+    with open(root / "trials.csv", encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_search_writes_runs_trials_best_config_and_report(tmp_path, capsys):
+    config = write(tmp_path, objective="val_ece")
+    assert main(["tune", str(config), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
+    root = tmp_path / "runs" / "tiny_tune"
+    trials = trials_of(root)
+    assert len([t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]) == 4
+    for t in trials:  # every trial is an ordinary run directory
+        assert RunView(root / t["run"]).config().name == t["run"]
+    assert RunView(root / "reference").is_finished  # β = 1, the accuracy bound of val_ece
+    best = load_config(root / "best.toml")
+    assert best.tune == {}
+    assert 0.1 <= best.loss.beta.constant <= 10.0
+    report = (root / "report.md").read_text(encoding="utf-8")
+    assert "Objective: **val_ece** on the validation split" in report
+    assert "Reference run (β = 1" in report
+    assert "Its test metrics, read once" in report
+    assert main(["train", str(root / "best.toml"), "--out", str(tmp_path / "again"), "--no-progress"]) == 0
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path):
+    config = write(tmp_path, trials=6)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen([sys.executable, "-m", "gdsoftmax", "tune", str(config), "--out",
+                                 str(tmp_path / "runs"), "--no-progress", "--worker", str(i)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
+    errors = [w.communicate(timeout=300)[1].decode() for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], errors
+    trials = trials_of(tmp_path / "runs" / "tiny_tune")
+    finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
+    assert 6 <= len(finished) <= 7  # both may start the last one before either sees the sixth finish
+    assert len({t["run"] for t in trials}) == len(trials)  # no run directory trained twice
+
+
+def test_a_killed_worker_s_trial_resumes_in_its_run_directory(tmp_path):
+    config = write(tmp_path, epochs=40, trials=2)
+    root = tmp_path / "runs" / "tiny_tune"
+    command = [sys.executable, "-m", "gdsoftmax", "tune", str(config), "--out", str(tmp_path / "runs"),
+               "--no-progress"]
+    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = root / "trial-0000" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while worker.poll() is None and time.monotonic() < deadline:
+        if metrics.exists() and metrics.read_text().count("\n") >= 5:
+            break
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=60)
+    epochs_before = metrics.read_text().count("\n")
+    assert 5 <= epochs_before < 40
+    assert main(["tune", str(config), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
+    trials = trials_of(root)
+    zero = [t for t in trials if t["run"] == "trial-0000"]
+    assert zero[0]["state"] == "FAIL"  # the killed trial, then its retry in the same directory
+    assert zero[-1]["state"] in ("COMPLETE", "PRUNED")
+    rows = RunView(root / "trial-0000").rows()
+    assert [r.epoch for r in rows] == list(range(1, len(rows) + 1))  # resumed: no epoch trained twice
+
+
+@pytest.mark.parametrize(("tune", "message"), [
+    ({"objective": "val_nll"}, "tune.space is empty"),
+    ({"space": {"loss.beta": {"low": 2.0, "high": 1.0}}}, "tune.space.loss.beta needs numbers low < high"),
+    ({"space": {"loss.beta": {"low": 0.0, "high": 1.0, "log": True}}}, "tune.space.loss.beta: a log-uniform range "
+                                                                         "needs low > 0"),
+    ({"space": {"loss.betta": {"low": 0.1, "high": 1.0}}}, "unknown key 'loss.betta'"),
+    ({"objective": "test_acc", "space": {"loss.beta": {"low": 0.1, "high": 1.0}}}, "tune.objective must be one of"),
+    ({"space": {"train.lr_schedule": {"choices": ["step", "linear"]}}}, "train.lr_schedule must be one of"),
+    ({"space": {"loss.beta": {"choices": []}}}, "tune.space.loss.beta.choices must be a non-empty list"),
+])
+def test_a_bad_tune_table_is_one_line_naming_the_key(tmp_path, capsys, tune, message):
+    from gdsoftmax.engine.tuning import parse_tune
+
+    with pytest.raises(ConfigError) as caught:
+        parse_tune(parse_config({"tune": tune}))
+    assert message in str(caught.value)
+
+
+def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path, capsys):
+    config = write(tmp_path)
+    text = config.read_text().replace('trials = 4', f'trials = 4\nstorage = "sqlite:///{tmp_path}/no/such/dir/x.db"')
+    config.write_text(text)
+    assert main(["tune", str(config), "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gdsoftmax tune: error: tune.storage 'sqlite:///")
+    assert "cannot be opened" in err
+    assert "\n" not in err
