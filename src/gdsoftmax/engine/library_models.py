@@ -14,6 +14,7 @@ by a 3×3 convolution of stride 1 without the pool (the usual CIFAR ResNet stem)
 that have one of that form (``conv1`` and ``maxpool``: the ResNet families of both libraries);
 other models are refused with the reason.
 
+>>> import torch
 >>> model = build_library_model("torchvision:resnet18", (3, 32, 32), 10, None, stem="cifar")
 >>> logits, features = model(torch.zeros(2, 3, 32, 32), return_features=True)
 >>> tuple(logits.shape), tuple(features.shape), model.body.conv1.stride

@@ -121,9 +121,8 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
             rows[m].append(row.as_dict())
             if world.is_main:
                 model, optimizer, rng, scaler, schedule = strategy.state(m)
-                run.append(row, Checkpoint(model, optimizer, epoch + 1, step, lrs[m], row.wall_time, rng,
-                                           records[m], strategy.objectives[m].state_dict(), scaler, rows[m],
-                                           schedule),
+                run.append(row, Checkpoint(model, optimizer, epoch + 1, step, lrs[m], row.wall_time, rng, records[m],
+                                           strategy.objectives[m].state_dict(), scaler, rows[m], schedule),
                            keep_previous=len(configs) > 1)
                 if logs[m] is not None:
                     logs[m].epoch(rows[m][-1])
