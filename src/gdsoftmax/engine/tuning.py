@@ -130,7 +130,7 @@ def open_storage(spec: TuneSpec, root: Path):
             if attempt == OPEN_ATTEMPTS - 1:
                 raise ConfigError(f"tune.storage {url!r} cannot be opened: {str(error).splitlines()[0][:160]}") \
                     from error
-            time.sleep(0.5 * (attempt + 1))  # workers started together race to create the schema: try again
+            time.sleep(0.25 * (attempt + 1))  # workers started together race to create the schema: try again
     raise AssertionError("unreachable")
 
 
