@@ -54,6 +54,18 @@ def loss_fn(kernel):
     return functools.partial(_loss_on, kernel)
 
 
+def wait_for_rows(run_dir, count: int, proc, timeout: float = 60) -> None:
+    """Return once ``run_dir``'s metrics.jsonl holds ``count`` rows, or ``proc`` has ended, or ``timeout`` passed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    path = run_dir / "metrics.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.read_text().count("\n") >= count:
+            return
+        time.sleep(0.005)
+
+
 @contextlib.contextmanager
 def interrupted_at_epoch(epoch: int):
     """Within the block, a run is interrupted (KeyboardInterrupt) as it is about to write ``epoch``'s

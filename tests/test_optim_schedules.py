@@ -10,12 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from conftest import interrupted_at_epoch
+from conftest import interrupted_at_epoch, wait_for_rows
 from gdsoftmax.engine.checkpoint import load_checkpoint, save_checkpoint
 from gdsoftmax.engine.config import ConfigError, parse_config
 from gdsoftmax.engine.data import load_dataset
@@ -149,12 +148,7 @@ def test_adamw_cosine_killed_with_sigkill_resumes_bit_identical(tmp_path):
 
     assert cli(tmp_path / "whole").wait(timeout=300) == 0
     killed = cli(tmp_path / "killed")
-    metrics = tmp_path / "killed" / "adamw" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while killed.poll() is None and time.monotonic() < deadline:
-        if metrics.exists() and metrics.read_text().count("\n") >= 5:
-            break
-        time.sleep(0.005)
+    wait_for_rows(tmp_path / "killed" / "adamw", 5, killed, timeout=120)
     killed.send_signal(signal.SIGKILL)
     assert killed.wait(timeout=60) == -signal.SIGKILL
     assert cli(tmp_path / "killed").wait(timeout=300) == 0

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import wait_for_rows
 from gdsoftmax.engine.checkpoint import load_checkpoint
 from gdsoftmax.engine.config import load_config, parse_config
 from gdsoftmax.engine.trainer import learning_rate, run_experiment
@@ -94,15 +95,6 @@ def _rows_without_time(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]
 
 
-def _wait_for_rows(run: Path, count: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    path = run / "metrics.jsonl"
-    while time.monotonic() < deadline and proc.poll() is None:
-        if path.exists() and path.read_text().count("\n") >= count:
-            return
-        time.sleep(0.005)
-
-
 def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path):
     epochs = 60
     config_path = write_config(tmp_path, epochs=epochs)
@@ -127,7 +119,7 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path):
     # 2. killed at random moments: mid-epoch, mid-evaluation, mid-write
     for after_rows in (3, 15, 30, 45):
         proc = cli("train", str(config_path), "--out", str(out), "--no-progress")
-        _wait_for_rows(run, after_rows, proc)
+        wait_for_rows(run, after_rows, proc)
         time.sleep(rng.uniform(0, 0.05))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)

@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from conftest import wait_for_rows
 from gdsoftmax.cli import main
 from gdsoftmax.engine.config import ConfigError, load_config, parse_config
 from gdsoftmax.engine.rundir.view import RunView
@@ -66,6 +66,9 @@ def test_a_search_writes_runs_trials_best_config_and_report(tmp_path, capsys):
     assert "Objective: **val_ece** on the validation split" in report
     assert "Reference run (β = 1" in report
     assert "Its test metrics, read once" in report
+    chosen = [t for t in trials if t["best"] == "yes"]
+    assert len(chosen) == 1
+    assert float(chosen[0]["loss.beta"]) == best.loss.beta.constant  # best.toml holds the marked trial's β
     assert main(["train", str(root / "best.toml"), "--out", str(tmp_path / "again"), "--no-progress"]) == 0
 
 
@@ -90,11 +93,7 @@ def test_a_killed_worker_s_trial_resumes_in_its_run_directory(tmp_path):
                "--no-progress"]
     worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = root / "trial-0000" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while worker.poll() is None and time.monotonic() < deadline:
-        if metrics.exists() and metrics.read_text().count("\n") >= 5:
-            break
-        time.sleep(0.01)
+    wait_for_rows(root / "trial-0000", 5, worker, timeout=120)
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=60)
     epochs_before = metrics.read_text().count("\n")
@@ -135,3 +134,4 @@ def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path, capsys):
     assert err.startswith("gdsoftmax tune: error: tune.storage 'sqlite:///")
     assert "cannot be opened" in err
     assert "\n" not in err
+    assert not (tmp_path / "runs").exists()  # the failed command leaves no folder behind

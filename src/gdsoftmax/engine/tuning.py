@@ -36,6 +36,7 @@ import torch
 
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.engine.checkpoint import atomic_write_bytes
+from gdsoftmax.engine.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.config import ConfigError, ExperimentConfig, apply_assignments, config_to_toml, parse_config
 from gdsoftmax.engine.pidlock import is_stale, read_lock
 from gdsoftmax.engine.rundir.records import LOCK_FILE
@@ -165,22 +166,24 @@ def _orphans_requeued(study, storage, root: Path) -> int:
     return requeued
 
 
-def write_trials(study, root: Path, spec: TuneSpec) -> Path:
-    """``trials.csv``: every trial's number, state, run directory, parameters and validation values."""
+def write_trials(study, root: Path, spec: TuneSpec, best: int) -> Path:
+    """``trials.csv``: every trial's number, state, run directory, parameters and validation values, and
+    which one is ``best`` (its number)."""
     keys = [k.key for k in spec.space]
     values = ["val_accuracy", "val_nll", "val_ece", "feasible"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["number", "state", "run", *keys, *values])
+    writer.writerow(["number", "state", "run", *keys, *values, "best"])
     for t in study.get_trials(deepcopy=False):
         writer.writerow([t.number, t.state.name, t.user_attrs.get("run", ""), *(t.params.get(k, "") for k in keys),
-                         *(t.user_attrs.get(v, "") for v in values)])
+                         *(t.user_attrs.get(v, "") for v in values), "yes" if t.number == best else ""])
     atomic_write_bytes(root / "trials.csv", buffer.getvalue().encode())
     return root / "trials.csv"
 
 
-def best_config(config: ExperimentConfig, study, spec: TuneSpec) -> ExperimentConfig:
-    """The base config with the best feasible trial's parameters, no [tune], named NAME-best."""
+def best_config(config: ExperimentConfig, study, spec: TuneSpec) -> tuple[ExperimentConfig, int]:
+    """The base config with the best feasible trial's parameters, no [tune], named NAME-best, and that trial's
+    number."""
     trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
               if t.user_attrs.get("feasible", True)]
     if not trials:
@@ -189,7 +192,7 @@ def best_config(config: ExperimentConfig, study, spec: TuneSpec) -> ExperimentCo
     best = pick(trials, key=lambda t: t.value)
     raw = apply_assignments(config, best.params)
     raw.update(name=f"{config.name}-best", tune={})
-    return parse_config(raw)
+    return parse_config(raw), best.number
 
 
 def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, progress: bool = True,
@@ -197,8 +200,9 @@ def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, 
     """Run (or resume, or join) the study; write trials.csv and best.toml; return the best config and root."""
     spec = parse_tune(config)
     root = Path(out_dir) / config.name
-    root.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(spec, root)
+    with folders_removed_on_failure(root):  # a storage that cannot be opened leaves no empty OUT/NAME behind
+        root.mkdir(parents=True, exist_ok=True)
+        storage = open_storage(spec, root)
     reference = None
     if spec.objective == "val_ece":
         raw = apply_assignments(config, {"loss.beta": 1.0})
@@ -217,8 +221,8 @@ def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, 
     study.optimize(lambda trial: _objective(trial, config, spec, root, reference), catch=(TrainingFailed,),
                    callbacks=[optuna.study.MaxTrialsCallback(spec.trials, states=done)],
                    show_progress_bar=False)
-    write_trials(study, root, spec)
-    best = best_config(config, study, spec)
+    best, number = best_config(config, study, spec)
+    write_trials(study, root, spec, number)
     atomic_write_bytes(root / "best.toml", config_to_toml(best).encode())
     return best, root
 

@@ -11,7 +11,6 @@ another regime (the 8-epoch CIFAR-10 report), and where ECE's minimum in β lies
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.paper import lookup, setting_key
+from gdsoftmax.analysis.stats import format_mean_std
 from gdsoftmax.studies.factorial import mean_cell
 from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.report import build_report
@@ -106,7 +106,7 @@ def _beside(rows: list[RunRow], coarse: dict[str, float], other: list[RunRow], o
         beta = group[0].constant_beta
         paper = lookup(dataset, "resnet18", "ECE (10 bins)", setting_key(beta)) if beta is not None else []
         table.append([group[0].label, mean_cell(group, "train accuracy", 100), mean_cell(group, "test accuracy", 100),
-                      f"{100 * sum(ece10) / len(ece10):.2f} ± {100 * _std(ece10):.2f}",
+                      format_mean_std(ece10, 100),
                       mean_cell(group, "test ece", 100), mean_cell(group, "test smece", 100),
                       mean_cell(group, "overconfidence", 100), mean_cell(group, "temperature ece", 100),
                       _other_cell(theirs.get(group[0].label, [])),
@@ -125,11 +125,6 @@ def _other_cell(group: list[RunRow]) -> str:
                                       f"{mean_cell(group, 'test ece', 100)}")
     return (f"{mean_cell(group, 'train accuracy', 100)} / {mean_cell(group, 'test accuracy', 100)}, "
             f"{mean_cell(group, 'test ece', 100)}")
-
-
-def _std(values: list[float]) -> float:
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
 
 
 def _minimum(rows: list[RunRow]) -> list[str]:

@@ -15,7 +15,6 @@ import torch
 
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.metrics import calibration_metrics
-from gdsoftmax.engine.config import load_config
 from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.studies.markdown import markdown_table
 
@@ -37,13 +36,15 @@ def _number(text: str) -> float:
 
 
 def build_tune_report(root: str | Path, objective: str, command: str = "", max_accuracy_drop: float = 0.0) -> Path:
-    """Write ``root/report.md`` and its figure from ``trials.csv``, ``best.toml`` and the chosen run."""
+    """Write ``root/report.md`` and its figure from ``trials.csv`` (its ``best`` column marks the chosen
+    trial, whose parameters ``best.toml`` holds) and the chosen run."""
     root = Path(root)
     trials = _trials(root)
-    best = load_config(root / "best.toml")
     keys = [k for k in trials[0] if k not in ("number", "state", "run", "val_accuracy", "val_nll", "val_ece",
-                                              "feasible")] if trials else []
-    chosen = _chosen_run(root, trials, best, keys)
+                                              "feasible", "best")] if trials else []
+    chosen = next((t for t in trials if t["best"] == "yes"), None)
+    if chosen is None:
+        raise ValueError(f"{root}/trials.csv marks no best trial; rerun gdsoftmax tune")
     test = _test_metrics(root / chosen["run"])
     rows = [[t["number"], t["state"].lower(), *(_short(t[k]) for k in keys),
              *(f"{_number(t[v]):.4f}" if t[v] else "—" for v in ("val_accuracy", "val_nll", "val_ece")),
@@ -81,25 +82,6 @@ def build_tune_report(root: str | Path, objective: str, command: str = "", max_a
 def _short(text: str) -> str:
     value = _number(text)
     return f"{value:.4g}" if not math.isnan(value) else text
-
-
-def _chosen_run(root: Path, trials: list[dict], best, keys: list[str]) -> dict:
-    for trial in trials:
-        if trial["state"] == "COMPLETE" and all(_matches(trial[k], _dotted(best, k)) for k in keys):
-            return trial
-    raise ValueError(f"{root}: no complete trial has best.toml's parameters; rerun gdsoftmax tune")
-
-
-def _dotted(config, key: str):
-    node = config
-    for part in key.split("."):
-        node = getattr(node, part)
-    return getattr(node, "constant", node) if hasattr(node, "is_adaptive") else node
-
-
-def _matches(text: str, value) -> bool:
-    number = _number(text)
-    return number == value if not math.isnan(number) else text == str(value)
 
 
 def _validation_accuracy(run_dir: Path) -> float:
