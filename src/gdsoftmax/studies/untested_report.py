@@ -189,7 +189,11 @@ def _against(runs: list[Run], path: Path, x_of, line_of, metrics, xlabel: str, t
             values = [[scale * v[metric] for v in points[x]] for x in xs]
             ax.errorbar(xs, [np.mean(v) for v in values], yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in values],
                         marker="o", capsize=3, color=color, label=label)
-        ax.set(xscale="log", xlabel=xlabel, ylabel=name, title=name)
+        ticks = sorted({x for points in lines.values() for x in points})
+        # Label the swept values themselves: matplotlib's log minor labels collide between 3 and 4.
+        ax.set(xscale="log", xlabel=xlabel, ylabel=name, title=name,
+               xticks=ticks, xticklabels=[f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.legend(fontsize=7)
     fig.suptitle(title + " (mean ± std over seeds)")
     return plots.save_figure(fig, path)
