@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from gdsoftmax.analysis.calibration import compare_post_hoc, fit_temperature, fit_vector_scaling
-from gdsoftmax.analysis.metrics import CalibrationAccumulator, calibration_metrics
+from gdsoftmax.analysis.metrics import CalibrationMetrics, calibration_metrics
 
 
 def random_predictions(n=2000, k=10, scale=3.0, seed=0):
@@ -35,15 +35,16 @@ def test_ece_and_mce_match_torchmetrics(n_bins, scale):
 
 
 def test_hand_computed_case():
-    # confidences 0.9 (right), 0.9 (wrong), 0.6 (right), 0.25 (wrong) in 4 equal bins
-    probs = torch.tensor([[0.9, 0.1, 0.0], [0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.25, 0.5 - 0.25, 0.5]])
-    probs[3] = torch.tensor([0.5, 0.25, 0.25])  # confidence 0.5 -> bin (0.25, 0.5]
+    # confidences 0.9 (right), 0.9 (wrong), 0.6 (right), 0.5 (wrong) in 4 equal bins
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.5, 0.25, 0.25]])
     labels = torch.tensor([0, 1, 0, 1])
     report = calibration_metrics(probs, labels, n_bins=4, from_logits=False)
+    # the reliability bins are ((m-1)/M, m/M]: 0.5 goes to (0.25, 0.5]
     assert report.bins.counts.tolist() == [0, 1, 1, 2]
-    # bin (0.75, 1]: conf 0.9, acc 0.5, gap 0.4; bin (0.5, 0.75]: gap |1 - 0.6| = 0.4; bin (0.25, 0.5]: gap 0.5
-    assert report.ece == pytest.approx((2 * 0.4 + 1 * 0.4 + 1 * 0.5) / 4)
-    assert report.mce == pytest.approx(0.5)
+    # ECE and MCE are torchmetrics', whose bins are [(m-1)/M, m/M): 0.5 joins 0.6 in [0.5, 0.75).
+    # [0.75, 1): conf 0.9, acc 0.5, gap 0.4; [0.5, 0.75): conf 0.55, acc 0.5, gap 0.05
+    assert report.ece == pytest.approx((2 * 0.4 + 2 * 0.05) / 4)
+    assert report.mce == pytest.approx(0.4)
     assert report.accuracy == pytest.approx(0.5)
     assert report.nll == pytest.approx(-(math.log(0.9) + math.log(0.1) + math.log(0.6) + math.log(0.25)) / 4)
     brier = ((0.1**2 + 0.1**2) + (0.9**2 + 0.9**2) + (0.4**2 + 0.4**2) + (0.5**2 + 0.75**2 + 0.25**2)) / 4
@@ -58,9 +59,9 @@ def test_confidences_of_exactly_zero_and_one_land_in_the_end_bins():
     assert report.bins.counts.tolist() == [0, 0, 0, 0, 1, 0, 0, 0, 0, 2]
     assert report.bins.accuracy[-1].item() == 0.5
     assert report.bins.mean_confidence[-1].item() == 1.0
-    classwise = CalibrationAccumulator(2, n_bins=10, from_logits=False)
-    classwise.update(probs, torch.tensor([0, 1, 0]))
-    assert classwise.class_counts[1, 0].item() == 2  # p_1 = 0 goes to the first bin
+    metrics = CalibrationMetrics(2, n_bins=10, from_logits=False)
+    metrics.update(probs, torch.tensor([0, 1, 0]))
+    assert metrics["classwise_ece"].counts[1, 0].item() == 2  # p_1 = 0 goes to the first bin
 
 
 def test_classwise_ece_hand_computed():
@@ -73,10 +74,10 @@ def test_classwise_ece_hand_computed():
 def test_top5_and_accumulator_equals_one_shot():
     logits, labels = random_predictions(n=1000, k=20, seed=3)
     whole = calibration_metrics(logits, labels, 15)
-    accumulator = CalibrationAccumulator(20, 15)
+    metrics = CalibrationMetrics(20, 15)
     for chunk in range(0, 1000, 128):
-        accumulator.update(logits[chunk : chunk + 128], labels[chunk : chunk + 128])
-    batched = accumulator.compute()
+        metrics.update(logits[chunk : chunk + 128], labels[chunk : chunk + 128])
+    batched = metrics.report()
     for key, value in whole.as_dict().items():
         assert getattr(batched, key) == pytest.approx(value, rel=1e-9, abs=1e-12), key
     top5 = (logits.topk(5, 1).indices == labels[:, None]).any(1).double().mean().item()
@@ -85,11 +86,11 @@ def test_top5_and_accumulator_equals_one_shot():
 
 
 def test_bad_shapes_and_empty():
-    accumulator = CalibrationAccumulator(3)
+    metrics = CalibrationMetrics(3)
     with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
-        accumulator.update(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+        metrics.update(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="no samples"):
-        accumulator.compute()
+        metrics.report()
 
 
 def test_temperature_scaling_recovers_the_temperature():

@@ -7,12 +7,15 @@
 * **debiased L2 ECE** (Kumar, Liang & Ma, NeurIPS 2019): the binned squared error minus each bin's
   sampling variance acc (1 - acc) / (n - 1), then the square root (0 when the correction exceeds the
   error). Binned ECE is biased upwards when the model is nearly calibrated; this one is not.
-* **binned ECE** and **adaptive ECE** (equal-mass bins), exactly as
-  :mod:`gdsoftmax.analysis.metrics` computes them.
+* **binned ECE** (torchmetrics' ``binary_calibration_error`` of the top-1 confidence against its
+  correctness) and **adaptive ECE** (equal-mass bins), exactly as :mod:`gdsoftmax.analysis.metrics`
+  computes them; the debiased L2 ECE and adaptive ECE functions are those of
+  :mod:`gdsoftmax.analysis.calibration_metrics`, whose Metrics compute them in a training loop.
 
 All take top-1 confidences (N,) and correctness (N,) in float64. A confidence of exactly 1.0 (a
-saturated softmax, common at small beta) belongs to the last bin ((M-1)/M, 1], and smECE's kernel
-is reflected at 0 and 1, so it needs no special case there either.
+saturated softmax, common at small beta) is a bin of its own in binned ECE (torchmetrics' convention)
+and belongs to the last bin ((M-1)/M, 1] of the debiased L2 ECE; smECE's kernel is reflected at 0 and
+1, so it needs no special case there.
 
 >>> import torch
 >>> confidence = torch.full((100,), 0.9, dtype=torch.float64)
@@ -23,14 +26,14 @@ is reflected at 0 and 1, so it needs no special case there either.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torchmetrics.functional.classification import binary_calibration_error
 
-from gdsoftmax.analysis.metrics import _bin_index, adaptive_ece
+from gdsoftmax.analysis.calibration_metrics import adaptive_ece, debiased_l2_ece
 
 __all__ = ["Estimate", "binned_ece", "bootstrap_interval", "calibration_estimates", "debiased_l2_ece",
            "smooth_ece", "smooth_reliability", "top1"]
@@ -55,27 +58,9 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torc
     return confidence, (prediction == torch.as_tensor(labels)).double()
 
 
-def _bins(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int):
-    index = _bin_index(confidence, n_bins)
-    counts = torch.bincount(index, minlength=n_bins).double()
-    conf = torch.bincount(index, weights=confidence, minlength=n_bins) / counts.clamp_min(1)
-    acc = torch.bincount(index, weights=correct, minlength=n_bins) / counts.clamp_min(1)
-    return counts, conf, acc
-
-
 def binned_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> float:
-    """Equal-width binned ECE: sum over bins of (n_b / N) |acc_b - conf_b|."""
-    counts, conf, acc = _bins(confidence, correct, n_bins)
-    return float((counts * (acc - conf).abs()).sum() / counts.sum())
-
-
-def debiased_l2_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> float:
-    """sqrt(max(0, sum_b (n_b / N) [(acc_b - conf_b)^2 - acc_b (1 - acc_b) / (n_b - 1)])); bins with
-    one sample contribute their plain squared error (their variance cannot be estimated)."""
-    counts, conf, acc = _bins(confidence, correct, n_bins)
-    variance = torch.where(counts > 1, acc * (1 - acc) / (counts - 1).clamp_min(1), torch.zeros_like(acc))
-    squared = (counts * ((acc - conf).square() - variance)).sum() / counts.sum()
-    return math.sqrt(max(float(squared), 0.0))
+    """Equal-width binned ECE, sum over bins of (n_b / N) |acc_b - conf_b| (torchmetrics computes it)."""
+    return float(binary_calibration_error(confidence.double(), correct.long(), n_bins=n_bins, norm="l1"))
 
 
 def _relplot():

@@ -1,0 +1,193 @@
+"""The calibration Metrics against float64 references written from their formulas, batched against one-shot,
+and in a 2-process gloo run against one process on the union of the data."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from gdsoftmax.analysis.calibration_metrics import (
+    AdaptiveCalibrationError,
+    BrierScore,
+    ClasswiseCalibrationError,
+    DebiasedL2CalibrationError,
+    NegativeLogLikelihood,
+    ReliabilityBins,
+    SmoothCalibrationError,
+    TopLabelCalibrationError,
+)
+from gdsoftmax.analysis.metrics import CalibrationMetrics, calibration_metrics
+
+
+def predictions(n=600, k=7, scale=3.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(k, (n,), generator=g)
+    logits = scale * torch.randn(n, k, generator=g, dtype=torch.float64) + 2 * F.one_hot(labels, k)
+    return logits, labels
+
+
+def reference(logits, labels, n_bins):
+    """Every metric by a direct loop over samples and bins, from the formulas (float64, Python floats)."""
+    probs = logits.softmax(1).tolist()
+    y = labels.tolist()
+    n, k = len(y), len(probs[0])
+    top = [(max(p), int(max(range(k), key=p.__getitem__) == t)) for p, t in zip(probs, y, strict=True)]
+
+    def bin_of(value):  # ((m-1)/M, m/M], 0 in the first
+        return max(0, math.ceil(value * n_bins) - 1)
+
+    def binned(pairs):
+        bins = [[] for _ in range(n_bins)]
+        for conf, hit in pairs:
+            bins[bin_of(conf)].append((conf, hit))
+        return [b for b in bins if b]
+
+    def gap(b):
+        return abs(sum(h for _, h in b) / len(b) - sum(c for c, _ in b) / len(b))
+
+    def debiased(b):
+        acc, conf = sum(h for _, h in b) / len(b), sum(c for c, _ in b) / len(b)
+        return len(b) / n * ((acc - conf) ** 2 - (acc * (1 - acc) / (len(b) - 1) if len(b) > 1 else 0.0))
+
+    ordered = sorted(top)
+    chunks = [ordered[i * n // n_bins:(i + 1) * n // n_bins] for i in range(n_bins)]  # n divisible here
+    classwise = [sum(len(b) / n * gap(b) for b in binned([(p[c], int(t == c)) for p, t in zip(probs, y, strict=True)]))
+                 for c in range(k)]
+    return {"ece": sum(len(b) / n * gap(b) for b in binned(top)),
+            "debiased": math.sqrt(max(0.0, sum(debiased(b) for b in binned(top)))),
+            "adaptive": sum(abs(sum(h for _, h in c) - sum(f for f, _ in c)) for c in chunks) / n,
+            "classwise": sum(classwise) / k,
+            "nll": -sum(math.log(p[t]) for p, t in zip(probs, y, strict=True)) / n,
+            "brier": sum(sum((q - (c == t)) ** 2 for c, q in enumerate(p)) for p, t in zip(probs, y, strict=True)) / n}
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0])
+@pytest.mark.parametrize("n_bins", [10, 15])
+def test_each_metric_matches_its_formula(scale, n_bins):
+    logits, labels = predictions(n=600, scale=scale)
+    expected = reference(logits, labels, n_bins)
+    metrics = {"ece": TopLabelCalibrationError(n_bins), "debiased": DebiasedL2CalibrationError(n_bins),
+               "adaptive": AdaptiveCalibrationError(n_bins), "classwise": ClasswiseCalibrationError(7, n_bins),
+               "nll": NegativeLogLikelihood(), "brier": BrierScore()}
+    for name, metric in metrics.items():
+        for start in range(0, 600, 128):  # batched, as a training loop feeds them
+            metric.update(logits[start:start + 128], labels[start:start + 128])
+        assert float(metric.compute()) == pytest.approx(expected[name], rel=1e-9, abs=1e-12), name
+
+
+def test_ece_and_mce_are_torchmetrics_multiclass_values():
+    logits, labels = predictions(n=2000, scale=3.0, seed=4)
+    probs = logits.softmax(1)
+    assert probs.max() < 1.0  # where the float32 rounding of the multiclass class cannot move a bin
+    for norm in ("l1", "max"):
+        metric = TopLabelCalibrationError(15, norm)
+        metric.update(logits, labels)
+        expected = multiclass_calibration_error(probs, labels, num_classes=7, n_bins=15, norm=norm)
+        assert float(metric.compute()) == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_smooth_ece_is_relplots_on_the_top1_predictions():
+    relplot = pytest.importorskip("relplot")
+    logits, labels = predictions(n=500, seed=2)
+    metric = SmoothCalibrationError()
+    metric.update(logits[:200], labels[:200])
+    metric.update(logits[200:], labels[200:])
+    confidence, prediction = logits.softmax(1).max(1)
+    expected = relplot.smECE(confidence.numpy(), (prediction == labels).double().numpy())
+    assert float(metric.compute()) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_reliability_bins_and_probabilities_input():
+    probs = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.2, 0.8]], dtype=torch.float64)
+    bins = ReliabilityBins(n_bins=4, from_logits=False)
+    bins.update(probs, torch.tensor([0, 1, 1]))
+    counts, confidence, accuracy = bins.compute()
+    assert counts.tolist() == [0, 1, 0, 2]  # 0.5 -> (0.25, 0.5]; 0.8 and 1.0 -> (0.75, 1]
+    assert confidence[3].item() == pytest.approx(0.9)
+    assert accuracy[3].item() == 1.0
+    assert math.isnan(confidence[0].item())
+
+
+@settings(max_examples=10, deadline=None)
+@given(cuts=st.lists(st.integers(1, 199), max_size=5, unique=True))
+def test_batches_do_not_change_the_report(cuts):
+    logits, labels = predictions(n=200, k=5, seed=7)
+    whole = calibration_metrics(logits, labels, 10)
+    metrics = CalibrationMetrics(5, 10)
+    edges = [0, *sorted(cuts), 200]
+    for start, end in itertools.pairwise(edges):
+        metrics.update(logits[start:end], labels[start:end])
+    batched = metrics.report()
+    for key, value in whole.as_dict().items():
+        assert getattr(batched, key) == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: ReliabilityBins(n_bins=0), "n_bins must be >= 1, got 0"),
+    (lambda: AdaptiveCalibrationError(n_bins=0), "n_bins must be >= 1, got 0"),
+    (lambda: CalibrationMetrics(1), "num_classes must be >= 2, got 1"),
+])
+def test_bad_options(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric")
+def test_bad_shapes_and_no_samples():
+    with pytest.raises(ValueError, match=r"expected preds of shape \(N, K\), got \(4,\)"):
+        BrierScore().update(torch.zeros(4), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"expected target of shape \(4,\), got \(3,\)"):
+        NegativeLogLikelihood().update(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"expected preds of shape \(N, 3\), got \(4, 2\)"):
+        ClasswiseCalibrationError(3).update(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="no samples were accumulated"):
+        AdaptiveCalibrationError().compute()
+
+
+# ---- two processes over gloo against one process on the union -------------------------------------------
+
+SPLIT = 230  # uneven shards: rank 0 gets 230 samples, rank 1 gets 370
+
+
+def _distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        logits, labels = predictions(n=600)
+        shard = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
+        metrics = CalibrationMetrics(7, 15)
+        smooth = SmoothCalibrationError()
+        for start in range(shard.start, shard.stop or 600, 100):
+            end = min(start + 100, shard.stop or 600)
+            metrics.update(logits[start:end], labels[start:end])
+            smooth.update(logits[start:end], labels[start:end])
+        values = metrics.report().as_dict()
+        values["smece"] = float(smooth.compute())
+        with open(f"{out_dir}/rank{rank}.json", "w") as handle:
+            json.dump(values, handle)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_equal_one_process_on_the_union(tmp_path):
+    pytest.importorskip("relplot")
+    mp.spawn(_distributed_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    logits, labels = predictions(n=600)
+    expected = calibration_metrics(logits, labels, 15).as_dict()
+    smooth = SmoothCalibrationError()
+    smooth.update(logits, labels)
+    expected["smece"] = float(smooth.compute())
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got["n"] == 600
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (rank, key)
