@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from gdsoftmax.engine.adaptive import PIDController, gradient_scale
 from gdsoftmax.engine.beta import BetaSetting
 from gdsoftmax.engine.checkpoint import load_checkpoint
 from gdsoftmax.engine.config import ConfigError, parse_config
 from gdsoftmax.engine.trainer import run_experiment
+from gdsoftmax.loss.adaptive import PIDController, gradient_scale
 
 
 def test_pid_rule_by_hand():

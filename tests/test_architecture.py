@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gdsoftmax"
-LAYERS = ["loss", "integrations", "baselines", "analysis", "engine", "studies", "labs", "top"]
+LAYERS = ["loss", "baselines", "analysis", "integrations", "engine", "studies", "labs", "top"]
 # what a study may import from the engine: reading runs and naming their settings, nothing that trains or writes
 STUDIES_MAY_IMPORT = {"gdsoftmax.engine.rundir.view", "gdsoftmax.engine.rundir.records", "gdsoftmax.engine.config",
                       "gdsoftmax.engine.grid"}

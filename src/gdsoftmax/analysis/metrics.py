@@ -110,7 +110,8 @@ class CalibrationMetrics(MetricCollection):
         if not self["adaptive_ece"].update_called:
             raise ValueError("no samples were accumulated")
         values = self.compute()  # synced across processes; the local states stay as they were
-        counts, mean_confidence, accuracy = values.pop("bins")
+        # torchmetrics squeezes one-element results: keep the bins (n_bins,) even when n_bins = 1
+        counts, mean_confidence, accuracy = (tensor.reshape(-1) for tensor in values.pop("bins"))
         n = int(counts.sum())
         scalars = {key: float(value) for key, value in values.items()}
         return CalibrationReport(

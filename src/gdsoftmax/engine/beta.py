@@ -2,7 +2,7 @@
 
 A config writes beta as a number (``beta = 0.1``), a schedule table
 (``beta = {kind = "linear", start = 0.01, end = 0.1, epochs = 10}``; a ramp may give ``epochs``
-instead of ``steps``) or the PID controller of :mod:`gdsoftmax.engine.adaptive`
+instead of ``steps``) or the PID controller of :mod:`gdsoftmax.loss.adaptive`
 (``beta = {kind = "pid", ...}``). :class:`BetaSetting` validates it when the config is parsed and
 answers every question the engine and the reports ask of it.
 
@@ -19,7 +19,7 @@ import copy
 import dataclasses
 import json
 
-from gdsoftmax.engine.adaptive import PIDController
+from gdsoftmax.loss.adaptive import PIDController
 from gdsoftmax.loss.schedules import Schedule, schedule_from_config
 from gdsoftmax.loss.validation import is_real
 

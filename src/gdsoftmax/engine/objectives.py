@@ -29,8 +29,8 @@ import inspect
 from torch import nn
 
 from gdsoftmax.baselines import HEADS, LOGIT_LOSSES
-from gdsoftmax.engine.adaptive import PIDController, gradient_scale
 from gdsoftmax.loss import GradientDecayLoss
+from gdsoftmax.loss.adaptive import PIDController, gradient_scale
 from gdsoftmax.loss.literal import shifted_exp_loss
 
 __all__ = ["OBJECTIVES", "Objective", "build_objective", "check_options"]

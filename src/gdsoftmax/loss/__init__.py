@@ -1,4 +1,4 @@
-"""The β-loss layer: kernels, the functional form, the module, schedules and theory.
+"""The β-loss layer: kernels, the functional form, the module, schedules (and the adaptive controller) and theory.
 
 Nothing here imports from the rest of gdsoftmax; it needs only torch (and numpy).
 

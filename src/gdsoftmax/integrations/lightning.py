@@ -1,0 +1,145 @@
+"""β schedules in Lightning: a Callback that sets a :class:`~gdsoftmax.loss.GradientDecayLoss`'s β.
+
+* A **schedule** (a number, a :mod:`gdsoftmax.loss.schedules` object or its TOML-style dict, e.g.
+  the paper's warm-up ``{"kind": "linear", "start": 0.1, "end": 1.0, "steps": 1000}``): β is set
+  before every training batch from ``trainer.global_step``, so a resumed fit continues the schedule
+  where it stopped.
+* The **adaptive controller** (:class:`gdsoftmax.loss.adaptive.PIDController`, or its dict with
+  ``"kind": "pid"``): once per validation epoch, the gap between mean confidence and accuracy of
+  the validation predictions moves log β by the engine's law; with ``lr_compensation`` every
+  parameter group's learning rate (and its scheduler's base rate) is rescaled by
+  1 / mean_i 1 / (1 + (β - 1) p_i), as the engine does. The gap and the p_i are accumulated in
+  torchmetrics states, so under DDP every process sees the same β.
+
+The controller needs the validation predictions: ``validation_step`` returns a dict with
+``"logits"`` (N, K) and ``"target"`` (N,). The controller's state and the learning-rate factor are
+saved in Lightning's checkpoints (``state_dict``) and restored on resume.
+
+Needs Lightning (``pip install 'gdsoftmax[lightning]'``).
+
+>>> from gdsoftmax.loss import GradientDecayLoss
+>>> criterion = GradientDecayLoss()
+>>> callback = GradientDecayBeta({"kind": "linear", "start": 0.1, "end": 1.0, "steps": 100}, loss=criterion)
+>>> callback.set_beta(50)
+0.55
+>>> criterion.beta
+0.55
+"""
+
+from __future__ import annotations
+
+try:
+    from lightning.pytorch.callbacks import Callback
+except ImportError as error:  # an optional extra: one line that names the fix
+    raise ImportError("gdsoftmax.integrations.lightning needs Lightning: pip install 'gdsoftmax[lightning]' "
+                      "(or pip install lightning)") from error
+
+import torch
+from torchmetrics import CatMetric
+
+from gdsoftmax.analysis.calibration_metrics import ReliabilityBins
+from gdsoftmax.loss.adaptive import PIDController
+from gdsoftmax.loss.module import GradientDecayLoss
+from gdsoftmax.loss.schedules import Schedule, schedule_from_config
+
+__all__ = ["GradientDecayBeta"]
+
+
+def _schedule(beta) -> Schedule | PIDController:
+    if isinstance(beta, Schedule | PIDController):
+        return beta
+    if isinstance(beta, dict) and beta.get("kind") == "pid":
+        return PIDController(**{key: value for key, value in beta.items() if key != "kind"})
+    return schedule_from_config(beta)
+
+
+class GradientDecayBeta(Callback):
+    """Set a GradientDecayLoss's β from a schedule each step, or from the adaptive controller each epoch.
+
+    ``loss`` is the criterion to drive; without it, the one ``GradientDecayLoss`` among the
+    LightningModule's submodules (an error names the fix when there is none, or more than one).
+    """
+
+    def __init__(self, beta=1.0, loss: GradientDecayLoss | None = None):
+        self.schedule = _schedule(beta)
+        self.adaptive = isinstance(self.schedule, PIDController)
+        self.loss = loss
+        self.lr_factor = 1.0
+        self._bins = ReliabilityBins(n_bins=1)  # mean confidence and accuracy, synced across processes
+        self._p_true = CatMetric()  # p_y of every validation sample, for the lr compensation
+
+    # ---- β ----------------------------------------------------------------------------------------------
+
+    def set_beta(self, step: int) -> float:
+        """Give the loss β at ``step`` (the controller's current β when adaptive); returns it."""
+        self.loss.beta = float(self.schedule(step))
+        return self.loss.beta
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.loss is None:
+            found = [m for m in pl_module.modules() if isinstance(m, GradientDecayLoss)]
+            if len(found) != 1:
+                raise ValueError(f"GradientDecayBeta found {len(found)} GradientDecayLoss modules in "
+                                 f"{type(pl_module).__name__}: pass the one to drive, "
+                                 "GradientDecayBeta(beta, loss=...)")
+            self.loss = found[0]
+        self.set_beta(trainer.global_step)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.set_beta(trainer.global_step)
+
+    # ---- the adaptive controller ----------------------------------------------------------------------
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if self.adaptive:
+            self._bins.reset()
+            self._p_true.reset()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not self.adaptive or trainer.sanity_checking:
+            return
+        if not isinstance(outputs, dict) or "logits" not in outputs or "target" not in outputs:
+            raise ValueError("the adaptive controller needs the validation predictions: return "
+                             "{'logits': logits, 'target': target} from validation_step")
+        logits, target = outputs["logits"].detach(), outputs["target"].detach()
+        scaled = logits.double() / self.loss.tau
+        self._bins.to(logits.device).update(scaled, target)
+        # Metric.to() resets an aggregation metric's dtype to float32: set it again after the move
+        self._p_true.to(logits.device).set_dtype(torch.float64)
+        self._p_true.update(scaled.softmax(1).gather(1, target.long()[:, None]).squeeze(1))
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not self.adaptive or trainer.sanity_checking or not self._bins.update_called:
+            return
+        _, confidence, accuracy = self._bins.compute()  # one bin: the means over every process's data
+        beta = self.schedule.update(float(confidence - accuracy))
+        self.set_beta(trainer.global_step)
+        pl_module.log("gdsoftmax/beta", beta, sync_dist=False)
+        if self.schedule.lr_compensation:
+            p_true = self._p_true.compute()
+            factor = 1.0 / float((1 / (1 + (beta - 1) * p_true)).mean())
+            self._rescale_learning_rates(trainer, factor / self.lr_factor)
+            self.lr_factor = factor
+
+    @staticmethod
+    def _rescale_learning_rates(trainer, ratio: float) -> None:
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] *= ratio
+        for config in trainer.lr_scheduler_configs:  # schedulers that recompute lr from base_lrs keep the factor
+            if hasattr(config.scheduler, "base_lrs"):
+                config.scheduler.base_lrs = [lr * ratio for lr in config.scheduler.base_lrs]
+
+    # ---- checkpoints -----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        state = {"lr_factor": self.lr_factor}
+        if self.adaptive:
+            state["controller"] = self.schedule.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.lr_factor = float(state_dict.get("lr_factor", 1.0))
+        if self.adaptive and "controller" in state_dict:
+            self.schedule.load_state_dict(state_dict["controller"])
+
