@@ -1,11 +1,12 @@
 # Two entry points for a fresh machine; each creates .venv on first use.
 #   make demo   install and run the main job (a beta sweep on the embedded digits data)
-#   make test   install and run lint, the test suite and the documentation site (--strict)
+#   make test   install and run lint, the test suite (less the tests marked slow) and the documentation site
+#   make test-all   the same with the slow tests too
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint docs clean
+.PHONY: demo test test-all lint docs clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench mkdocs_hooks.py
 
 test: lint docs
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: lint docs
 	$(BIN)/python -m pytest -q
 
 # the documentation site: a broken link, anchor or API reference fails the build

@@ -222,7 +222,10 @@ def cut_stack(tmp_path, digits, configs, monkeypatch, after_writes: int, where: 
     monkeypatch.setattr(stacking_rundir, "save_checkpoint", real_save)
 
 
-@pytest.mark.parametrize(("after_writes", "recipe"), [*((n, {}) for n in range(1, 7)), (4, ADAMW_COSINE)])
+# make test cuts after the first write, mid-stack and in the AdamW recipe; the other cuts are slow (make test-all)
+@pytest.mark.parametrize(("after_writes", "recipe"), [
+    *(pytest.param(n, {}, marks=[pytest.mark.slow] if n in (2, 3, 5, 6) else []) for n in range(1, 7)),
+    (4, ADAMW_COSINE)])
 def test_a_stack_cut_between_any_two_checkpoint_writes_resumes_bit_identical(tmp_path, digits, monkeypatch,
                                                                            after_writes, recipe):
     """3 runs write 6 files in epoch 3 (a row and a checkpoint each): cut before each of them, the
