@@ -104,7 +104,8 @@ def test_the_paper_numbers_stand_beside_ours(tmp_path):
     assert "Table 1 counts 1000 training samples, not the whole set" in section
 
 
-@pytest.mark.slow  # real CIFAR-10 through the whole report (45 s); test_report_has_every_section_and_figure is the fast one
+# real CIFAR-10 through the whole report (45 s); test_report_has_every_section_and_figure is the fast one
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "CIFAR10").exists(), reason="needs the CIFAR-10 copy in ../shared/datasets")
 def test_a_model_the_paper_did_not_run_stands_beside_the_papers_models(tmp_path):
     from gdsoftmax.engine.config import parse_config
