@@ -9,13 +9,13 @@ import pytest
 from conftest import interrupted_at_epoch
 from gdsoftmax.engine.config import parse_config
 from gdsoftmax.engine.sweep import run_sweep
-from gdsoftmax.engine.tensorboard import TENSORBOARD_DIR, scalar_tag
+from gdsoftmax.engine.tensorboard import scalar_tag
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
 def _events(run_dir):
-    accumulator = event_accumulator.EventAccumulator(str(run_dir / TENSORBOARD_DIR),
+    accumulator = event_accumulator.EventAccumulator(str(run_dir),
                                                      size_guidance={event_accumulator.SCALARS: 0,
                                                                     event_accumulator.IMAGES: 0})
     return accumulator.Reload()
@@ -40,8 +40,7 @@ def test_a_sweep_writes_one_tensorboard_run_per_cell_equal_to_its_metric_rows(tm
         [image] = events.Images("calibration/reliability_and_confidence_histogram")
         assert image.width > 300
         assert image.height > 300
-        assert any(p.name.endswith(".tfevents") or "tfevents" in p.name
-                   for p in (cell / TENSORBOARD_DIR).rglob("*"))  # the HParams summary beside the scalars
+        assert any("tfevents" in p.name for p in cell.glob("*"))  # events in the run directory: the run is the cell
 
 
 def test_a_resumed_run_draws_each_epoch_once(tmp_path):
@@ -59,10 +58,40 @@ def test_tags_and_errors(monkeypatch):
     assert scalar_tag("test_acc") == "test/acc"
     assert scalar_tag("train_loss") == "train/loss"
     assert scalar_tag("beta") == "schedule/beta"
-    with pytest.raises(ValueError, match=r"train.log entries must be among \('tensorboard',\), got 'wandb'"):
+    with pytest.raises(ValueError, match=r"train.log entries must be among \('tensorboard', 'mlflow'\), got 'wandb'"):
         parse_config({"train": {"log": ["wandb"]}})
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     from gdsoftmax.engine.tensorboard import TensorBoardLog
 
     with pytest.raises(ValueError, match=r"pip install 'gdsoftmax\[tensorboard\]'"):
         TensorBoardLog("unused")
+
+
+def test_hparams_show_the_swept_keys_first_and_a_readable_beta(tmp_path):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    spec = {**_spec(epochs=2), "sweep": {"loss.beta": [1.0, {"kind": "linear", "start": 0.1, "end": 1.0,
+                                                              "epochs": 2}], "seed": [0, 1]}}
+    run_sweep(parse_config(spec), tmp_path, progress=False, log=lambda *_: None)
+    cell = tmp_path / "tb" / "beta=linear0.1-1_seed=1"
+    accumulator = event_accumulator.EventAccumulator(str(cell))
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    names = [info.name for info in experiment.hparam_infos]
+    assert names[:3] == ["loss.beta", "seed", "setting"]  # the swept keys, then the group the seeds share
+    assert len(names) > 30  # then the rest of the resolved config
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = session.session_start_info.hparams
+    assert hparams["loss.beta"].string_value == "linear 0.1→1 over 2 epochs"
+    assert hparams["setting"].string_value == "beta=linear0.1-1"
+    assert hparams["seed"].number_value == 1
+    constant = plugin_data_pb2.HParamsPluginData.FromString(
+        _content(tmp_path / "tb" / "beta=1_seed=0")["_hparams_/session_start_info"])
+    assert constant.session_start_info.hparams["loss.beta"].number_value == 1.0  # a number, not a string
+
+
+def _content(run_dir):
+    accumulator = event_accumulator.EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return accumulator.PluginTagToContent("hparams")

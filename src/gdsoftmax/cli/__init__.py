@@ -274,8 +274,11 @@ def _next_steps(folder: str, config) -> str:
     lines = ["", "Next:", f"  {prog} report {folder}    # report.md: tables, figures, each β against β = 1"]
     if "tensorboard" in config.train.log:
         lines.append(f"  tensorboard --logdir {folder}    # the curves of every run, side by side")
-    else:
-        lines.append("  (add --set 'train.log=[\"tensorboard\"]' to follow runs in TensorBoard)")
+    if "mlflow" in config.train.log and not os.environ.get("MLFLOW_TRACKING_URI"):
+        store = Path(folder).parent / "mlflow.db"
+        lines.append(f"  mlflow ui --backend-store-uri sqlite:///{store}    # the sweep's runs in MLflow")
+    if not config.train.log:
+        lines.append("  (add --set 'train.log=[\"tensorboard\"]' or '[\"mlflow\"]' to follow runs in a tracker)")
     return "\n".join(lines)
 
 

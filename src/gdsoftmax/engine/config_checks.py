@@ -26,7 +26,7 @@ __all__ = ["INPUT_SCALINGS", "LOGGERS", "LR_SCHEDULES", "PRECISIONS", "RUN_NAME_
 
 FLOAT32_MAX = 3.4028234663852886e38  # parameters are float32: a larger rate overflows in the optimizer step
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-LOGGERS = ("tensorboard",)
+LOGGERS = ("tensorboard", "mlflow")
 LR_SCHEDULES = ("step", "cosine", "constant")
 INPUT_SCALINGS = ("standardize", "unit", "raw")
 

@@ -14,6 +14,7 @@ from gdsoftmax.engine.grid import MAX_CELLS, sweep_cells
 from gdsoftmax.engine.rundir.records import CONFIG_FILE
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import plan_stacks
+from gdsoftmax.engine.tracking import run_labels
 from gdsoftmax.engine.trainer import TrainingDiverged, train
 
 __all__ = ["SweepIncomplete", "format_summary", "holds_cells", "parse_shard", "run_sweep", "sweep_root"]
@@ -72,6 +73,7 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     per_setting = Counter(c.setting for c in grid)
     cells = [(c.name, c.config) for c in grid if only is None or c.name in only][shard[0] :: shard[1]]
     settings = {c.name: c.setting for c in grid}
+    labels = {c.name: run_labels(c.config, config, c.setting) for c in grid}
     log(f"{config.name}: {len(cells)} cell(s) in {root}" + (f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""))
     datasets: dict[tuple, object] = {}  # load each data set once for all cells that share it
 
@@ -95,7 +97,8 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
         else:
             pending.append((name, cell, run_dir))
     groups = plan_stacks(pending, lambda c: (data_for(c).image_shape, data_for(c).num_classes), max_stack)
-    trained, failures = _train_groups(groups, data_for, progress=progress, log=log, restart=restart)
+    trained, failures = _train_groups(groups, data_for, progress=progress, log=log, restart=restart,
+                                      tracking=(labels, Path(out_dir)))
     finished.update(trained)
     results = [{"cell": name, "setting": settings[name], "of": per_setting[settings[name]], **finished[name]}
                for name, _ in cells if name in finished]
@@ -109,7 +112,8 @@ def holds_cells(folder: Path) -> bool:
     return folder.is_dir() and any((cell / CONFIG_FILE).exists() for cell in folder.iterdir() if cell.is_dir())
 
 
-def _train_groups(groups, data_for, *, progress: bool, log, restart: bool = False) -> tuple[dict, dict[str, str]]:
+def _train_groups(groups, data_for, *, progress: bool, log, restart: bool = False,
+                  tracking=({}, None)) -> tuple[dict, dict[str, str]]:
     """Train each group (stacked when it has several cells): the results of the cells that finished,
     and the error of each that did not. A run whose loss diverges is noted in its run directory; the
     other runs of its stack resume from their last checkpoint without it, and the rest go on."""
@@ -122,7 +126,8 @@ def _train_groups(groups, data_for, *, progress: bool, log, restart: bool = Fals
                 log(f"training {len(group)} runs as one stacked model: {', '.join(name for name, _, _ in group)}")
             try:
                 summaries = train([c for _, c, _ in group], [d for _, _, d in group], data=data_for(group[0][1]),
-                                  progress=progress, restart=restart)
+                                  progress=progress, restart=restart, out_dir=tracking[1],
+                                  labels=[tracking[0].get(name) for name, _, _ in group])
             except TrainingDiverged as error:  # a diverged run is a result; the rest of the grid still runs
                 group = _note_diverged(group, error, failures, log)
                 restart = False  # the survivors' checkpoints are this sweep's own: resume them

@@ -1,12 +1,15 @@
 """TensorBoard logging: ``train.log = ["tensorboard"]`` (or ``--set train.log=["tensorboard"]``)
-mirrors a run into TensorBoard event files in ``RUN_DIR/tensorboard``.
+mirrors a run into TensorBoard event files in its run directory, so ``tensorboard --logdir runs/NAME``
+names each run after its cell (``beta=0.1_seed=2``) and a regex such as ``beta=0.1_`` shows one
+setting's seeds together.
 
 ``metrics.jsonl`` stays the source of truth: the writer is fed each metric row after the row is
 written, so TensorBoard shows exactly what the report reads. Per epoch: every numeric field of
 the row (train/val/test loss, CE and accuracy, beta, lr, wall time). At the end: the run's
-hyperparameters with its final test accuracy and ECE (the HParams tab), and the test set's
-reliability diagram with its confidence histogram as an image. A sweep writes one folder per
-cell, so ``tensorboard --logdir runs/NAME`` compares the cells side by side. A resumed run drops
+hyperparameters with its final test accuracy and ECE (the HParams tab: the swept keys first, then
+``setting``, the group a setting's seeds share, then the rest of the resolved config; β as a number
+or a schedule's label), and the test set's reliability diagram with its confidence histogram as an
+image. A resumed run drops
 the events of epochs it trains again (``purge_step``), so no curve is drawn twice.
 
 Needs the ``tensorboard`` package (``pip install 'gdsoftmax[tensorboard]'``).
@@ -23,10 +26,10 @@ import torch
 
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.metrics import calibration_metrics
-from gdsoftmax.engine.config import ExperimentConfig, to_dict
-from gdsoftmax.engine.rundir.records import TENSORBOARD_DIR
+from gdsoftmax.engine.config import ExperimentConfig
+from gdsoftmax.engine.tracking import RunLabels, run_labels, tracked_params
 
-__all__ = ["TENSORBOARD_DIR", "TensorBoardLog", "require_tensorboard", "scalar_tag"]
+__all__ = ["TensorBoardLog", "require_tensorboard", "scalar_tag"]
 
 SCHEDULE_FIELDS = {"beta": "schedule/beta", "lr": "schedule/lr", "wall_time": "time/wall_time_s"}
 
@@ -56,8 +59,9 @@ def require_tensorboard() -> None:
 class TensorBoardLog:
     """The TensorBoard mirror of one run directory's metric rows (see the module docstring)."""
 
-    def __init__(self, run_dir: str | Path, start_epoch: int = 0):
-        self.folder = Path(run_dir) / TENSORBOARD_DIR
+    def __init__(self, run_dir: str | Path, start_epoch: int = 0, labels: RunLabels | None = None):
+        self.folder = Path(run_dir)
+        self.labels = labels
         self.writer = _summary_writer()(log_dir=str(self.folder), purge_step=start_epoch + 1 if start_epoch else None)
 
     def epoch(self, row: dict) -> None:
@@ -75,7 +79,7 @@ class TensorBoardLog:
         report = calibration_metrics(torch.from_numpy(test_logits).double(), torch.from_numpy(test_labels), n_bins)
         metrics = {"final/test_acc": report.accuracy, f"final/test_ece_{n_bins}bins": report.ece,
                    "final/test_mce": report.mce}
-        self.writer.add_hparams(hparams(config), metrics, run_name=".")
+        self.writer.add_hparams(tracked_params(config, self.labels or run_labels(config)), metrics, run_name=".")
         with tempfile.TemporaryDirectory() as scratch:
             path = plots.reliability_diagrams([(config.name, report.bins, report.ece, report.mce)],
                                               Path(scratch) / "reliability.png",
@@ -87,15 +91,3 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def hparams(config: ExperimentConfig) -> dict:
-    """The config as flat ``section.key`` scalars for the HParams tab (lists and tables as text)."""
-    flat = {}
-    for section, values in to_dict(config).items():
-        if section == "sweep":
-            continue
-        for key, value in (values.items() if isinstance(values, dict) else [("", values)]):
-            name = f"{section}.{key}" if key else section
-            flat[name] = value if isinstance(value, bool | int | float | str) else str(value)
-    return flat

@@ -42,6 +42,7 @@ from gdsoftmax.engine.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import Dataset, crop_and_flip, draw_augmentation, load_dataset, with_input_scaling
 from gdsoftmax.engine.evaluation import evaluation_scores, final_predictions, per_sample_record
+from gdsoftmax.engine.loggers import open_loggers, require_loggers
 from gdsoftmax.engine.lr import LearningRateSchedule, learning_rate
 from gdsoftmax.engine.models import build_model
 from gdsoftmax.engine.objectives import build_objective
@@ -49,7 +50,6 @@ from gdsoftmax.engine.optim import build_optimizer
 from gdsoftmax.engine.rundir.records import Checkpoint, EpochRow, RunMismatchError, RunResult
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import StackedRuns
-from gdsoftmax.engine.tensorboard import TensorBoardLog, require_tensorboard
 
 __all__ = ["SingleRun", "TrainingDiverged", "learning_rate", "run_experiment", "train"]
 
@@ -61,17 +61,19 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Datas
 
 
 def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: Dataset | None = None,
-          progress: bool = True, restart: bool = False, on_epoch=None) -> list[dict]:
+          progress: bool = True, restart: bool = False, on_epoch=None, labels: list | None = None,
+          out_dir: str | Path | None = None) -> list[dict]:
     """Train ``configs`` (one, or several that stack) in their run directories; return their summaries.
 
     A run directory that holds a run of another config is refused (RunMismatchError), unless
     ``restart`` discards it; a run directory that another process is writing is refused too.
     ``on_epoch(row)`` is called with the first run's metric row once its epoch is written (a
     search's pruner: an exception it raises stops training, the checkpoint of that epoch kept).
+    ``labels`` (one :class:`~gdsoftmax.engine.tracking.RunLabels` per config) name and group the runs in
+    the trackers ``train.log`` lists; ``out_dir`` holds MLflow's default store.
     """
     runs = [RunWriter(d) for d in run_dirs]
-    if any("tensorboard" in config.train.log for config in configs):
-        require_tensorboard()
+    require_loggers(configs)
     world = _Distributed.from_environment(configs[0].train.device)
     with contextlib.ExitStack() as locks:
         for run in runs:  # a run that fails before it writes anything leaves no empty folder behind
@@ -83,11 +85,12 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data: 
                 if restart:
                     run.restart()
                 run.claim(config)
-        return _train(configs, runs, world, data, progress, on_epoch)
+        tracking = (labels or [None] * len(configs), None if out_dir is None else Path(out_dir))
+        return _train(configs, runs, world, data, progress, on_epoch, tracking)
 
 
 def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distributed, data: Dataset | None,
-           progress: bool, on_epoch=None) -> list[dict]:
+           progress: bool, on_epoch=None, tracking=((), None)) -> list[dict]:
     first = configs[0]
     seed_everything(first.seed)
     if data is None:
@@ -103,8 +106,8 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
     if world.is_main:
         for run, config, done in zip(runs, configs, rows, strict=True):
             run.open(config, start_epoch, done, precision, fingerprint)
-    logs = [TensorBoardLog(run.path, start_epoch) if world.is_main and "tensorboard" in config.train.log else None
-            for run, config in zip(runs, configs, strict=True)]
+    logs = [open_loggers(config, run.path, start_epoch, label, tracking[1]) if world.is_main and config.train.log
+            else None for run, config, label in zip(runs, configs, tracking[0] or [None] * len(runs), strict=True)]
 
     started = time.perf_counter()
     bar = tqdm(range(start_epoch, first.train.epochs), desc=first.name if len(configs) == 1 else

@@ -22,7 +22,7 @@ from gdsoftmax.engine.config import ExperimentConfig, to_dict
 
 __all__ = ["CHECKPOINT_FILE", "CONFIG_FILE", "FAILURE_FILE", "IDENTITY_FILE", "LOCK_FILE", "METRICS_FILE",
            "NOT_IDENTITY", "PREDICTIONS_FILE", "PREVIOUS_FILE", "RESULT_FILE", "RUN_FILES", "SAMPLES_FILE",
-           "TENSORBOARD_DIR",
+           "TENSORBOARD_EVENTS",
            "Checkpoint", "DamagedRunError", "EpochRow", "RunLockedError", "RunMismatchError", "RunRecord",
            "RunResult", "checked_result", "fingerprint", "identity", "identity_differences", "read_or_explain",
            "to_json"]
@@ -32,7 +32,9 @@ FAILURE_FILE = "failure.txt"  # why the last attempt stopped with an error (clea
 PREVIOUS_FILE = "checkpoint.prev.pt"  # stacked runs keep the epoch before, to realign after a cut
 SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE = "samples.npz", "predictions.npz", "result.json"
 IDENTITY_FILE, LOCK_FILE = "run.json", "lock"
-TENSORBOARD_DIR = "tensorboard"  # event files mirrored from metrics.jsonl (train.log = ["tensorboard"])
+# TensorBoard event files mirrored from metrics.jsonl (train.log = ["tensorboard"]), in the run directory itself so
+# that TensorBoard names the run after its cell
+TENSORBOARD_EVENTS = "events.out.tfevents.*"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PREVIOUS_FILE, SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE,
              IDENTITY_FILE)
 # keys that may change when a run is resumed: its length, where the data lives, which device trains it

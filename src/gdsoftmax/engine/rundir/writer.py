@@ -42,7 +42,7 @@ from gdsoftmax.engine.rundir.records import (
     RESULT_FILE,
     RUN_FILES,
     SAMPLES_FILE,
-    TENSORBOARD_DIR,
+    TENSORBOARD_EVENTS,
     Checkpoint,
     EpochRow,
     RunLockedError,
@@ -55,6 +55,13 @@ from gdsoftmax.engine.rundir.records import (
 from gdsoftmax.engine.rundir.view import RunView
 
 __all__ = ["RunWriter"]
+
+
+def _remove_tensorboard_events(run_dir: Path) -> None:
+    """The run's TensorBoard event files, and the ``tensorboard`` folder where older runs kept them."""
+    for events in run_dir.glob(TENSORBOARD_EVENTS):
+        events.unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 
 class RunWriter(RunView):
@@ -74,7 +81,7 @@ class RunWriter(RunView):
         starts anew. Call it holding :meth:`lock`, so that a run another process writes is never touched."""
         for name in (*RUN_FILES, FAILURE_FILE):
             (self.path / name).unlink(missing_ok=True)
-        shutil.rmtree(self.path / TENSORBOARD_DIR, ignore_errors=True)
+        _remove_tensorboard_events(self.path)
 
     @contextlib.contextmanager
     def lock(self):

@@ -1,0 +1,99 @@
+"""train.log = ["mlflow"]: one MLflow run per cell under a parent per sweep, in a SQLite store in --out;
+metrics equal to metrics.jsonl at their epochs; a killed and resumed run continues its MLflow run without
+a duplicate step; an unreachable store costs one line and nothing else; a missing extra names its install."""
+
+import json
+import sys
+
+import pytest
+
+from conftest import interrupted_at_epoch
+from gdsoftmax.engine.config import parse_config
+from gdsoftmax.engine.mlflow_log import require_mlflow
+from gdsoftmax.engine.sweep import run_sweep
+from gdsoftmax.engine.trainer import run_experiment
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+WARMUP = {"kind": "linear", "start": 0.1, "end": 1.0, "epochs": 2}
+
+
+def _spec(epochs=3, sweep=None):
+    return {"name": "ml", "data": {"val_size": 300}, "model": {"options": {"hidden": [16]}},
+            "train": {"epochs": epochs, "lr": 0.05, "log": ["mlflow"], "record_epochs": [1]},
+            "sweep": {"loss.beta": [1.0, WARMUP], "seed": [0, 1]} if sweep is None else sweep}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def _client(out):
+    return MlflowClient(f"sqlite:///{(out / 'mlflow.db').resolve()}")
+
+
+def test_a_sweep_is_a_parent_run_with_one_child_per_cell(store):
+    run_sweep(parse_config(_spec()), store, progress=False, log=lambda *_: None)
+    client = _client(store)
+    experiment = client.get_experiment_by_name("ml")
+    runs = client.search_runs([experiment.experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("gdsoftmax.role") == "sweep"]
+    children = sorted((r for r in runs if r is not parent and r.info.run_id != parent.info.run_id),
+                      key=lambda r: r.info.run_name)
+    assert parent.info.run_name == "ml"
+    assert [r.info.run_name for r in children] == ["beta=1_seed=0", "beta=1_seed=1",
+                                                   "beta=linear0.1-1_seed=0", "beta=linear0.1-1_seed=1"]
+    for child in children:
+        tags, params = child.data.tags, child.data.params
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["setting"] == child.info.run_name.rsplit("_seed=", 1)[0]  # the seeds of a setting share it
+        assert tags["seed"] == child.info.run_name[-1]
+        assert child.info.status == "FINISHED"
+        assert params["train.epochs"] == "3"
+        cell = store / "ml" / child.info.run_name
+        rows = [json.loads(line) for line in (cell / "metrics.jsonl").read_text().splitlines()]
+        for field in ("test_acc", "train_ce", "val_acc", "beta", "lr"):
+            history = client.get_metric_history(child.info.run_id, field)
+            assert sorted((m.step, m.value) for m in history) == [
+                (r["epoch"], pytest.approx(r[field], rel=1e-9)) for r in rows], field
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert artifacts == {"config.toml", "reliability.png"}
+    warm = next(c for c in children if c.info.run_name.startswith("beta=linear"))
+    assert warm.data.tags["loss.beta"] == warm.data.params["loss.beta"] == "linear 0.1→1 over 2 epochs"
+    assert children[0].data.params["loss.beta"] == "1.0"
+
+
+def test_a_killed_run_resumes_its_mlflow_run_without_a_duplicate_step(store):
+    config = parse_config(_spec(epochs=4, sweep={}))
+    with interrupted_at_epoch(3):
+        run_experiment(config, store / "run", progress=False)
+    run_experiment(config, store / "run", progress=False)
+    client = _client(store)
+    [run] = client.search_runs([client.get_experiment_by_name("ml").experiment_id])
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "test_acc"))
+    assert steps == [1, 2, 3, 4]
+    assert run.info.status == "FINISHED"
+
+
+def test_an_unreachable_store_costs_one_line_and_the_run_keeps_its_files(store, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    result = run_experiment(parse_config(_spec(epochs=2, sweep={})), store / "run", progress=False)
+    assert result["epochs"] == 2
+    assert (store / "run" / "metrics.jsonl").exists()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("MLflow:")]
+    assert len(lines) == 1
+    assert lines[0].startswith("MLflow: cannot open the run at http://127.0.0.1:9 (")
+    assert lines[0].endswith("the run goes on and keeps its own files, without MLflow")
+
+
+def test_unknown_logger_and_missing_extra_name_the_fix(monkeypatch):
+    with pytest.raises(ValueError, match=r"train.log entries must be among \('tensorboard', 'mlflow'\), got 'wandb'"):
+        parse_config({"train": {"log": ["wandb"]}})
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with pytest.raises(ValueError, match=r"needs the mlflow package, .*: pip install 'gdsoftmax\[mlflow\]'"):
+        require_mlflow()
