@@ -44,6 +44,7 @@ def test_a_sweep_is_a_parent_run_with_one_child_per_cell(store):
     children = sorted((r for r in runs if r is not parent and r.info.run_id != parent.info.run_id),
                       key=lambda r: r.info.run_name)
     assert parent.info.run_name == "ml"
+    assert parent.info.status == "FINISHED"  # the whole grid finished
     assert [r.info.run_name for r in children] == ["beta=1_seed=0", "beta=1_seed=1",
                                                    "beta=linear0.1-1_seed=0", "beta=linear0.1-1_seed=1"]
     for child in children:

@@ -38,7 +38,7 @@ from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.rundir.records import CONFIG_FILE
 from gdsoftmax.engine.tracking import RunLabels, tracked_params
 
-__all__ = ["TRACKING_DB", "MLflowLog", "require_mlflow", "tracking_uri"]
+__all__ = ["TRACKING_DB", "MLflowLog", "finish_sweep", "require_mlflow", "tracking_uri"]
 
 TRACKING_DB = "mlflow.db"
 RUN_DIR_TAG, ROLE_TAG = "gdsoftmax.run_dir", "gdsoftmax.role"
@@ -153,3 +153,19 @@ class MLflowLog:
             self.client.log_artifact(self.run_id, str(path))
         self.client.log_artifact(self.run_id, str(self.run_dir / CONFIG_FILE))
         self.client.set_terminated(self.run_id, "FINISHED")
+
+
+def finish_sweep(config: ExperimentConfig, out_dir: str | Path) -> None:
+    """Mark the sweep's parent run finished once every cell has finished (one line on stderr if the store fails)."""
+    if "mlflow" not in config.train.log or not config.sweep:
+        return
+    try:
+        _, client_class = _mlflow()
+        client = client_class(tracking_uri(out_dir))
+        experiment = client.get_experiment_by_name(config.name)
+        found = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'sweep'", max_results=1)
+        if found:
+            client.set_terminated(found[0].info.run_id, "FINISHED")
+    except Exception as error:  # the cells are logged; only the parent's status is left open
+        print(f"MLflow: cannot mark the sweep's parent run finished at {tracking_uri(out_dir)} "
+              f"({type(error).__name__})", file=sys.stderr)

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import load_dataset
 from gdsoftmax.engine.grid import MAX_CELLS, sweep_cells
+from gdsoftmax.engine.mlflow_log import finish_sweep
 from gdsoftmax.engine.rundir.records import CONFIG_FILE
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import plan_stacks
@@ -104,6 +105,8 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
                for name, _ in cells if name in finished]
     if failures:
         raise SweepIncomplete(results, failures)
+    if len(results) == len(grid):  # the whole grid, not one shard's part of it
+        finish_sweep(config, out_dir)
     return results
 
 

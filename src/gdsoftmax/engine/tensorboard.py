@@ -6,10 +6,9 @@ setting's seeds together.
 ``metrics.jsonl`` stays the source of truth: the writer is fed each metric row after the row is
 written, so TensorBoard shows exactly what the report reads. Per epoch: every numeric field of
 the row (train/val/test loss, CE and accuracy, beta, lr, wall time). At the end: the run's
-hyperparameters with its final test accuracy and ECE (the HParams tab: the swept keys first, then
-``setting``, the group a setting's seeds share, then the rest of the resolved config; β as a number
-or a schedule's label), and the test set's reliability diagram with its confidence histogram as an
-image. A resumed run drops
+hyperparameters with its final test accuracy and ECE (the HParams tab: the swept keys and
+``setting``, the group a setting's seeds share; β as a number or a schedule's label), the resolved
+config as text, and the test set's reliability diagram with its confidence histogram as an image. A resumed run drops
 the events of epochs it trains again (``purge_step``), so no curve is drawn twice.
 
 Needs the ``tensorboard`` package (``pip install 'gdsoftmax[tensorboard]'``).
@@ -26,8 +25,8 @@ import torch
 
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.metrics import calibration_metrics
-from gdsoftmax.engine.config import ExperimentConfig
-from gdsoftmax.engine.tracking import RunLabels, run_labels, tracked_params
+from gdsoftmax.engine.config import ExperimentConfig, config_to_toml
+from gdsoftmax.engine.tracking import RunLabels, compared_params, run_labels
 
 __all__ = ["TensorBoardLog", "require_tensorboard", "scalar_tag"]
 
@@ -79,7 +78,8 @@ class TensorBoardLog:
         report = calibration_metrics(torch.from_numpy(test_logits).double(), torch.from_numpy(test_labels), n_bins)
         metrics = {"final/test_acc": report.accuracy, f"final/test_ece_{n_bins}bins": report.ece,
                    "final/test_mce": report.mce}
-        self.writer.add_hparams(tracked_params(config, self.labels or run_labels(config)), metrics, run_name=".")
+        self.writer.add_hparams(compared_params(config, self.labels or run_labels(config)), metrics, run_name=".")
+        self.writer.add_text("config", "```toml\n" + config_to_toml(config) + "\n```", result["epochs"])
         with tempfile.TemporaryDirectory() as scratch:
             path = plots.reliability_diagrams([(config.name, report.bins, report.ece, report.mce)],
                                               Path(scratch) / "reliability.png",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from gdsoftmax.engine.config import ExperimentConfig, to_dict
 
-__all__ = ["RunLabels", "readable_beta", "run_labels", "tracked_params"]
+__all__ = ["RunLabels", "compared_params", "readable_beta", "run_labels", "tracked_params"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,17 @@ def tracked_params(config: ExperimentConfig, labels: RunLabels) -> dict:
     """
     rest = {key: _shown(key, value) for key, value in _flat(config).items() if key not in labels.swept}
     return {**labels.swept, "setting": labels.setting, **rest}
+
+
+def compared_params(config: ExperimentConfig, labels: RunLabels) -> dict:
+    """What a sweep's runs are compared by: the swept keys (β and seed for a single run), then ``setting``.
+
+    TensorBoard's HParams table sorts its columns by name and has no room for a whole config: it gets
+    these, and the resolved config goes beside them as text.
+
+    >>> from gdsoftmax.engine.config import parse_config
+    >>> compared_params(parse_config({"name": "one", "loss": {"beta": 0.5}}), RunLabels("one", "one", "one"))
+    {'loss.beta': 0.5, 'seed': 0, 'setting': 'one'}
+    """
+    swept = labels.swept or {"loss.beta": readable_beta(to_dict(config)["loss"]["beta"]), "seed": config.seed}
+    return {**swept, "setting": labels.setting}
