@@ -3,11 +3,14 @@ metrics equal to metrics.jsonl at their epochs; a killed and resumed run continu
 a duplicate step; an unreachable store costs one line and nothing else; a missing extra names its install."""
 
 import json
+import os
+import signal
+import subprocess
 import sys
 
 import pytest
 
-from conftest import interrupted_at_epoch
+from conftest import wait_for_rows
 from gdsoftmax.engine.config import parse_config
 from gdsoftmax.engine.mlflow_log import require_mlflow
 from gdsoftmax.engine.sweep import run_sweep
@@ -67,18 +70,6 @@ def test_a_sweep_is_a_parent_run_with_one_child_per_cell(store):
     assert children[0].data.params["loss.beta"] == "1.0"
 
 
-def test_a_killed_run_resumes_its_mlflow_run_without_a_duplicate_step(store):
-    config = parse_config(_spec(epochs=4, sweep={}))
-    with interrupted_at_epoch(3):
-        run_experiment(config, store / "run", progress=False)
-    run_experiment(config, store / "run", progress=False)
-    client = _client(store)
-    [run] = client.search_runs([client.get_experiment_by_name("ml").experiment_id])
-    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "test_acc"))
-    assert steps == [1, 2, 3, 4]
-    assert run.info.status == "FINISHED"
-
-
 def test_an_unreachable_store_costs_one_line_and_the_run_keeps_its_files(store, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -98,3 +89,27 @@ def test_unknown_logger_and_missing_extra_name_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(ValueError, match=r"needs the mlflow package, .*: pip install 'gdsoftmax\[mlflow\]'"):
         require_mlflow()
+
+
+def test_sigkill_then_resume_logs_every_epoch_once(store):
+    config = store / "killed.toml"
+    config.write_text('name = "killed"\n[data]\nval_size = 137\n[model]\noptions = { hidden = [16] }\n'
+                      '[train]\nepochs = 12\nlr = 0.05\nlog = ["mlflow"]\nrecord_epochs = [1]\n')
+
+    def cli():
+        return subprocess.Popen([sys.executable, "-m", "gdsoftmax", "train", str(config), "--out", str(store),
+                                 "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    killed = cli()
+    wait_for_rows(store / "killed", 4, killed, timeout=120)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+    assert cli().wait(timeout=300) == 0
+    client = _client(store)
+    [run] = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+    rows = [json.loads(line) for line in (store / "killed" / "metrics.jsonl").read_text().splitlines()]
+    for field in ("test_acc", "train_loss"):
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, field))
+        assert history == [(r["epoch"], pytest.approx(r[field], rel=1e-9)) for r in rows], field
+    assert [r["epoch"] for r in rows] == list(range(1, 13))

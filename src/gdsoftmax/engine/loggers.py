@@ -42,16 +42,18 @@ class RunLoggers:
             logger.finish(config, result, test_logits, test_labels)
 
 
-def open_loggers(config: ExperimentConfig, run_dir: Path, start_epoch: int, labels: RunLabels | None,
+def open_loggers(config: ExperimentConfig, run_dir: Path, done_rows: list[dict], labels: RunLabels | None,
                  out_dir: Path | None) -> RunLoggers:
-    """The loggers ``config.train.log`` names, opened for ``run_dir``; MLflow's store defaults to ``out_dir``
-    (the folder above the run directory when None)."""
+    """The loggers ``config.train.log`` names, opened for ``run_dir`` with the metric rows it already holds
+    (a resumed run); MLflow's store defaults to ``out_dir`` (the folder above the run directory when None)."""
     labels = labels or run_labels(config)
     loggers = []
-    if "tensorboard" in config.train.log:
-        loggers.append(TensorBoardLog(run_dir, start_epoch, labels))
+    if "tensorboard" in config.train.log:  # drops the events of later epochs, which the run trains again
+        loggers.append(TensorBoardLog(run_dir, len(done_rows), labels))
     if "mlflow" in config.train.log:
         mlflow_log = MLflowLog(run_dir, labels, out_dir or Path(run_dir).parent)
         mlflow_log.params(config)
+        for row in done_rows:  # a kill between a row's write and its logging left the store behind: catch up
+            mlflow_log.epoch(row)
         loggers.append(mlflow_log)
     return RunLoggers(loggers)
