@@ -106,9 +106,8 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
     if world.is_main:
         for run, config, done in zip(runs, configs, rows, strict=True):
             run.open(config, start_epoch, done, precision, fingerprint)
-    logs = [open_loggers(config, run.path, done, label, tracking[1]) if world.is_main and config.train.log
-            else None for run, config, done, label in zip(runs, configs, rows, tracking[0] or [None] * len(runs),
-                                                           strict=True)]
+    logs = [open_loggers(c, r.path, done, label, tracking[1]) if world.is_main and c.train.log else None
+            for r, c, done, label in zip(runs, configs, rows, tracking[0] or [None] * len(runs), strict=True)]
 
     started = time.perf_counter()
     bar = tqdm(range(start_epoch, first.train.epochs), desc=first.name if len(configs) == 1 else
