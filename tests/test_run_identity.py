@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -151,7 +152,13 @@ def test_two_processes_on_one_run_directory(tmp_path):
         deadline = time.time() + 60
         while not (tmp_path / "long" / "lock").exists() and time.time() < deadline and first.poll() is None:
             time.sleep(0.05)
-        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        # The first holds the lock, stopped, while the second starts: however long the second's imports take,
+        # it meets a live writer (without the stop, a fast first run could finish before the second looks).
+        first.send_signal(signal.SIGSTOP)
+        try:
+            second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        finally:
+            first.send_signal(signal.SIGCONT)
     finally:
         first.wait(timeout=300)
     assert first.returncode == 0, first.stdout.read()
