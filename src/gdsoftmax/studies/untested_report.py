@@ -158,9 +158,12 @@ def _accuracy_curves(runs: list[Run], path: Path, panel_of, line_of, title: str,
     plt = plots.pyplot()
     panels = _curves_by(runs, panel_of, line_of)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-    for ax, (panel, lines) in zip(axes[0], sorted(panels.items(), key=lambda kv: str(kv[0])), strict=True):
-        for (label, curves), color in zip(lines.items(), plots.palette(len(lines)), strict=True):
-            plots.band(ax, np.arange(1, len(curves[0]) + 1), curves, color, label)
+    ordered = sorted(panels.items(), key=lambda kv: str(kv[0]))
+    labels = list(dict.fromkeys(label for _, lines in ordered for label in lines))
+    colors = dict(zip(labels, plots.palette(len(labels)), strict=True))  # one colour per line label in every panel
+    for ax, (panel, lines) in zip(axes[0], ordered, strict=True):
+        for label, curves in lines.items():
+            plots.band(ax, np.arange(1, len(curves[0]) + 1), curves, colors[label], label)
         ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=panel_title(panel))
         ax.legend(fontsize=7)
     fig.suptitle(title + " (mean over seeds; band: min–max)")
