@@ -16,10 +16,9 @@ answers every question the engine and the reports ask of it.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 
-from gdsoftmax.loss.adaptive import PIDController
+from gdsoftmax.loss.adaptive import PIDController, controller_from_table
 from gdsoftmax.loss.schedules import Schedule, schedule_from_config
 from gdsoftmax.loss.validation import is_real
 
@@ -58,12 +57,7 @@ class BetaSetting:
     def schedule(self, steps_per_epoch: int) -> Schedule | PIDController:
         """A fresh schedule (a pure function of the step) or controller for a run."""
         if self.is_adaptive:
-            options = {k: v for k, v in self.raw.items() if k != "kind"}
-            names = [f.name for f in dataclasses.fields(PIDController) if f.name != "state"]
-            unknown = sorted(set(options) - set(names))
-            if unknown:
-                raise ValueError(f"unknown key(s) {unknown} for a 'pid' controller; it takes {names}")
-            return PIDController(**options)
+            return controller_from_table(self.raw)
         table = self.raw
         if isinstance(table, dict) and "epochs" in table:
             table = dict(table)

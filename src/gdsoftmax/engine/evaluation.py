@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from gdsoftmax.analysis.metrics import calibration_metrics
+from gdsoftmax.analysis.calibration_metrics import TopLabelCalibrationError
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import Dataset
 
@@ -86,7 +86,9 @@ def evaluate(model, data: Dataset, split_name: str, config: ExperimentConfig) ->
                "ce": F.cross_entropy(logits, labels).item(),
                "conf": torch.softmax(logits / config.loss.tau, 1).amax(1).mean().item()}
     if split_name == "val":  # the per-epoch calibration a search or a reader follows (15 equal-width bins)
-        metrics["ece"] = calibration_metrics(logits.double(), labels, 15).ece
+        ece = TopLabelCalibrationError(n_bins=15)  # the report's binned ECE, without its other metrics each epoch
+        ece.update(logits, labels)
+        metrics["ece"] = float(ece.compute())
     return metrics, logits
 
 

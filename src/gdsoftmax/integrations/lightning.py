@@ -38,7 +38,7 @@ import torch
 from torchmetrics import CatMetric
 
 from gdsoftmax.analysis.calibration_metrics import ReliabilityBins
-from gdsoftmax.loss.adaptive import PIDController
+from gdsoftmax.loss.adaptive import PIDController, controller_from_table, gradient_scale_of
 from gdsoftmax.loss.module import GradientDecayLoss
 from gdsoftmax.loss.schedules import Schedule, schedule_from_config
 
@@ -49,7 +49,7 @@ def _schedule(beta) -> Schedule | PIDController:
     if isinstance(beta, Schedule | PIDController):
         return beta
     if isinstance(beta, dict) and beta.get("kind") == "pid":
-        return PIDController(**{key: value for key, value in beta.items() if key != "kind"})
+        return controller_from_table(beta)
     return schedule_from_config(beta)
 
 
@@ -116,8 +116,7 @@ class GradientDecayBeta(Callback):
         self.set_beta(trainer.global_step)
         pl_module.log("gdsoftmax/beta", beta, sync_dist=False)
         if self.schedule.lr_compensation:
-            p_true = self._p_true.compute()
-            factor = 1.0 / float((1 / (1 + (beta - 1) * p_true)).mean())
+            factor = 1.0 / gradient_scale_of(self._p_true.compute(), beta)
             self._rescale_learning_rates(trainer, factor / self.lr_factor)
             self.lr_factor = factor
 

@@ -36,7 +36,7 @@ import torch
 
 from gdsoftmax.loss.validation import check_positive
 
-__all__ = ["PIDController", "gradient_scale"]
+__all__ = ["PIDController", "controller_from_table", "gradient_scale", "gradient_scale_of"]
 
 
 @dataclass
@@ -85,7 +85,31 @@ class PIDController:
         self.state = {k: (int if k == "updates" else float)(state.get(k, default)) for k, default in known.items()}
 
 
+def controller_from_table(table: dict) -> PIDController:
+    """The controller a config table names (``{"kind": "pid", "kp": ...}``); unknown keys are refused by name.
+
+    >>> controller_from_table({"kind": "pid", "ki": 1.0}).ki
+    1.0
+    """
+    options = {key: value for key, value in table.items() if key != "kind"}
+    names = [f.name for f in dataclasses.fields(PIDController) if f.name != "state"]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} for a 'pid' controller; it takes {names}")
+    return PIDController(**options)
+
+
+def gradient_scale_of(p_true: torch.Tensor, beta: float) -> float:
+    """mean_i 1 / (1 + (beta - 1) p_i) over the true-class probabilities p_i: how much beta shrinks (or
+    grows) the CE gradient on average; the lr compensation divides the learning rate by it.
+
+    >>> gradient_scale_of(torch.tensor([0.5, 1.0], dtype=torch.float64), 3.0)  # (1/2 + 1/3) / 2
+    0.41666666666666663
+    """
+    return float((1 / (1 + (beta - 1) * p_true.double())).mean())
+
+
 def gradient_scale(logits: torch.Tensor, labels: torch.Tensor, beta: float, tau: float = 1.0) -> float:
-    """mean_i 1 / (1 + (beta - 1) p_i): how much beta shrinks (or grows) the CE gradient on average."""
+    """:func:`gradient_scale_of` the softmax(z / tau) probabilities of the true labels."""
     p = torch.softmax(logits.double() / tau, 1).gather(1, labels[:, None]).squeeze(1)
-    return float((1 / (1 + (beta - 1) * p)).mean())
+    return gradient_scale_of(p, beta)
