@@ -11,7 +11,10 @@ from gdsoftmax.engine.models import MODELS, build_model
 EXPECTED_MILLIONS = {"resnet18": 11.17, "resnet34": 21.28, "resnet50": 23.52, "vgg16": 14.73, "mobilenet_v1": 3.22}
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+IMAGE_MODELS = sorted(name for name in MODELS if name != "gpt")  # gpt reads tokens: tests/test_language_model.py
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 @pytest.mark.parametrize("penultimate_dim", [None, 2])
 def test_logits_and_features(name, penultimate_dim):
     shape = (1, 28, 28) if name == "fcnn" else (3, 32, 32)
@@ -53,3 +56,11 @@ def test_resnet35_has_35_weighted_layers():
 def test_unknown_model():
     with pytest.raises(ValueError, match="unknown model 'resnet7'"):
         build_model("resnet7", (3, 32, 32), 10)
+
+
+def test_the_baby_gpt_has_nanogpts_parameter_count():
+    # 4 blocks of 12 d^2 + 2 d (no biases) at d = 128, the (65, 128) embedding shared with the output layer and
+    # the final norm: 0.80 M, the count nanoGPT prints (without the position embedding)
+    model = build_model("gpt", (64,), 65)
+    count = sum(p.numel() for p in model.parameters()) - model.position_embedding.weight.numel()
+    assert count == 4 * (12 * 128**2 + 2 * 128) + 65 * 128 + 128 == 795_904

@@ -52,6 +52,10 @@ class DataConfig:
     train_size: int | float = 0  # 0: every training sample left after validation; else a class-stratified subset
     augment: bool = False  # random crop (padding 4) + horizontal flip
     input_scaling: str = "standardize"  # per channel with the training statistics; "unit": [0, 1]; "raw": [0, 255]
+    # text corpora ("tinyshakespeare" or "text:PATH"; gdsoftmax.engine.text):
+    context: int = 64  # text: the window length, in tokens, of training and evaluation
+    tokenizer: str = "char"  # text: "char", "bpe" (trained on the training split) or a tokenizer.json path
+    vocab_size: int = 8192  # text: the vocabulary size of a "bpe" tokenizer
 
 
 @dataclass
@@ -73,11 +77,16 @@ class LossConfig:
     # "stable" (logsumexp) or "paper-u70": the paper's Eq. 25 literally, e^{z-70} in float32, a
     # reproduction option (gdsoftmax.loss.literal); gdsoftmax loss only
     numerics: str = "stable"
+    # language models: the output layer and the β-loss in one pass that never holds the (tokens x vocabulary)
+    fused_linear: bool = False  # text: the fused linear β-loss (no logits held); the gdsoftmax loss only
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 100  # training epochs; a larger value extends a finished run
+    # text runs count steps instead; an "epoch" of their rows and checkpoints is one round of eval_every steps
+    iterations: int = 0  # text: training steps in all (epochs is set to iterations / eval_every)
+    eval_every: int = 250  # text: steps between evaluations on the whole validation split
     batch_size: int = 100  # the global batch (split across processes under torchrun)
     optimizer: str = "sgd"  # from torch.optim: "sgd" or "adamw"
     optimizer_options: dict = field(default_factory=dict)  # its other arguments, e.g. {betas = [0.9, 0.99]}

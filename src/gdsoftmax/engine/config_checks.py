@@ -13,11 +13,13 @@ import re
 
 import torch
 
+from gdsoftmax.baselines import LOGIT_LOSSES
 from gdsoftmax.engine.data import DATASETS
 from gdsoftmax.engine.library_models import is_library_model, library_model_problem
 from gdsoftmax.engine.models import MODELS
 from gdsoftmax.engine.objectives import check_options
 from gdsoftmax.engine.optim import OPTIMIZERS, build_optimizer, optimizer_option_names
+from gdsoftmax.engine.text import TEXT_CORPORA, is_text_dataset
 from gdsoftmax.loss import BACKENDS
 from gdsoftmax.loss.literal import NUMERICS
 
@@ -88,10 +90,50 @@ def _check_model(c) -> None:
         _check(key in accepted, f"model.options.{key}", f"is not an option of {name}; it takes {accepted}")
 
 
+def _check_text(c) -> None:
+    """A language-model run: the gpt model, steps instead of epochs, a window the model takes, losses on logits.
+    Sets ``train.epochs`` to the number of evaluation rounds, ``iterations / eval_every``."""
+    d, t, loss = c.data, c.train, c.loss
+    _check(c.model.name == "gpt", "model.name", f"must be gpt for the text corpus {d.dataset!r}, got {c.model.name!r}")
+    _check(t.iterations >= 1 and t.eval_every >= 1, "train.iterations",
+           f"and train.eval_every must be >= 1 for a text corpus (training counts steps), got {t.iterations} and "
+           f"{t.eval_every}")
+    _check(t.iterations % t.eval_every == 0, "train.iterations",
+           f"= {t.iterations} must be a multiple of train.eval_every = {t.eval_every}")
+    t.epochs = t.iterations // t.eval_every
+    _check(d.context >= 1, "data.context", f"must be >= 1, got {d.context}")
+    window = c.model.options.get("block_size") or d.context
+    _check(d.context <= window, "data.context", f"= {d.context} is longer than the model's window "
+           f"model.options.block_size = {window}; lower data.context or raise block_size")
+    _check(d.tokenizer.strip() != "", "data.tokenizer", 'must be "char", "bpe" or the path of a tokenizer.json')
+    _check(d.tokenizer != "bpe" or d.vocab_size > 256, "data.vocab_size",
+           f"must be > 256 for a byte-level BPE (its alphabet is the 256 bytes), got {d.vocab_size}")
+    _check(isinstance(d.val_size, float) and 0 < d.val_size < 1, "data.val_size",
+           f"is the fraction of a corpus that validates, in (0, 1), got {d.val_size!r}")
+    for key, bad in (("data.augment", d.augment), ("data.train_size", d.train_size), ("train.track_margin",
+                     t.track_margin), ("train.channels_last", t.channels_last), ("model.penultimate_dim",
+                     c.model.penultimate_dim)):
+        _check(not bad, key, "is for image data sets; leave it at its default for a text corpus")
+    _check(loss.name in ("gdsoftmax", *LOGIT_LOSSES), "loss.name",
+           f"must be gdsoftmax or a loss on logits ({sorted(LOGIT_LOSSES)}) for a language model, got {loss.name!r}")
+    if loss.fused_linear:
+        _check(loss.name == "gdsoftmax" and loss.label_smoothing == 0 and loss.numerics == "stable"
+               and not loss.beta.is_adaptive, "loss.fused_linear",
+               "computes the plain gdsoftmax loss: no baseline, label smoothing, paper numerics or adaptive beta")
+    if loss.beta.is_adaptive:
+        _check(not loss.beta.raw.get("lr_compensation", False), "loss.beta.lr_compensation",
+               "is not available for language models (it needs every validation logit); set it to false")
+
+
 def check_values(c) -> None:
     """Raise ConfigError naming the first key of the config ``c`` (an ExperimentConfig) with a bad value."""
-    _check(c.data.dataset in DATASETS, "data.dataset", f"must be one of {sorted(DATASETS)}, got {c.data.dataset!r}")
+    text = is_text_dataset(c.data.dataset)
+    _check(c.data.dataset in DATASETS or text, "data.dataset", f"must be one of {sorted(DATASETS)}, a text corpus "
+           f"({sorted(TEXT_CORPORA)}) or text:PATH, got {c.data.dataset!r}")
     _check_model(c)
+    _check_text(c) if text else _check(c.model.name != "gpt" and not c.loss.fused_linear, "model.name",
+                                       "gpt (and loss.fused_linear) are for text corpora: set data.dataset to "
+                                       f"one, e.g. tinyshakespeare (got {c.data.dataset!r})")
     _check(c.data.val_size >= 0, "data.val_size", "must be >= 0")
     _check(c.data.train_size >= 0 and not (isinstance(c.data.train_size, float) and c.data.train_size > 1),
            "data.train_size", "must be 0 (all), a count of samples, or a fraction in (0, 1]")

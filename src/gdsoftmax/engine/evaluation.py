@@ -19,8 +19,12 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from gdsoftmax.analysis.calibration_metrics import TopLabelCalibrationError
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import Dataset
+from gdsoftmax.engine.language import recorded_labels as text_labels
+from gdsoftmax.engine.language import text_predictions, text_record, text_scores
+from gdsoftmax.engine.text import TextData
 
-__all__ = ["evaluate", "evaluation_scores", "final_predictions", "fold_batch_norm", "per_sample_record"]
+__all__ = ["evaluate", "evaluation_scores", "final_predictions", "fold_batch_norm", "per_sample_record",
+           "recorded_labels"]
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
@@ -53,7 +57,10 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
 
 
 def evaluation_scores(model, data: Dataset, config: ExperimentConfig) -> tuple[dict, dict, torch.Tensor]:
-    """The metric-row entries for validation and test, the validation metrics and logits (N, K)."""
+    """The metric-row entries for validation and test, the validation metrics and logits (N, K) (None for
+    a language model, :func:`gdsoftmax.engine.language.text_scores`)."""
+    if isinstance(data, TextData):
+        return text_scores(model, data, config)
     (val, val_logits), (test, _) = evaluate(model, data, "val", config), evaluate(model, data, "test", config)
     scores = {"val_ce": val["ce"], "val_acc": val["acc"], "test_ce": test["ce"], "test_acc": test["acc"]}
     return scores, val, val_logits
@@ -93,7 +100,10 @@ def evaluate(model, data: Dataset, split_name: str, config: ExperimentConfig) ->
 
 
 def per_sample_record(model, data: Dataset, config: ExperimentConfig) -> dict:
-    """For every training sample: p_true = softmax(z / tau)_y (float16) and whether it is classified right."""
+    """For every training sample: p_true = softmax(z / tau)_y (float16) and whether it is classified right
+    (for a language model: the tokens of the first training windows)."""
+    if isinstance(data, TextData):
+        return text_record(model, data, config)
     logits, _ = _forward_all(model, data, "train", config)
     labels = data.train.labels
     p_true = torch.softmax(logits / config.loss.tau, 1).gather(1, labels[:, None]).squeeze(1)
@@ -101,7 +111,10 @@ def per_sample_record(model, data: Dataset, config: ExperimentConfig) -> dict:
 
 
 def final_predictions(model, data: Dataset, config: ExperimentConfig) -> dict:
-    """Validation and test logits and labels (and features of at most 16 dimensions), as arrays."""
+    """Validation and test logits and labels (and features of at most 16 dimensions), as arrays (a language
+    model's per-token arrays: :func:`gdsoftmax.engine.language.text_predictions`)."""
+    if isinstance(data, TextData):
+        return text_predictions(model, data, config)
     arrays = {}
     for split in ("val", "test"):
         logits, feats = _forward_all(model, data, split, config, features=True)
@@ -110,3 +123,9 @@ def final_predictions(model, data: Dataset, config: ExperimentConfig) -> dict:
         if feats is not None and feats.shape[1] <= 16:  # low-dimensional features are what plots need
             arrays[f"{split}_features"] = feats.cpu().numpy()
     return arrays
+
+
+def recorded_labels(data: Dataset | TextData, config: ExperimentConfig) -> torch.Tensor:
+    """The labels of the samples :func:`per_sample_record` follows: the training labels (for a language
+    model, the next tokens of its first training windows)."""
+    return text_labels(data, config) if isinstance(data, TextData) else data.train.labels

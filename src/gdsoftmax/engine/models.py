@@ -21,6 +21,7 @@ from torch import nn
 
 from gdsoftmax.engine.classifier import Classifier
 from gdsoftmax.engine.library_models import build_library_model, is_library_model
+from gdsoftmax.engine.transformer import gpt
 
 __all__ = ["MODELS", "Classifier", "build_model"]
 
@@ -192,6 +193,7 @@ MODELS: dict[str, Callable[..., Classifier]] = {
     "resnet50": _resnet(Bottleneck, (3, 4, 6, 3)),
     "vgg16": vgg16,
     "mobilenet_v1": mobilenet_v1,
+    "gpt": gpt,  # a decoder-only transformer for token streams (data.dataset a text corpus)
 }
 
 

@@ -48,6 +48,7 @@ from gdsoftmax.engine.objectives import build_objective
 from gdsoftmax.engine.optim import build_optimizer
 from gdsoftmax.engine.rundir.records import Checkpoint
 from gdsoftmax.engine.rundir.view import RunView
+from gdsoftmax.engine.text import is_text_dataset
 from gdsoftmax.loss.fused import stacked_beta_loss
 from gdsoftmax.loss.literal import shifted_exp_loss
 
@@ -64,7 +65,8 @@ SHARED_KEYS = ("data.dataset", "data.input_scaling",
                "train.batch_size", "train.optimizer", "train.optimizer_options", "train.lr", "train.momentum",
                "train.weight_decay", "train.lr_schedule", "train.lr_milestones", "train.lr_gamma", "train.min_lr",
                "train.warmup_epochs", "train.warmup_steps", "train.grad_clip", "train.eval_batch_size",
-               "train.record_epochs", "train.device", "train.deterministic", "sweep", "tune")
+               "train.record_epochs", "train.device", "train.deterministic", "sweep", "tune", "data.context",
+               "data.vocab_size", "train.iterations", "train.eval_every")
 # keys with values that the stacked step does not implement: such a run trains alone
 TRAIN_ALONE_WHEN = {
     "loss.name": (lambda c: c.loss.name != "gdsoftmax", "the stacked kernel computes the gdsoftmax loss only"),
@@ -77,6 +79,8 @@ TRAIN_ALONE_WHEN = {
     "train.precision": (lambda c: c.train.precision != "fp32", "the stacked step runs in float32"),
     "train.channels_last": (lambda c: c.train.channels_last, "stacked models are MLPs, without image layouts"),
     "train.compile": (lambda c: c.train.compile, "the stacked step is not compiled"),
+    "data.tokenizer": (lambda c: is_text_dataset(c.data.dataset), "language models train alone"),
+    "loss.fused_linear": (lambda c: c.loss.fused_linear, "the fused linear loss is for language models"),
 }
 
 

@@ -74,7 +74,13 @@ class TensorBoardLog:
 
     def finish(self, config: ExperimentConfig, result: dict, test_logits: np.ndarray, test_labels: np.ndarray,
                n_bins: int = 10) -> None:
-        """The hyperparameters with the final metrics, and the reliability diagram; then close."""
+        """The hyperparameters with the final metrics, and the reliability diagram; then close. A language
+        model has no test logits (None): its hyperparameters go with its last validation metrics."""
+        if test_logits is None:
+            self.writer.add_hparams(compared_params(config, self.labels or run_labels(config)),
+                                    {"final/best_val_acc": result["best_val_acc"]}, run_name=".")
+            self.writer.close()
+            return
         report = calibration_metrics(torch.from_numpy(test_logits).double(), torch.from_numpy(test_labels), n_bins)
         metrics = {"final/test_acc": report.accuracy, f"final/test_ece_{n_bins}bins": report.ece,
                    "final/test_mce": report.mce}

@@ -41,7 +41,8 @@ from gdsoftmax.engine.checkpoint import capture_rng_state, restore_rng_state, se
 from gdsoftmax.engine.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import Dataset, crop_and_flip, draw_augmentation, load_dataset, with_input_scaling
-from gdsoftmax.engine.evaluation import evaluation_scores, final_predictions, per_sample_record
+from gdsoftmax.engine.evaluation import evaluation_scores, final_predictions, per_sample_record, recorded_labels
+from gdsoftmax.engine.language import TokenStreamRun
 from gdsoftmax.engine.loggers import open_loggers, require_loggers
 from gdsoftmax.engine.lr import LearningRateSchedule, learning_rate
 from gdsoftmax.engine.models import build_model
@@ -50,6 +51,7 @@ from gdsoftmax.engine.optim import build_optimizer
 from gdsoftmax.engine.rundir.records import Checkpoint, EpochRow, RunMismatchError, RunResult
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import StackedRuns
+from gdsoftmax.engine.text import TextData, is_text_dataset, load_text
 
 __all__ = ["SingleRun", "TrainingDiverged", "learning_rate", "run_experiment", "train"]
 
@@ -93,12 +95,10 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
            progress: bool, on_epoch=None, tracking=((), None)) -> list[dict]:
     first = configs[0]
     seed_everything(first.seed)
-    if data is None:
-        d = first.data
-        data = load_dataset(d.dataset, d.data_dir or None, download=d.download, val_size=d.val_size,
-                            split_seed=d.split_seed, train_size=d.train_size)
-    data = with_input_scaling(data, first.data.input_scaling)
-    steps_per_epoch = math.ceil(len(data.train) / first.train.batch_size)
+    data = _load_data(first) if data is None else data
+    text = isinstance(data, TextData)  # a language model: an "epoch" is a round of train.eval_every steps
+    data = data if text else with_input_scaling(data, first.data.input_scaling)
+    steps_per_epoch = first.train.eval_every if text else math.ceil(len(data.train) / first.train.batch_size)
     graphs_before = compiled_graphs() if first.train.compile else None
     fingerprint = _same_data_as_before(runs, data)
     strategy, precision = _strategy(configs, runs, data, world, steps_per_epoch)
@@ -136,7 +136,7 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
         world.barrier()
     bar.close()
 
-    labels = strategy.eval_data.train.labels.cpu().numpy()
+    labels = recorded_labels(strategy.eval_data, first).cpu().numpy()
     graphs = None if graphs_before is None else compiled_graphs() - graphs_before
     summaries = [run.finish(config, records[m], labels, final_predictions(strategy.members[m], strategy.eval_data,
                                                                           config), len(configs), graphs)
@@ -145,9 +145,18 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
     for log, run, config, summary in zip(logs, runs, configs, summaries, strict=True):
         if log is not None:
             predictions = run.read().predictions
-            log.finish(config, summary, predictions["test_logits"], predictions["test_labels"])
+            log.finish(config, summary, predictions.get("test_logits"), predictions.get("test_labels"))
     world.close()
     return summaries
+
+
+def _load_data(config: ExperimentConfig) -> Dataset | TextData:
+    d = config.data
+    if is_text_dataset(d.dataset):
+        return load_text(d.dataset, d.data_dir or None, context=d.context, download=d.download, val_size=d.val_size,
+                         tokenizer=d.tokenizer, vocab_size=d.vocab_size)
+    return load_dataset(d.dataset, d.data_dir or None, download=d.download, val_size=d.val_size,
+                        split_seed=d.split_seed, train_size=d.train_size)
 
 
 def _same_data_as_before(runs: list[RunWriter], data: Dataset) -> str:
@@ -169,7 +178,8 @@ def _strategy(configs, runs: list[RunWriter], data: Dataset, world: _Distributed
         return StackedRuns(configs, data, world.device, steps_per_epoch), "fp32"
     recorded = runs[0].recorded_precision() if runs[0].checkpoint_epoch() else None
     precision = resolve_precision(configs[0].train.precision, world.device, recorded)
-    return SingleRun(configs[0], data, world, steps_per_epoch, precision), precision
+    strategy = TokenStreamRun if isinstance(data, TextData) else SingleRun
+    return strategy(configs[0], data, world, steps_per_epoch, precision), precision
 
 
 def _resume(strategy, runs: list[RunWriter], device) -> tuple[int, list[float], list[dict], list[list[dict]]]:
@@ -219,7 +229,7 @@ def _close_epoch(strategy, m: int, config: ExperimentConfig, epoch: int, step: i
     loss_sum, ce_sum, correct, count, _ = sums
     beta = objective.beta_at(step - 1)  # the value the epoch's last step used
     scores, val, val_logits = evaluation_scores(member, data, config)
-    objective.end_of_epoch(val, val_logits, data.val.labels)
+    objective.end_of_epoch(val, val_logits, getattr(data.val, "labels", None))  # a token stream has no labels
     extra = {"val_ece": val["ece"]} if "ece" in val else {}
     if config.train.track_margin:
         stats = margin_statistics(member, data.normalize(data.train.images), data.train.labels)
