@@ -227,3 +227,32 @@ def test_the_fused_linear_objective_equals_the_logits_path():
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+# ---- the study ------------------------------------------------------------------------------------
+
+
+def test_the_lm_study_reports_every_setting_against_beta_1(tmp_path, corpus):
+    from gdsoftmax.engine.sweep import run_sweep
+    from gdsoftmax.studies.claims import verdicts_from_runs_csv
+    from gdsoftmax.studies.language_model import build_lm_study
+    from gdsoftmax.studies.run_table import read_runs_csv
+    from gdsoftmax.studies.verdicts import read_verdicts
+
+    raw = text_config(corpus, iterations=8)
+    raw["sweep"] = {"loss.beta": [1.0, 4.0], "seed": [0, 1, 2]}
+    run_sweep(parse_config(raw), tmp_path / "runs", progress=False)
+    path = build_lm_study(tmp_path / "runs" / "lm", tmp_path / "report", command="gdsoftmax study lm ...")
+    text = path.read_text(encoding="utf-8")
+    rows = read_runs_csv(tmp_path / "report" / "runs.csv")
+    assert len(rows) == 6 and {r.label for r in rows} == {"β = 1", "β = 4"}
+    for row in rows:  # the report's val loss is the engine's last evaluation of the whole split
+        last = _rows(tmp_path / "runs" / "lm" / row.run)[-1]
+        assert row.values["val loss"] == pytest.approx(last["val_ce"], rel=1e-6)
+        assert row.values["val ece"] == pytest.approx(last["val_ece"], rel=1e-6)
+    assert read_verdicts(tmp_path / "report" / "claims.csv") == verdicts_from_runs_csv(tmp_path / "report" / "runs.csv")
+    for heading in ("## The whole validation split", "## Temperature scaling", "## Each setting against β = 1",
+                    "## Samples", "## Compute"):
+        assert heading in text
+    assert "| val loss | β = 4 | 3 |" in text and "The anchor" not in text  # not nanoGPT's settings
+    assert (tmp_path / "report" / "reliability.png").stat().st_size > 0

@@ -44,6 +44,7 @@ examples:
   gdsoftmax tune configs/digits_timm_tune.toml              # search beta on Optuna (its [tune] table)
   gdsoftmax claims                                          # the ledger: every claim and what tested it
   gdsoftmax lab peeled configs/lab_peeled.toml              # layer-peeled model: collapse and margins
+  gdsoftmax study lm runs/shakespeare_char_beta --out docs/results/shakespeare_char   # a language model's study
   gdsoftmax theory                                          # the gradient-analysis table
 
 --set takes TOML values: numbers, strings, lists ([0, 1, 2]) and inline tables
@@ -107,14 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--wait", action="store_true", help="with --launcher: wait for the jobs, then summarise")
     add_tune_command(commands, add_run_options)
     add_report_commands(commands)
-    lab = commands.add_parser("lab", help="theory labs: the layer-peeled model, or normalized margins",
+    lab = commands.add_parser("lab", help="labs: the layer-peeled model, normalized margins, or a language model "
+                                          "in the Hugging Face Trainer",
                               description="peeled: simulate free features and a classifier under CE, beta-softmax "
                                           "and ASM, and track neural collapse and margins. margin: train a "
-                                          "bias-free (homogeneous) MLP and track its normalized margin.")
-    lab.add_argument("which", choices=["peeled", "margin"], help="which lab")
+                                          "bias-free (homogeneous) MLP and track its normalized margin. hf-lm: "
+                                          "train a text config (e.g. configs/shakespeare_char.toml) with "
+                                          "transformers.Trainer and the beta-loss, a GPT-2 of the same size built "
+                                          "from a config, and evaluate it as the engine does.")
+    lab.add_argument("which", choices=["peeled", "margin", "hf-lm"], help="which lab")
     lab.add_argument("config", help="lab config (TOML), e.g. configs/lab_peeled.toml")
     lab.add_argument("--out", default="runs", help="parent folder of the results (default: runs)")
-    lab.add_argument("--data-dir", help="folder holding the data sets (margin lab)")
+    lab.add_argument("--data-dir", help="folder holding the data sets (margin and hf-lm labs)")
+    lab.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="hf-lm: override a config key, e.g. --set seed=1 --set loss.beta=0.5")
+    lab.add_argument("--fused", action="store_true", help="hf-lm: train on the fused linear beta-loss")
     lab.add_argument("--no-progress", action="store_true", help="no progress bars")
     commands.add_parser("theory", help="print loss, gradient magnitude and inflection points for several beta")
     commands.add_parser("build-native", help="compile the optional C++ loss operator for small CPU batches",
@@ -200,19 +208,25 @@ def _output_folder(out: str, command: str) -> str | None:
 
 def _lab(args) -> int:
     from gdsoftmax.engine.config import ConfigError
+    from gdsoftmax.engine.config import load_config
+    from gdsoftmax.engine.data import DataNotFoundError
     from gdsoftmax.labs.margin_lab import run_margin_lab
     from gdsoftmax.labs.peeled_lab import load_peeled_config, run_peeled_lab
 
+    if _output_folder(args.out, "lab") is None:
+        return 2
     try:
-        if args.which == "peeled":
-            if _output_folder(args.out, "lab") is None:
-                return 2
+        if args.which == "hf-lm":
+            config = load_config(args.config, args.overrides)
+            config.data.data_dir = str(args.data_dir or config.data.data_dir)
+            from gdsoftmax.labs.hf_lm import run_hf_lm  # needs transformers (the hf extra)
+
+            path = run_hf_lm(config, args.out, fused=args.fused, progress=not args.no_progress)
+        elif args.which == "peeled":
             path = run_peeled_lab(load_peeled_config(args.config), args.out)
         else:
-            if _output_folder(args.out, "lab") is None:
-                return 2
             path = run_margin_lab(args.config, args.out, data_dir=args.data_dir, progress=not args.no_progress)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
+    except (ConfigError, ValueError, FileNotFoundError, DataNotFoundError, ImportError) as error:
         print(f"gdsoftmax lab: error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path}")

@@ -10,7 +10,7 @@ __all__ = ["REPORT_COMMANDS", "add_report_commands", "run_report_command"]
 
 REPORT_COMMANDS = ("report", "table1", "study", "claims")
 # "regime" (gdsoftmax.studies.regime), then the kinds of gdsoftmax.studies.untested_claims.ANALYSES
-STUDY_KINDS = ("regime", "oscillation", "tau", "capacity", "lr", "warmup-margin")
+STUDY_KINDS = ("regime", "lm", "oscillation", "tau", "capacity", "lr", "warmup-margin")
 
 
 def add_report_commands(commands) -> None:
@@ -34,15 +34,17 @@ def add_report_commands(commands) -> None:
     table1.add_argument("--out", help="where to write (default: RECIPE_DIR)")
     table1.add_argument("--preamble", help="a Markdown file whose text opens the report (e.g. the recipe's sources)")
     study = commands.add_parser(
-        "study", help="write the report of a study of a claim no plain beta sweep decides (oscillation, tau, ...)",
-        description="Read the finished sweep of one of the studies of the paper's untested claims and write "
-                    "report.md, its figures, runs.csv and claims.csv into --out: regime (a beta sweep trained "
-                    "until CE is over-confident, configs/cifar10_overconfident.toml: the full report at 15 bins, "
-                    "whether the regime was reached, beside the paper and --reference), oscillation (beta x momentum, "
-                    "configs/fashion_mnist_oscillation.toml), tau (tau x beta), capacity (width x beta), lr (learning "
-                    "rate x beta), "
-                    "warmup-margin (the warm-up against A-Softmax and Center loss). Each config's header names "
-                    "its two commands.")
+        "study", help="write the report of a study: a claim no plain beta sweep decides (oscillation, tau, ...), "
+                      "the over-confident regime, or a language model",
+        description="Read the finished sweep of one study and write report.md, its figures, runs.csv and "
+                    "claims.csv into --out: regime (a beta sweep trained until CE is over-confident, "
+                    "configs/cifar10_overconfident.toml: the full report at 15 bins, whether the regime was reached, "
+                    "beside the paper and --reference), lm (a beta sweep of a language model on a text corpus, "
+                    "configs/shakespeare_char.toml: validation loss, perplexity, next-token accuracy and calibration "
+                    "before and after temperature scaling, each setting against beta = 1, samples), oscillation "
+                    "(beta x momentum, configs/fashion_mnist_oscillation.toml), tau (tau x beta), capacity (width x "
+                    "beta), lr (learning rate x beta), warmup-margin (the warm-up against A-Softmax and Center loss). "
+                    "Each config's header names its two commands.")
     study.add_argument("kind", choices=STUDY_KINDS, help="which study the sweep is")
     study.add_argument("sweep_dir", help="the study's sweep directory, e.g. runs/fashion_mnist_oscillation")
     study.add_argument("--out", required=True, help="where to write, e.g. docs/results/fashion_mnist_oscillation")
@@ -73,13 +75,16 @@ def run_report_command(args, command: str) -> int:
 
 
 def _study(args, command: str) -> int:
+    from gdsoftmax.studies.language_model import build_lm_study
     from gdsoftmax.studies.regime import build_regime_study
     from gdsoftmax.studies.untested_report import build_study
 
     try:
         if args.reference and not (Path(args.reference) / "runs.csv").is_file():
             raise FileNotFoundError(f"--reference {args.reference}: no runs.csv there; name a report folder")
-        if args.kind == "regime":
+        if args.kind == "lm":
+            path = build_lm_study(args.sweep_dir, args.out, command=command)
+        elif args.kind == "regime":
             path = build_regime_study(args.sweep_dir, args.out, command=command, reference_report=args.reference)
         else:
             path = build_study(args.kind, args.sweep_dir, args.out, command=command)

@@ -233,7 +233,7 @@ def recorded_labels(data: TextData, config: ExperimentConfig) -> torch.Tensor:
 def text_predictions(model, data: TextData, config: ExperimentConfig) -> dict:
     """Per validation token: confidence, correctness, log p of the true token and the token itself; the
     temperature fitted on the first half of them, and the second half's confidence, correctness and log p
-    under it; a sampled text."""
+    under it; how many characters the predicted tokens spell (for nats per character); a sampled text."""
     vocab, context = data.num_classes, config.data.context
     windows = (len(data.val.tokens) - 1) // context
     half = windows // 2 * context  # tokens in the scaling half
@@ -248,7 +248,7 @@ def text_predictions(model, data: TextData, config: ExperimentConfig) -> dict:
             "val_label_logprob": label_logprob.cpu().numpy(), "val_labels": labels.cpu().numpy().astype("int32"),
             "scaling_tokens": half, "temperature": temperature, "scaled_confidence": s_conf.cpu().numpy(),
             "scaled_correct": s_correct.cpu().numpy(), "scaled_label_logprob": s_logprob.cpu().numpy(),
-            "sample_text": text}
+            "val_characters": len(data.decode(labels.tolist())), "sample_text": text}
 
 
 class _Scaled(nn.Module):

@@ -9,14 +9,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from gdsoftmax.engine.config import ExperimentConfig
-from gdsoftmax.engine.data import load_dataset
 from gdsoftmax.engine.grid import MAX_CELLS, sweep_cells
 from gdsoftmax.engine.mlflow_log import finish_sweep
 from gdsoftmax.engine.rundir.records import CONFIG_FILE
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import plan_stacks
 from gdsoftmax.engine.tracking import run_labels
-from gdsoftmax.engine.trainer import TrainingDiverged, train
+from gdsoftmax.engine.trainer import TrainingDiverged, load_run_data, train
 
 __all__ = ["SweepIncomplete", "format_summary", "holds_cells", "parse_shard", "run_sweep", "sweep_root"]
 
@@ -79,11 +78,10 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     datasets: dict[tuple, object] = {}  # load each data set once for all cells that share it
 
     def data_for(cell: ExperimentConfig):
-        key = (cell.data.dataset, cell.data.data_dir, cell.data.val_size, cell.data.split_seed, cell.data.train_size)
+        d = cell.data
+        key = (d.dataset, d.data_dir, d.val_size, d.split_seed, d.train_size, d.context, d.tokenizer, d.vocab_size)
         if key not in datasets:
-            datasets[key] = load_dataset(cell.data.dataset, cell.data.data_dir or None, download=cell.data.download,
-                                         val_size=cell.data.val_size, split_seed=cell.data.split_seed,
-                                         train_size=cell.data.train_size)
+            datasets[key] = load_run_data(cell)
         return datasets[key]
 
     finished, pending = {}, []

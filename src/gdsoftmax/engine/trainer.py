@@ -53,7 +53,7 @@ from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import StackedRuns
 from gdsoftmax.engine.text import TextData, is_text_dataset, load_text
 
-__all__ = ["SingleRun", "TrainingDiverged", "learning_rate", "run_experiment", "train"]
+__all__ = ["SingleRun", "TrainingDiverged", "learning_rate", "load_run_data", "run_experiment", "train"]
 
 
 def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, data: Dataset | None = None,
@@ -95,7 +95,7 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
            progress: bool, on_epoch=None, tracking=((), None)) -> list[dict]:
     first = configs[0]
     seed_everything(first.seed)
-    data = _load_data(first) if data is None else data
+    data = load_run_data(first) if data is None else data
     text = isinstance(data, TextData)  # a language model: an "epoch" is a round of train.eval_every steps
     data = data if text else with_input_scaling(data, first.data.input_scaling)
     steps_per_epoch = first.train.eval_every if text else math.ceil(len(data.train) / first.train.batch_size)
@@ -150,7 +150,8 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
     return summaries
 
 
-def _load_data(config: ExperimentConfig) -> Dataset | TextData:
+def load_run_data(config: ExperimentConfig) -> Dataset | TextData:
+    """The data a config trains on: an image data set, or a tokenized text corpus."""
     d = config.data
     if is_text_dataset(d.dataset):
         return load_text(d.dataset, d.data_dir or None, context=d.context, download=d.download, val_size=d.val_size,

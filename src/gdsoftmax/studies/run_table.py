@@ -31,7 +31,11 @@ __all__ = ["METRIC_COLUMNS", "RunRow", "read_runs_csv", "swept_keys", "write_csv
 METRIC_COLUMNS = ["test accuracy", "test ece", "test mce", "test smece", "test adaptive_ece", "test nll",
                   "test brier", "overconfidence", "margin", "temperature ece", "vector ece", "T",
                   "early train_ce", "early test_acc", "curriculum spread", "low confidence count",
-                  "train accuracy", "oscillation", "diverged", "epochs to target"]
+                  "train accuracy", "oscillation", "diverged", "epochs to target",
+                  # language models (gdsoftmax study lm): the whole validation split, where "test" columns hold the
+                  # half of it that temperature scaling does not see
+                  "val loss", "val accuracy", "val ece", "val smece", "val overconfidence", "nats per character",
+                  "temperature nll"]
 FIXED_COLUMNS = ["run", "group", "label", "constant_beta", "warmup", "seed", "dataset", "model", "epochs"]
 SWEPT_PREFIX = "swept: "
 COUNT_PREFIX = "p_c<=0.2 @ epoch "

@@ -1,0 +1,142 @@
+"""β schedules, next-token calibration and the fused β-loss inside the Hugging Face ``Trainer``.
+
+* :class:`GradientDecayBetaCallback` sets a :class:`~gdsoftmax.integrations.hf.BetaLossForTrainer`'s β as
+  the engine does: a **schedule** (a number, a :mod:`gdsoftmax.loss.schedules` object or its dict, e.g. the
+  paper's warm-up ``{"kind": "linear", "start": 0.1, "end": 1.0, "steps": 1000}``) before every step from
+  ``state.global_step``, so a resumed run continues it; or the **adaptive controller**
+  (``{"kind": "pid", ...}``), moved after every evaluation by the gap between mean confidence and accuracy
+  that :func:`next_token_metrics` adds to the metrics. Its state travels in the Trainer's checkpoints.
+* :func:`next_token_metrics` / :func:`top1_of_logits`: the Trainer's ``compute_metrics`` and
+  ``preprocess_logits_for_metrics`` for next-token accuracy, mean confidence and ECE (15 bins), which keep
+  two numbers per token instead of the (tokens x vocabulary) logits.
+* :class:`FusedBetaLossTrainer`: a Trainer whose training loss is :func:`~gdsoftmax.integrations.hf.fused_lm_loss`
+  (the LM head and the β-loss in one pass, the logits never held whole); evaluation keeps the model's logits.
+
+Needs transformers (``pip install 'gdsoftmax[hf]'``).
+
+>>> from gdsoftmax.integrations.hf import BetaLossForTrainer
+>>> loss = BetaLossForTrainer()
+>>> callback = GradientDecayBetaCallback({"kind": "linear", "start": 0.1, "end": 1.0, "steps": 100}, loss)
+>>> callback.set_beta(50), loss.beta
+(0.55, 0.55)
+"""
+
+from __future__ import annotations
+
+try:
+    from transformers import Trainer, TrainerCallback
+    from transformers.trainer_callback import ExportableState
+except ImportError as error:  # an optional extra: one line that names the fix
+    raise ImportError("gdsoftmax.integrations.hf_trainer needs transformers: pip install 'gdsoftmax[hf]'") from error
+
+import numpy as np
+import torch
+
+from gdsoftmax.analysis.calibration_metrics import bin_sums
+from gdsoftmax.integrations.hf import BetaLossForTrainer, fused_lm_loss
+from gdsoftmax.loss.adaptive import PIDController, controller_from_table
+from gdsoftmax.loss.schedules import Schedule, schedule_from_config
+
+__all__ = ["FusedBetaLossTrainer", "GradientDecayBetaCallback", "next_token_metrics", "top1_of_logits"]
+
+
+def _schedule(beta) -> Schedule | PIDController:
+    if isinstance(beta, Schedule | PIDController):
+        return beta
+    if isinstance(beta, dict) and beta.get("kind") == "pid":
+        return controller_from_table(beta)
+    return schedule_from_config(beta)
+
+
+class GradientDecayBetaCallback(TrainerCallback, ExportableState):
+    """Drive ``loss.beta`` (a BetaLossForTrainer, or a FusedBetaLossTrainer's ``beta_loss``) by a schedule
+    or the adaptive controller. ``Trainer(callbacks=[GradientDecayBetaCallback(beta, loss)])``."""
+
+    def __init__(self, beta=1.0, loss: BetaLossForTrainer | None = None):
+        self.schedule = _schedule(beta)
+        self.adaptive = isinstance(self.schedule, PIDController)
+        if self.adaptive and self.schedule.lr_compensation:
+            raise ValueError("lr_compensation needs every evaluation token's p_y, which the Trainer's metrics do not "
+                             "keep; use the adaptive controller without it here (lr_compensation = false)")
+        self.loss = loss if loss is not None else BetaLossForTrainer()
+
+    def set_beta(self, step: int) -> float:
+        """Give the loss β at ``step`` (the controller's current β when adaptive); returns it."""
+        self.loss.beta = float(self.schedule(step))
+        return self.loss.beta
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.set_beta(state.global_step)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.set_beta(state.global_step)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not self.adaptive:
+            return
+        metrics = metrics or {}
+        keys = [k for k in ("eval_confidence", "eval_accuracy") if k not in metrics]
+        if keys:
+            raise ValueError(f"the adaptive controller needs {keys} in the evaluation metrics: pass "
+                             "compute_metrics=next_token_metrics and preprocess_logits_for_metrics=top1_of_logits "
+                             "to the Trainer")
+        self.schedule.update(float(metrics["eval_confidence"] - metrics["eval_accuracy"]))
+        metrics["eval_beta"] = self.set_beta(state.global_step)
+
+    # ---- checkpoints (Trainer's stateful callbacks) ----------------------------------------------------
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"controller": self.schedule.state_dict() if self.adaptive else {}}}
+
+    def restore(self, attributes: dict) -> None:
+        """What ``Trainer(resume_from_checkpoint=...)`` gives back: the controller where it stood."""
+        if self.adaptive and attributes.get("controller"):
+            self.schedule.load_state_dict(attributes["controller"])
+
+
+def top1_of_logits(logits, labels) -> torch.Tensor:
+    """``preprocess_logits_for_metrics``: per position, the top-1 probability and the predicted token,
+    (B, T, 2) instead of (B, T, V)."""
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    confidence, prediction = torch.softmax(logits.float(), -1).max(-1)
+    return torch.stack([confidence, prediction.float()], -1)
+
+
+def next_token_metrics(eval_pred, n_bins: int = 15) -> dict[str, float]:
+    """``compute_metrics``: accuracy, mean confidence and ECE of the next token over every labelled position
+    (labels shifted one left, -100 ignored, as a causal LM's loss reads them).
+
+    >>> top1 = np.array([[[0.9, 1.0], [0.6, 2.0], [0.5, 0.0]]])
+    >>> metrics = next_token_metrics((top1, np.array([[7, 1, 3]])))
+    >>> metrics["accuracy"], round(metrics["confidence"], 2), round(metrics["ece"], 2)
+    (0.5, 0.75, 0.35)
+    """
+    top1, labels = eval_pred[0], eval_pred[1]
+    confidence = torch.as_tensor(np.asarray(top1)[:, :-1, 0]).double().reshape(-1)
+    prediction = torch.as_tensor(np.asarray(top1)[:, :-1, 1]).long().reshape(-1)
+    target = torch.as_tensor(np.asarray(labels)[:, 1:]).long().reshape(-1)
+    kept = target != -100
+    confidence, correct = confidence[kept], (prediction[kept] == target[kept]).double()
+    counts, conf_sums, hit_sums = bin_sums(confidence, correct, n_bins)
+    ece = float((conf_sums - hit_sums).abs().sum() / counts.sum())
+    return {"accuracy": float(correct.mean()), "confidence": float(confidence.mean()), "ece": ece}
+
+
+class FusedBetaLossTrainer(Trainer):
+    """A Trainer that trains a causal LM on the fused linear β-loss (:func:`fused_lm_loss`): the backbone's
+    hidden states and the LM head's weight go into one chunked pass, so the training step never holds the
+    logits. ``beta_loss`` carries β and τ (and is what :class:`GradientDecayBetaCallback` drives); evaluation
+    (``return_outputs=True``) runs the model as usual, since metrics need its logits."""
+
+    def __init__(self, *args, beta_loss: BetaLossForTrainer | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.beta_loss = beta_loss if beta_loss is not None else BetaLossForTrainer()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs:
+            outputs = model(**inputs)
+            return self.beta_loss(outputs, inputs["labels"], num_items_in_batch), outputs
+        unwrapped = self.accelerator.unwrap_model(model)
+        return fused_lm_loss(unwrapped, inputs["input_ids"], inputs["labels"], beta=self.beta_loss.beta,
+                             tau=self.beta_loss.tau, attention_mask=inputs.get("attention_mask"),
+                             num_items_in_batch=num_items_in_batch)
