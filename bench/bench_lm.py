@@ -85,7 +85,8 @@ def status(key):
 torch.manual_seed(0)
 vocab, batch, context = {vocab}, 16, 256
 config = parse_config({{"data": {{"dataset": "tinyshakespeare", "context": context}}, "model": {{"name": "gpt"}},
-                       "train": {{"iterations": 1, "eval_every": 1}}, "loss": {{"beta": 0.5, "fused_linear": {fused}}}}})
+                       "train": {{"iterations": 1, "eval_every": 1}},
+                       "loss": {{"beta": 0.5, "fused_linear": {fused}}}}})
 model = gpt((context,), vocab)
 flat = FlatTokens(model)
 objective = _objective(config, flat, 1)
@@ -145,7 +146,8 @@ def table(result: dict) -> str:
         "| loss | peak extra memory |", "|---|---|",
         f"| logits + β-loss | {m['logits + β-loss GB']:.2f} GB |",
         f"| fused linear β-loss | {m['fused linear β-loss GB']:.2f} GB |", "",
-        f"Saving: **{100 * m['saving']:.0f} %** (min {100 * m['saving_min']:.0f} %, max {100 * m['saving_max']:.0f} %).",
+        f"Saving: **{100 * m['saving']:.0f} %** (min {100 * m['saving_min']:.0f} %, "
+        f"max {100 * m['saving_max']:.0f} %).",
         ""])
 
 

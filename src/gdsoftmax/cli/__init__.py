@@ -207,8 +207,7 @@ def _output_folder(out: str, command: str) -> str | None:
 
 
 def _lab(args) -> int:
-    from gdsoftmax.engine.config import ConfigError
-    from gdsoftmax.engine.config import load_config
+    from gdsoftmax.engine.config import ConfigError, load_config
     from gdsoftmax.engine.data import DataNotFoundError
     from gdsoftmax.labs.margin_lab import run_margin_lab
     from gdsoftmax.labs.peeled_lab import load_peeled_config, run_peeled_lab
