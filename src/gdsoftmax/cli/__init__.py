@@ -285,6 +285,9 @@ def _next_steps(folder: str, config) -> str:
     """What to look at after training: the report, and TensorBoard where the runs logged to it."""
     prog = sys.argv[0] if sys.argv[0].endswith("gdsoftmax") else "gdsoftmax"
     lines = ["", "Next:", f"  {prog} report {folder}    # report.md: tables, figures, each β against β = 1"]
+    if config.model.name == "gpt":  # a language model: its own study
+        lines[-1] = (f"  {prog} study lm {folder} --out {folder}/report    # loss, perplexity, calibration, samples, "
+                     "each setting against β = 1")
     if "tensorboard" in config.train.log:
         lines.append(f"  tensorboard --logdir {folder}    # the curves of every run, side by side")
     if "mlflow" in config.train.log and not os.environ.get("MLFLOW_TRACKING_URI"):
