@@ -248,7 +248,8 @@ def text_predictions(model, data: TextData, config: ExperimentConfig) -> dict:
             "val_label_logprob": label_logprob.cpu().numpy(), "val_labels": labels.cpu().numpy().astype("int32"),
             "scaling_tokens": half, "temperature": temperature, "scaled_confidence": s_conf.cpu().numpy(),
             "scaled_correct": s_correct.cpu().numpy(), "scaled_label_logprob": s_logprob.cpu().numpy(),
-            "val_characters": len(data.decode(labels.tolist())), "sample_text": text}
+            "val_characters": len(data.decode(labels.tolist())), "sample_text": text,
+            "parameters": sum(p.numel() for n, p in model.named_parameters() if "position_embedding" not in n)}
 
 
 class _Scaled(nn.Module):

@@ -24,7 +24,7 @@ from gdsoftmax.analysis.calibration_metrics import bin_sums
 from gdsoftmax.analysis.estimators import binned_ece, smooth_ece
 from gdsoftmax.analysis.metrics import BinStats
 from gdsoftmax.analysis.stats import format_mean_std, format_p
-from gdsoftmax.engine.checkpoint import load_checkpoint
+from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.studies.claims import Families, group_rows, verdicts_from_runs_csv
 from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.run_table import RunRow, read_runs_csv, write_runs_csv
@@ -66,7 +66,8 @@ def lm_values(predictions: dict) -> dict[str, float]:
                          for k in ("scaled_confidence", "scaled_correct"))
     s_logprob = torch.as_tensor(np.asarray(predictions["scaled_label_logprob"])).double()
     whole = {"val loss": float(-logprob.mean()),
-             "nats per character": float(-logprob.sum()) / int(predictions["val_characters"]),
+             # runs from before the engine recorded val_characters are character-level: a token per character
+             "nats per character": float(-logprob.sum()) / int(predictions.get("val_characters", len(logprob))),
              "val accuracy": float(correct.mean()), "val ece": binned_ece(conf, correct, N_BINS),
              "val smece": smooth_ece(conf, correct) if len(conf) > 2 else math.nan,
              "val overconfidence": float(conf.mean() - correct.mean())}
@@ -126,7 +127,7 @@ def build_lm_study(sweep_dir: str | Path, out_dir: str | Path, *, command: str =
 
 def _header(runs: list[Run], command: str) -> list[str]:
     c = runs[0].config
-    params = sum(v.numel() for k, v in _state(runs[0]).items() if k != "position_embedding.weight")
+    params = _parameters(runs[0])
     tokenizer = "characters" if c.data.tokenizer == "char" else (
         f"byte-level BPE of {c.data.vocab_size} tokens trained on the training split" if c.data.tokenizer == "bpe"
         else f"the tokenizer {c.data.tokenizer}")
@@ -143,8 +144,13 @@ def _header(runs: list[Run], command: str) -> list[str]:
             "never the β-loss's value; confidence is the top-1 softmax probability. Mean ± std over seeds.", ""]
 
 
-def _state(run: Run) -> dict:
-    return load_checkpoint(run.path / "checkpoint.pt")["model"]
+def _parameters(run: Run) -> int:
+    """The model's parameters without the position embedding (as nanoGPT counts them): recorded by the
+    engine, or counted in the run's checkpoint for runs from before it recorded them."""
+    if "parameters" in run.predictions:
+        return int(run.predictions["parameters"])
+    model = RunView(run.path).checkpoint().model
+    return sum(v.numel() for k, v in model.items() if "position_embedding" not in k)
 
 
 def _anchor(groups, baseline: str | None, runs: list[Run]) -> list[str]:
