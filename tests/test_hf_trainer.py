@@ -84,7 +84,9 @@ def test_the_adaptive_controller_moves_beta_after_each_evaluation(tmp_path):
     reference = controller_from_table(PID)
     for gap in gaps:
         reference.update(gap)
-    assert len(gaps) == 2 and loss.beta == pytest.approx(reference(0)) and loss.beta != 1.0
+    assert len(gaps) == 2
+    assert loss.beta == pytest.approx(reference(0))
+    assert loss.beta != 1.0
     assert callback.state()["attributes"]["controller"] == reference.state_dict()
 
 
@@ -136,3 +138,13 @@ def test_a_short_cell_lands_within_seed_noise_of_the_engine(tmp_path):
         hf.append(json.loads(path.read_text())["val_loss"])
     noise = max(statistics.stdev(engine), statistics.stdev(hf))
     assert abs(statistics.fmean(hf) - statistics.fmean(engine)) <= 3 * noise + 0.02, (engine, hf)
+
+
+def test_the_lab_refuses_an_image_config_in_one_line(tmp_path, capsys):
+    from gdsoftmax.cli import main
+
+    assert main(["lab", "hf-lm", "configs/digits_sweep.toml", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("gdsoftmax lab: error: the hf-lm lab trains a language model: data.dataset must be a text corpus "
+                   "(tinyshakespeare or text:PATH), got 'digits'; e.g. configs/shakespeare_char.toml")
+    assert not (tmp_path / "out").exists()

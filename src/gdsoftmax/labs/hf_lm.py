@@ -28,7 +28,7 @@ import torch
 
 from gdsoftmax.analysis.estimators import binned_ece
 from gdsoftmax.engine.config import ExperimentConfig
-from gdsoftmax.engine.text import TextData, load_text
+from gdsoftmax.engine.text import TextData, is_text_dataset, load_text
 from gdsoftmax.integrations.hf import BetaLossForTrainer
 from gdsoftmax.integrations.hf_trainer import FusedBetaLossTrainer, GradientDecayBetaCallback
 
@@ -106,6 +106,9 @@ def run_hf_lm(config: ExperimentConfig, out_dir: str | Path, *, fused: bool = Fa
     import transformers
 
     d = config.data
+    if not is_text_dataset(d.dataset):
+        raise ValueError(f"the hf-lm lab trains a language model: data.dataset must be a text corpus "
+                         f"(tinyshakespeare or text:PATH), got {d.dataset!r}; e.g. configs/shakespeare_char.toml")
     data = load_text(d.dataset, d.data_dir or None, context=d.context, download=d.download, val_size=d.val_size,
                      tokenizer=d.tokenizer, vocab_size=d.vocab_size)
     folder = Path(out_dir) / f"{config.name}-hf{'-fused' if fused else ''}"
