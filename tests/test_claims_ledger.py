@@ -207,3 +207,13 @@ def test_a_changed_run_changes_the_recomputed_verdicts(tmp_path):
     (tmp_path / "runs.csv").write_text("\n".join([source[0], ",".join(cells), *source[2:]]) + "\n")
     committed = read_verdicts(RESULTS / "mnist_fcnn" / "claims.csv")
     assert [_plain(v) for v in verdicts_from_runs_csv(tmp_path / "runs.csv")] != [_plain(v) for v in committed]
+
+
+def test_no_claim_calls_a_study_not_yet_run_once_its_report_is_committed():
+    """An untested entry "not yet run" that names a config goes when that config's report folder exists."""
+    for claim in paper_claims():
+        for entry in claim.untested:
+            named = re.match(r"gdsoftmax sweep configs/(\w+)\.toml", entry.command or "")
+            for config in [named.group(1)] if named and entry.reason == "not yet run" else []:
+                assert not (RESULTS / config / "report.md").exists(), (
+                    f"{claim.id}: '{entry.scope}' says not yet run, but docs/results/{config} is committed")
