@@ -19,6 +19,7 @@ tokens (reported on the second half), plus a text sampled at temperature 1.
 from __future__ import annotations
 
 import torch
+import torch.distributed
 import torch.nn.functional as F
 from torch import nn
 
@@ -139,7 +140,8 @@ class TokenStreamRun:
         first_bad = torch.full((1,), -1.0, dtype=torch.float64, device=device)
         for i in range(self.steps_per_round):
             step = epoch * self.steps_per_round + i
-            index = (offsets[i][:, None] + window).to(device)  # (B, T)
+            mine = offsets[i][self.world.rank :: self.world.size]  # this process's share of the global batch
+            index = (mine[:, None] + window).to(device)  # (b, T)
             x, y = stream[index], stream[index + 1].reshape(-1)
             loss, logits = self.objective(self.trained, x, y, step)
             self._step(loss)
@@ -152,6 +154,8 @@ class TokenStreamRun:
                     correct = (logits.argmax(1) == y).sum().double()
                 totals += torch.stack([(loss * len(y)).double(), ce, correct, totals.new_tensor(float(len(y)))])
                 first_bad = torch.where(~loss.isfinite() & (first_bad < 0), float(step), first_bad)
+        self.world.all_reduce(totals)
+        self.world.all_reduce(first_bad, op=torch.distributed.ReduceOp.MAX)  # every rank stops if one saw NaN
         return torch.cat([totals, first_bad]).unsqueeze(0)
 
     def _step(self, loss: torch.Tensor) -> None:
