@@ -116,6 +116,8 @@ def test_a_killed_worker_s_trial_resumes_in_its_run_directory(tmp_path):
     ({"objective": "test_acc", "space": {"loss.beta": {"low": 0.1, "high": 1.0}}}, "tune.objective must be one of"),
     ({"space": {"train.lr_schedule": {"choices": ["step", "linear"]}}}, "train.lr_schedule must be one of"),
     ({"space": {"loss.beta": {"choices": []}}}, "tune.space.loss.beta.choices must be a non-empty list"),
+    ({"prune_after": 100, "space": {"loss.beta": {"low": 0.1, "high": 1.0}}},
+     "tune.prune_after must be a whole number of epochs in [0, train.epochs = 100), got 100"),
 ])
 def test_a_bad_tune_table_is_one_line_naming_the_key(tmp_path, capsys, tune, message):
     from gdsoftmax.engine.tuning import parse_tune
@@ -135,3 +137,23 @@ def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path, capsys):
     assert "cannot be opened" in err
     assert "\n" not in err
     assert not (tmp_path / "runs").exists()  # the failed command leaves no folder behind
+
+
+def test_pruning_waits_a_third_of_the_epochs_by_default():
+    from gdsoftmax.engine.tuning import parse_tune
+
+    space = {"loss.beta": {"low": 0.1, "high": 1.0}}
+    assert parse_tune(parse_config({"train": {"epochs": 15}, "tune": {"space": space}})).prune_after == 5
+    eager = parse_config({"train": {"epochs": 15}, "tune": {"space": space, "prune_after": 0}})
+    assert parse_tune(eager).prune_after == 0
+
+
+def test_a_resumed_search_does_not_replay_the_first_trials(tmp_path):
+    config = write(tmp_path, epochs=1, trials=3)
+    out = str(tmp_path / "runs")
+    assert main(["tune", str(config), "--out", out, "--no-progress"]) == 0
+    config.write_text(config.read_text().replace("trials = 3", "trials = 6"))  # the same study, asked for more
+    assert main(["tune", str(config), "--out", out, "--no-progress"]) == 0
+    betas = [float(t["loss.beta"]) for t in trials_of(tmp_path / "runs" / "tiny_tune")]
+    assert len(betas) == 6
+    assert set(betas[3:]).isdisjoint(betas[:3])  # the second process draws new values

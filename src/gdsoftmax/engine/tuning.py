@@ -8,7 +8,8 @@ split), and the search space::
     max_accuracy_drop = 0.01      # val_ece only: a trial whose val accuracy is below β = 1's by more is infeasible
     trials = 20                   # finished (complete or pruned) trials in all, over every worker and restart
     storage = ""                  # an RDB URL; "" is SQLite in the out folder (OUT/NAME/optuna.db)
-    seed = 0                      # the TPE sampler's (a worker adds its --worker index)
+    seed = 0                      # the TPE sampler's (a worker adds its --worker index, a resumed study its trials)
+    prune_after = 5               # epochs every trial trains before the median pruner may stop it (default: a third)
     [tune.space]
     "loss.beta" = { low = 0.05, high = 20.0, log = true }
     "train.lr_schedule" = { choices = ["step", "cosine"] }
@@ -73,6 +74,7 @@ class TuneSpec:
     storage: str
     seed: int
     max_accuracy_drop: float
+    prune_after: int = 1
 
     @property
     def direction(self) -> str:
@@ -98,7 +100,7 @@ def _search_key(key: str, spec) -> SearchKey:
 def parse_tune(config: ExperimentConfig) -> TuneSpec:
     """The ``[tune]`` table checked: every key of the space is a config key that takes its range's values."""
     raw = dict(config.tune)
-    known = {"objective", "trials", "storage", "seed", "max_accuracy_drop", "space"}
+    known = {"objective", "trials", "storage", "seed", "max_accuracy_drop", "space", "prune_after"}
     if not raw:
         raise ConfigError("the config has no [tune] table; add one with an objective and a [tune.space]")
     if set(raw) - known:
@@ -117,8 +119,13 @@ def parse_tune(config: ExperimentConfig) -> TuneSpec:
     trials = raw.get("trials", 20)
     if not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"tune.trials must be a whole number >= 1, got {trials!r}")
+    # an early epoch's value says little of the last one's (ECE in particular): prune after a third by default
+    prune_after = raw.get("prune_after", config.train.epochs // 3)
+    if not isinstance(prune_after, int) or not 0 <= prune_after < config.train.epochs:
+        raise ConfigError(f"tune.prune_after must be a whole number of epochs in [0, train.epochs = "
+                          f"{config.train.epochs}), got {prune_after!r}")
     return TuneSpec(objective, trials, keys, str(raw.get("storage", "")), int(raw.get("seed", 0)),
-                    float(raw.get("max_accuracy_drop", 0.01)))
+                    float(raw.get("max_accuracy_drop", 0.01)), prune_after)
 
 
 def open_storage(spec: TuneSpec, root: Path):
@@ -210,10 +217,13 @@ def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, 
         reference = _trained(parse_config(raw), root / "reference", progress=progress)["val_accuracy"]
         log(f"reference (β = 1): validation accuracy {reference:.4f}; trials below "
             f"{reference - spec.max_accuracy_drop:.4f} are infeasible")
-    sampler = optuna.samplers.TPESampler(seed=spec.seed + worker)  # trials state their constraint (val_ece)
-    study = optuna.create_study(study_name=config.name, storage=storage, load_if_exists=True, sampler=sampler,
+    study = optuna.create_study(study_name=config.name, storage=storage, load_if_exists=True,
                                 direction=spec.direction,
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3,
+                                                                   n_warmup_steps=spec.prune_after))
+    # seeded by worker and by the trials already in the study: a resumed or joining worker must not replay
+    # the random start-up draws of the first one (trials state their constraint, for val_ece)
+    study.sampler = optuna.samplers.TPESampler(seed=spec.seed + worker + 1000 * len(study.trials))
     requeued = _orphans_requeued(study, storage, root)
     if requeued:
         log(f"{requeued} trial(s) of a stopped worker enqueued again; each resumes its run directory")
