@@ -258,3 +258,13 @@ def test_the_lm_study_reports_every_setting_against_beta_1(tmp_path, corpus):
     assert "| val loss | β = 4 | 3 |" in text
     assert "The anchor" not in text
     assert (tmp_path / "report" / "reliability.png").stat().st_size > 0
+
+
+def test_a_sweep_summary_of_text_runs_uses_the_validation_accuracy():
+    from gdsoftmax.engine.sweep import format_summary
+
+    runs = [{"cell": f"beta=1_seed={s}", "setting": "beta=1", "epochs": 8, "train_ce": 1.8, "train_acc": 0.46,
+             "best_val_acc": acc, "test_acc": None, "wall_time": 3.0, "of": 2} for s, acc in ((0, 0.43), (1, 0.44))]
+    summary = format_summary(runs).splitlines()
+    assert "best val % mean ± std" in summary[-2]
+    assert summary[-1].split()[:5] == ["beta=1", "2", "43.50", "±", "0.71"]

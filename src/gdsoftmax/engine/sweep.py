@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -152,6 +153,10 @@ def _note_diverged(group: list, error: TrainingDiverged, failures: dict[str, str
     return rest
 
 
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def _pct(value) -> str:
     return "    -" if value is None else f"{100 * value:6.2f}"
 
@@ -171,10 +176,12 @@ def format_summary(results: list[dict]) -> str:
     groups: dict[str, list[dict]] = {}
     for r in results:
         groups.setdefault(r.get("setting", r["cell"]), []).append(r)
+    # a language model has no test split: its settings are summarised by their best validation accuracy
+    split = "test" if all(_finite(r["test_acc"]) for r in results) else "best val"
     if any(len(g) > 1 or g[0].get("of", 1) > 1 for g in groups.values()):
-        lines += ["", f"{'setting (over seeds)':<40} {'n':>3} {'test % mean ± std':>19} {'train CE mean':>14}"]
+        lines += ["", f"{'setting (over seeds)':<40} {'n':>3} {split + ' % mean ± std':>19} {'train CE mean':>14}"]
         for setting, group in groups.items():
-            accs = [100 * r["test_acc"] for r in group]
+            accs = [100 * r["test_acc" if split == "test" else "best_val_acc"] for r in group]
             spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
             ce = statistics.fmean(r["train_ce"] for r in group)
             missing = group[0].get("of", len(group)) - len(group)
