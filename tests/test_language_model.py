@@ -242,6 +242,10 @@ def test_the_lm_study_reports_every_setting_against_beta_1(tmp_path, corpus):
     raw = text_config(corpus, iterations=8)
     raw["sweep"] = {"loss.beta": [1.0, 4.0], "seed": [0, 1, 2]}
     run_sweep(parse_config(raw), tmp_path / "runs", progress=False)
+    from gdsoftmax.engine.launcher import grid_status
+
+    assert all(c.state == "done" and c.detail.startswith("best validation accuracy")
+               for c in grid_status(parse_config(raw), tmp_path / "runs"))
     path = build_lm_study(tmp_path / "runs" / "lm", tmp_path / "report", command="gdsoftmax study lm ...")
     text = path.read_text(encoding="utf-8")
     rows = read_runs_csv(tmp_path / "report" / "runs.csv")

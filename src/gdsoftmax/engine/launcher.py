@@ -48,7 +48,9 @@ def grid_status(config: ExperimentConfig, out_dir: str | Path, max_cells: int = 
         if mismatch is not None:  # the same check the plain sweep makes: its runs are not this grid's
             state, detail = "other config", mismatch.split(": ", 1)[-1]
         elif run.is_finished and run.result()["epochs"] == epochs:
-            state, detail = "done", f"test accuracy {100 * run.result()['test_acc']:.2f} %"
+            result = run.result()  # a language model has no test split: its best validation accuracy
+            state, detail = "done", (f"test accuracy {100 * result['test_acc']:.2f} %" if result["test_acc"] is not None
+                                     else f"best validation accuracy {100 * result['best_val_acc']:.2f} %")
         elif writer is not None:
             state, detail = "running", f"process {writer['pid']} on {writer['host']}"
         elif failure is not None:
