@@ -152,6 +152,8 @@ def test_a_resumed_search_does_not_replay_the_first_trials(tmp_path):
     config = write(tmp_path, epochs=1, trials=3)
     out = str(tmp_path / "runs")
     assert main(["tune", str(config), "--out", out, "--no-progress"]) == 0
+    assert main(["tune", str(config), "--out", out, "--no-progress"]) == 0  # finished: its files, no trial more
+    assert len(trials_of(tmp_path / "runs" / "tiny_tune")) == 3
     config.write_text(config.read_text().replace("trials = 3", "trials = 6"))  # the same study, asked for more
     assert main(["tune", str(config), "--out", out, "--no-progress"]) == 0
     betas = [float(t["loss.beta"]) for t in trials_of(tmp_path / "runs" / "tiny_tune")]

@@ -228,9 +228,11 @@ def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, 
     if requeued:
         log(f"{requeued} trial(s) of a stopped worker enqueued again; each resumes its run directory")
     done = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
-    study.optimize(lambda trial: _objective(trial, config, spec, root, reference), catch=(TrainingFailed,),
-                   callbacks=[optuna.study.MaxTrialsCallback(spec.trials, states=done)],
-                   show_progress_bar=False)
+    finished = sum(t.state in done for t in study.trials)
+    if finished < spec.trials:  # a finished study rewrites its files without a trial more
+            study.optimize(lambda trial: _objective(trial, config, spec, root, reference), catch=(TrainingFailed,),
+                       callbacks=[optuna.study.MaxTrialsCallback(spec.trials, states=done)],
+                       show_progress_bar=False)
     best, number = best_config(config, study, spec)
     write_trials(study, root, spec, number)
     atomic_write_bytes(root / "best.toml", config_to_toml(best).encode())

@@ -10,7 +10,6 @@ import csv
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gdsoftmax.analysis import plots
@@ -96,17 +95,42 @@ def _test_metrics(run_dir: Path):
 
 
 def _objective_figure(trials: list[dict], keys: list[str], objective: str, path: Path) -> Path | None:
-    points = [(_number(t[keys[0]]), _number(t[objective]), t["state"]) for t in trials if keys]
-    points = [p for p in points if not math.isnan(p[0]) and not math.isnan(p[1])]
-    if not points:
+    """The objective of each complete trial against the first searched key: feasible and infeasible trials
+    apart, the chosen one ringed, and the pruned trials' values as ticks along the bottom."""
+    if not keys:
+        return None
+    kinds = {"feasible": [], "infeasible": [], "pruned": [], "chosen": []}
+    for t in trials:
+        x, y = _number(t[keys[0]]), _number(t[objective])
+        if math.isnan(x):
+            continue
+        if t["state"] == "PRUNED":
+            kinds["pruned"].append((x, math.nan))
+        elif not math.isnan(y):
+            kinds["infeasible" if t.get("feasible") == "False" else "feasible"].append((x, y))
+            if t.get("best") == "yes":
+                kinds["chosen"].append((x, y))
+    if not kinds["feasible"] + kinds["infeasible"]:
         return None
     plt = plots.pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
-        chosen = np.array([(x, y) for x, y, s in points if s == state])
-        if len(chosen):
-            ax.scatter(chosen[:, 0], chosen[:, 1], marker=marker, label=state.lower())
-    ax.set(xscale="log" if min(p[0] for p in points) > 0 else "linear", xlabel=keys[0], ylabel=objective,
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    styles = {"feasible": {"marker": "o", "color": "tab:blue"}, "infeasible": {"marker": "s", "color": "tab:gray"},
+              "chosen": {"marker": "o", "s": 160, "facecolors": "none", "edgecolors": "tab:red"}}
+    for kind, style in styles.items():
+        if kinds[kind]:
+            xs, ys = zip(*kinds[kind], strict=True)
+            ax.scatter(xs, ys, label=kind if kind != "infeasible" else "infeasible (accuracy too low)", **style)
+    if kinds["pruned"]:
+        ax.plot([x for x, _ in kinds["pruned"]], [0.02] * len(kinds["pruned"]), "|", color="tab:orange", ms=14,
+                transform=ax.get_xaxis_transform(), label="pruned (value of its key)")
+    every = [x for values in kinds.values() for x, _ in values]
+    if min(every) > 0:
+        from matplotlib import ticker  # loaded with pyplot above
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set(xlabel=keys[0], ylabel=f"{objective} (validation split)",
            title=f"{objective} of each trial against {keys[0]}")
     ax.legend(fontsize=7)
     return plots.save_figure(fig, path)
