@@ -116,7 +116,7 @@ def build_lm_study(sweep_dir: str | Path, out_dir: str | Path, *, command: str =
     families = Families(groups, baseline)
     figures = _figures(runs, out)
     lines = [*_header(runs, command), *_anchor(groups, baseline, runs), *_tables(groups, families),
-             *_verdict_table(groups, families), *_claims(verdicts, families), *figures, *_samples(runs),
+             *_verdict_table(groups, families), *_claims(verdicts), *figures, *_samples(runs),
              *_compute(runs)]
     path = out / "report.md"
     temporary = path.with_name(f".{path.name}.tmp")
@@ -136,7 +136,7 @@ def _header(runs: list[Run], command: str) -> list[str]:
             *([f"Made by `{command}`.", ""] if command else []),
             f"A GPT of {options.get('n_layer', 4)} layers, {options.get('n_head', 4)} heads, width "
             f"{options.get('n_embd', 128)} ({params / 1e6:.2f} M parameters without the position embedding), context "
-            f"{c.data.context}, batch {c.train.batch_size}, {c.train.iterations} iterations of "
+            f"{c.data.context}, batch {c.train.batch_size}, {c.train.iterations:,} iterations of "
             f"{c.train.optimizer_text()} at lr {c.train.lr:g} ({c.train.schedule_text()}), weight decay "
             f"{c.train.weight_decay:g} on matrices, gradient clipping at {c.train.grad_clip:g}. The validation split "
             f"is the last {100 * c.data.val_size:g} % of the text; every token of it is predicted once, from the "
@@ -204,12 +204,12 @@ def _verdict_table(groups, families: Families) -> list[str]:
                          f"{scale * c.difference:+.3g} [{scale * c.ci_low:+.3g}, {scale * c.ci_high:+.3g}]",
                          format_p(c.p_value), format_p(tested.adjusted), word])
     return ["## Each setting against β = 1", "",
-            markdown_table(["metric", "setting", "seeds", "setting", "β = 1", "difference [95 % CI]", "p", "Holm p",
-                            "verdict"], rows), "",
+            markdown_table(["metric", "setting", "seeds", "its value", "β = 1's", "difference [95 % CI]", "p",
+                            "Holm p", "verdict"], rows), "",
             "Paired by seed (t-test). " + families.note() + " Accuracy and ECE in %.", ""]
 
 
-def _claims(verdicts, families: Families) -> list[str]:
+def _claims(verdicts) -> list[str]:
     if not verdicts:
         return []
     header = ["claim", "setting", "setting's value", "β = 1", "difference [95 % CI]", "d_z", "p", "Holm p", "family",
@@ -218,7 +218,10 @@ def _claims(verdicts, families: Families) -> list[str]:
             "The registered claims whose metric these runs have, tested as every report tests them (the \"test\" "
             "values are the unseen half of the validation split). The paper makes none of them on language models: "
             "the ledger lists these rows and does not count them.", "",
-            markdown_table(header, [v.cells() for v in verdicts]), "", families.note(), ""]
+            markdown_table(header, [v.cells() for v in verdicts]), "",
+            "Each row's Holm family is in its family column: every setting (label smoothing too) against β = 1 on "
+            "that metric; the slopes over log10 β form one more family. A slope is a straight line through "
+            "whatever shape the values have: read it beside the tables above.", ""]
 
 
 def _pooled_bins(runs: list[Run]) -> tuple[BinStats, float]:
