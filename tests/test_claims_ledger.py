@@ -189,7 +189,8 @@ def _plain(verdict) -> tuple:
     return tuple(None if isinstance(x, float) and math.isnan(x) else x for x in astuple(verdict))
 
 
-@pytest.mark.parametrize("report", ["mnist_fcnn", "fashion_mnist_calibration", "cifar10_cpu", "cifar10_overconfident"])
+@pytest.mark.parametrize("report", ["mnist_fcnn", "fashion_mnist_calibration", "cifar10_cpu", "cifar10_overconfident",
+                                    "shakespeare_char", "digits_timm_confirm"])
 def test_a_committed_reports_verdicts_recompute_from_its_runs_csv(report):
     folder = RESULTS / report
     committed = read_verdicts(folder / "claims.csv")
