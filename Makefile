@@ -26,9 +26,10 @@ test: lint docs
 test-all: lint docs
 	$(BIN)/python -m pytest -q
 
-# the documentation site: a broken link, anchor or API reference fails the build
+# the documentation site: a broken link, anchor or API reference fails the build (--quiet would hide the warnings
+# that --strict turns into a failure, so the build prints its INFO lines)
 docs: $(BIN)/.installed
-	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir build/site
 
 clean:
 	rm -rf $(VENV) build site src/*.egg-info

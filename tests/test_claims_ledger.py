@@ -142,7 +142,9 @@ def test_ledger_refuses_verdicts_of_unregistered_claims(tmp_path):
 
 def test_claims_command_writes_and_checks(tmp_path, capsys):
     (tmp_path / "r").mkdir()
-    write_verdicts(tmp_path / "r" / "claims.csv", [_verdict("small-beta-accuracy", "mnist", "confirmed")])
+    verdict = _verdict("small-beta-accuracy", "mnist", "confirmed")
+    write_verdicts(tmp_path / "r" / "claims.csv", [verdict])
+    (tmp_path / "r" / "report.md").write_text("# r\n\n## Claims\n\n| " + " | ".join(verdict.cells()) + " |\n")
     assert main(["claims", "--results", str(tmp_path), "--check"]) == 1
     assert main(["claims", "--results", str(tmp_path)]) == 0
     assert main(["claims", "--results", str(tmp_path), "--check"]) == 0
@@ -220,3 +222,15 @@ def test_no_claim_calls_a_study_not_yet_run_once_its_report_is_committed():
             for config in [named.group(1)] if named and entry.reason == "not yet run" else []:
                 assert not (RESULTS / config / "report.md").exists(), (
                     f"{claim.id}: '{entry.scope}' says not yet run, but docs/results/{config} is committed")
+
+
+def test_every_ledger_link_lands_on_a_heading_of_its_report():
+    from gdsoftmax.studies.ledger import heading_anchor
+
+    text = (RESULTS / "CLAIMS.md").read_text(encoding="utf-8")
+    links = set(re.findall(r"\]\((\w+)/report\.md#([\w-]+)\)", text))
+    assert links
+    for folder, anchor in links:
+        headings = [line[3:] for line in (RESULTS / folder / "report.md").read_text(encoding="utf-8").splitlines()
+                    if line.startswith("## ")]
+        assert anchor in {heading_anchor(h) for h in headings}, (folder, anchor)

@@ -214,7 +214,7 @@ def _claims(verdicts) -> list[str]:
         return []
     header = ["claim", "setting", "setting's value", "β = 1", "difference [95 % CI]", "d_z", "p", "Holm p", "family",
               "verdict"]
-    return ["## The paper's claims on these runs", "",
+    return ["## Claims", "",
             "The registered claims whose metric these runs have, tested as every report tests them (the \"test\" "
             "values are the unseen half of the validation split). The paper makes none of them on language models: "
             "the ledger lists these rows and does not count them.", "",

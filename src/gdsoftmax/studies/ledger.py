@@ -19,6 +19,8 @@ Status rule (:func:`claim_status`):
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,7 @@ class LedgerEntry:
     status: str
     why: str  # what the status rests on, in one line
     regimes: dict = None  # report folder -> whether its β = 1 runs are over-confident
+    anchors: dict = None  # report folder -> {"claim|setting": the anchor of the section printing that row}
 
     def in_scope(self, verdict: Verdict) -> bool:
         return not self.claim.made_on or verdict.dataset in self.claim.made_on
@@ -58,6 +61,32 @@ class LedgerEntry:
         if self.claim.regime and not (self.regimes or {}).get(report, False):
             return "no: β = 1 not over-confident"
         return "yes"
+
+
+def heading_anchor(heading: str) -> str:
+    """The anchor the documentation site gives a heading (Python-Markdown's default slug).
+
+    >>> heading_anchor("The warm-up against A-Softmax and Center loss"), heading_anchor("τ and β")
+    ('the-warm-up-against-a-softmax-and-center-loss', 'and')
+    """
+    ascii_text = unicodedata.normalize("NFKD", heading).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", ascii_text).strip().lower())
+
+
+def report_anchors(results_dir: str | Path) -> dict[str, dict[str, str]]:
+    """Per report folder, the anchor of the section under which each claims-table row ("claim|setting") is
+    printed, read from its report.md, so the ledger links each test to the table that shows it."""
+    anchors = {}
+    for path in sorted(Path(results_dir).glob("*/report.md")):
+        found, section = {}, ""
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("## "):
+                section = heading_anchor(line[3:])
+            elif line.startswith("| `"):
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                found.setdefault(f"{cells[0].strip('`')}|{cells[1]}", section)
+        anchors[path.parent.name] = found
+    return anchors
 
 
 def report_regimes(results_dir: str | Path) -> dict[str, bool]:
@@ -105,14 +134,14 @@ def ledger_entries(results_dir: str | Path) -> list[LedgerEntry]:
     if stray:
         raise ValueError(f"reports under {results_dir} test claims that are not registered: {', '.join(stray)}; "
                          "regenerate those reports or register the claims in paper_claims.toml")
-    regimes = report_regimes(results_dir)
+    regimes, anchors = report_regimes(results_dir), report_anchors(results_dir)
     entries = []
     for claim in paper_claims():
         tests = tuple((report, v) for report, v in verdicts if v.claim == claim.id)
         check = run_check(claim.check) if claim.check else None
         in_regime = [v for report, v in tests if not claim.regime or regimes.get(report, False)]
         status, why = claim_status(claim, in_regime, check)
-        entries.append(LedgerEntry(claim, tests, check, status, why, regimes))
+        entries.append(LedgerEntry(claim, tests, check, status, why, regimes, anchors))
     return entries
 
 
@@ -138,8 +167,10 @@ def _summary(entries: list[LedgerEntry]) -> list[str]:
 def _test_rows(entry: LedgerEntry) -> list[list[str]]:
     rows = []
     for report, v in entry.tests:
-        rows.append([f"[{report}]({report}/report.md#{v.section})", v.dataset, v.model, str(v.epochs), str(v.n),
-                     v.setting, v.delta_text(), format_p(v.holm_p) if not math.isnan(v.holm_p) else "—",
+        anchor = (entry.anchors or {}).get(report, {}).get(f"{v.claim}|{v.setting}")
+        link = f"{report}/report.md" + (f"#{anchor}" if anchor else "")
+        rows.append([f"[{report}]({link})", v.dataset, v.model, str(v.epochs), str(v.n), v.setting,
+                     v.delta_text(), format_p(v.holm_p) if not math.isnan(v.holm_p) else "—",
                      f"{v.family} (k = {v.family_size})", v.verdict, entry.counted(report, v)])
     return rows
 
