@@ -192,7 +192,7 @@ def _plain(verdict) -> tuple:
 
 
 @pytest.mark.parametrize("report", ["mnist_fcnn", "fashion_mnist_calibration", "cifar10_cpu", "cifar10_overconfident",
-                                    "shakespeare_char", "digits_timm_confirm"])
+                                    "shakespeare_char", "shakespeare_bpe", "digits_timm_confirm"])
 def test_a_committed_reports_verdicts_recompute_from_its_runs_csv(report):
     folder = RESULTS / report
     committed = read_verdicts(folder / "claims.csv")
