@@ -26,11 +26,11 @@ from torch import nn
 from gdsoftmax.analysis.calibration import fit_temperature
 from gdsoftmax.analysis.estimators import binned_ece
 from gdsoftmax.engine.acceleration import gradient_scaler, resolve_precision, set_determinism, training_model
-from gdsoftmax.engine.checkpoint import capture_rng_state, restore_rng_state
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.lr import LearningRateSchedule
 from gdsoftmax.engine.models import build_model
 from gdsoftmax.engine.objectives import Objective, build_objective
+from gdsoftmax.engine.one_model import OneModelRun
 from gdsoftmax.engine.optim import build_optimizer
 from gdsoftmax.engine.text import TextData
 from gdsoftmax.loss.fused import fused_linear_gradient_decay_loss
@@ -84,7 +84,7 @@ def _objective(config: ExperimentConfig, model: FlatTokens, steps_per_round: int
                            label_smoothing=loss.label_smoothing, backend=loss.backend, numerics=loss.numerics)
 
 
-class TokenStreamRun:
+class TokenStreamRun(OneModelRun):
     """One language model trained on random windows of a token stream (the strategy interface of
     :mod:`gdsoftmax.engine.trainer`; one round of ``train.eval_every`` steps per call of train_epoch)."""
 
@@ -109,23 +109,6 @@ class TokenStreamRun:
         evaluated = training_model(self.model, precision=precision, channels_last=False, compile=False,
                                    device_type=device_type)
         self.members, self.objectives = [evaluated], [self.objective]
-
-    def load(self, checkpoints) -> None:
-        (checkpoint,) = checkpoints
-        self.model.load_state_dict(checkpoint.model)
-        self.optimizer.load_state_dict(checkpoint.optimizer)
-        if self.scaler is not None and checkpoint.scaler:
-            self.scaler.load_state_dict(checkpoint.scaler)
-        restore_rng_state(checkpoint.rng, self.generator)
-        self.schedule.load(checkpoint.schedule, checkpoint.step)
-
-    def state(self, m: int):
-        scaler = self.scaler.state_dict() if self.scaler is not None else {}
-        return (self.model.state_dict(), self.optimizer.state_dict(), capture_rng_state(self.generator), scaler,
-                self.schedule.state_dict())
-
-    def learning_rates(self) -> list[float]:
-        return [self.schedule.used]
 
     def train_epoch(self, epoch: int) -> torch.Tensor:
         """One round of ``eval_every`` steps: sums of loss, CE, correct, count and the first non-finite step,
@@ -158,20 +141,6 @@ class TokenStreamRun:
         self.world.all_reduce(first_bad, op=torch.distributed.ReduceOp.MAX)  # every rank stops if one saw NaN
         return torch.cat([totals, first_bad]).unsqueeze(0)
 
-    def _step(self, loss: torch.Tensor) -> None:
-        clip = self.config.train.grad_clip
-        self.optimizer.zero_grad(set_to_none=True)
-        scaled = loss if self.scaler is None else self.scaler.scale(loss)
-        scaled.backward()
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        if self.scaler is None:
-            self.optimizer.step()
-        else:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
 
 
 # ---- evaluation ---------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from gdsoftmax.engine.acceleration import (
     set_determinism,
     training_model,
 )
-from gdsoftmax.engine.checkpoint import capture_rng_state, restore_rng_state, seed_everything
+from gdsoftmax.engine.checkpoint import seed_everything
 from gdsoftmax.engine.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import Dataset, crop_and_flip, draw_augmentation, load_dataset, with_input_scaling
@@ -47,6 +47,7 @@ from gdsoftmax.engine.loggers import open_loggers, require_loggers
 from gdsoftmax.engine.lr import LearningRateSchedule, learning_rate
 from gdsoftmax.engine.models import build_model
 from gdsoftmax.engine.objectives import build_objective
+from gdsoftmax.engine.one_model import OneModelRun
 from gdsoftmax.engine.optim import build_optimizer
 from gdsoftmax.engine.rundir.records import Checkpoint, EpochRow, RunMismatchError, RunResult
 from gdsoftmax.engine.rundir.writer import RunWriter
@@ -241,7 +242,7 @@ def _close_epoch(strategy, m: int, config: ExperimentConfig, epoch: int, step: i
                     scores["val_acc"], scores["test_ce"], scores["test_acc"], 0.0, extra)
 
 
-class SingleRun:
+class SingleRun(OneModelRun):
     """One model, data-parallel when launched by torchrun: the ordinary training step, with the
     options of :mod:`gdsoftmax.engine.acceleration` (precision, channels_last, compile)."""
 
@@ -269,23 +270,6 @@ class SingleRun:
         self.scaler = gradient_scaler(precision, device_type)
         self.generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
         self.members, self.objectives = [evaluated], [objective]
-
-    def load(self, checkpoints: list[Checkpoint]) -> None:
-        (checkpoint,) = checkpoints
-        self.model.load_state_dict(checkpoint.model)
-        self.optimizer.load_state_dict(checkpoint.optimizer)
-        if self.scaler is not None and checkpoint.scaler:
-            self.scaler.load_state_dict(checkpoint.scaler)
-        restore_rng_state(checkpoint.rng, self.generator)
-        self.schedule.load(checkpoint.schedule, checkpoint.step)
-
-    def state(self, m: int) -> tuple[dict, dict, dict, dict, dict]:
-        scaler = self.scaler.state_dict() if self.scaler is not None else {}
-        return (self.model.state_dict(), self.optimizer.state_dict(), capture_rng_state(self.generator), scaler,
-                self.schedule.state_dict())
-
-    def learning_rates(self) -> list[float]:
-        return [self.schedule.used]
 
     def train_epoch(self, epoch: int) -> torch.Tensor:
         """One epoch; the sums of loss, CE, correct and count over all ranks and the first step whose loss
@@ -321,22 +305,6 @@ class SingleRun:
         world.all_reduce(first_bad, op=dist.ReduceOp.MAX)  # every rank stops if one saw a non-finite loss
         return torch.cat([totals, first_bad]).unsqueeze(0)
 
-    def _step(self, loss: torch.Tensor) -> None:
-        """Backward, clip and update; with a gradient scaler for fp16."""
-        clip = self.config.train.grad_clip
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is None:
-            loss.backward()
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.optimizer.step()
-            return
-        self.scaler.scale(loss).backward()
-        if clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
 
 
 class _Distributed:

@@ -34,18 +34,9 @@ import torch
 
 from gdsoftmax.analysis.calibration_metrics import bin_sums
 from gdsoftmax.integrations.hf import BetaLossForTrainer, fused_lm_loss
-from gdsoftmax.loss.adaptive import PIDController, controller_from_table
-from gdsoftmax.loss.schedules import Schedule, schedule_from_config
+from gdsoftmax.loss.adaptive import PIDController, schedule_or_controller
 
 __all__ = ["FusedBetaLossTrainer", "GradientDecayBetaCallback", "next_token_metrics", "top1_of_logits"]
-
-
-def _schedule(beta) -> Schedule | PIDController:
-    if isinstance(beta, Schedule | PIDController):
-        return beta
-    if isinstance(beta, dict) and beta.get("kind") == "pid":
-        return controller_from_table(beta)
-    return schedule_from_config(beta)
 
 
 class GradientDecayBetaCallback(TrainerCallback, ExportableState):
@@ -53,7 +44,7 @@ class GradientDecayBetaCallback(TrainerCallback, ExportableState):
     or the adaptive controller. ``Trainer(callbacks=[GradientDecayBetaCallback(beta, loss)])``."""
 
     def __init__(self, beta=1.0, loss: BetaLossForTrainer | None = None):
-        self.schedule = _schedule(beta)
+        self.schedule = schedule_or_controller(beta)
         self.adaptive = isinstance(self.schedule, PIDController)
         if self.adaptive and self.schedule.lr_compensation:
             raise ValueError("lr_compensation needs every evaluation token's p_y, which the Trainer's metrics do not "

@@ -38,19 +38,10 @@ import torch
 from torchmetrics import CatMetric
 
 from gdsoftmax.analysis.calibration_metrics import ReliabilityBins
-from gdsoftmax.loss.adaptive import PIDController, controller_from_table, gradient_scale_of
+from gdsoftmax.loss.adaptive import PIDController, gradient_scale_of, schedule_or_controller
 from gdsoftmax.loss.module import GradientDecayLoss
-from gdsoftmax.loss.schedules import Schedule, schedule_from_config
 
 __all__ = ["GradientDecayBeta"]
-
-
-def _schedule(beta) -> Schedule | PIDController:
-    if isinstance(beta, Schedule | PIDController):
-        return beta
-    if isinstance(beta, dict) and beta.get("kind") == "pid":
-        return controller_from_table(beta)
-    return schedule_from_config(beta)
 
 
 class GradientDecayBeta(Callback):
@@ -61,7 +52,7 @@ class GradientDecayBeta(Callback):
     """
 
     def __init__(self, beta=1.0, loss: GradientDecayLoss | None = None):
-        self.schedule = _schedule(beta)
+        self.schedule = schedule_or_controller(beta)
         self.adaptive = isinstance(self.schedule, PIDController)
         self.loss = loss
         self.lr_factor = 1.0

@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gdsoftmax.loss.schedules import Schedule, schedule_from_config
 from gdsoftmax.loss.validation import check_positive
 
-__all__ = ["PIDController", "controller_from_table", "gradient_scale", "gradient_scale_of"]
+__all__ = ["PIDController", "controller_from_table", "gradient_scale", "gradient_scale_of", "schedule_or_controller"]
 
 
 @dataclass
@@ -113,3 +114,17 @@ def gradient_scale(logits: torch.Tensor, labels: torch.Tensor, beta: float, tau:
     """:func:`gradient_scale_of` the softmax(z / tau) probabilities of the true labels."""
     p = torch.softmax(logits.double() / tau, 1).gather(1, labels[:, None]).squeeze(1)
     return gradient_scale_of(p, beta)
+
+
+def schedule_or_controller(beta) -> Schedule | PIDController:
+    """What drives β in a training loop's callback: a Schedule or PIDController as given, a ``{"kind": "pid"}``
+    table as the controller, anything else (a number, a schedule table) as a schedule.
+
+    >>> schedule_or_controller({"kind": "linear", "start": 0.1, "end": 1.0, "steps": 10})(5)
+    0.55
+    """
+    if isinstance(beta, Schedule | PIDController):
+        return beta
+    if isinstance(beta, dict) and beta.get("kind") == "pid":
+        return controller_from_table(beta)
+    return schedule_from_config(beta)
