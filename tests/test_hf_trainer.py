@@ -45,9 +45,9 @@ def tiny_gpt2():
 
 
 def arguments(tmp_path, **extra):
+    extra = {"save_strategy": "no", **extra}
     return transformers.TrainingArguments(output_dir=str(tmp_path / "t"), per_device_train_batch_size=4,
-                                          learning_rate=1e-3, report_to=[], use_cpu=True, disable_tqdm=True,
-                                          save_strategy="no", **extra)
+                                          learning_rate=1e-3, report_to=[], use_cpu=True, disable_tqdm=True, **extra)
 
 
 class Recording(BetaLossForTrainer):
@@ -147,3 +147,23 @@ def test_the_lab_refuses_an_image_config_in_one_line(tmp_path, capsys):
     assert err == ("gdsoftmax lab: error: the hf-lm lab trains a language model: data.dataset must be a text corpus "
                    "(tinyshakespeare or text:PATH), got 'digits'; e.g. configs/shakespeare_char.toml")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("restore_states", [False, True])
+def test_a_resumed_trainer_gets_its_controller_back(tmp_path, restore_states):
+    def fit(resume=None):
+        loss = Recording()
+        callback = GradientDecayBetaCallback(PID, loss)
+        args = arguments(tmp_path, max_steps=4, eval_strategy="steps", eval_steps=2, save_strategy="steps",
+                         save_steps=2, restore_callback_states_from_checkpoint=restore_states)
+        trainer = transformers.Trainer(model=tiny_gpt2(), args=args, train_dataset=Windows(),
+                                       eval_dataset=Windows(8), compute_loss_func=loss,
+                                       compute_metrics=next_token_metrics,
+                                       preprocess_logits_for_metrics=top1_of_logits, callbacks=[callback])
+        trainer.train(resume_from_checkpoint=resume)
+        return loss.seen
+
+    whole = fit()  # train 1, train 2, evaluate (β moves), train 3, train 4, evaluate
+    resumed = fit(resume=str(tmp_path / "t" / "checkpoint-2"))  # train 3, train 4, evaluate
+    assert whole[3] != 1.0
+    assert resumed[0] == pytest.approx(whole[3], rel=1e-6)  # not the controller's start again

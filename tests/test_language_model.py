@@ -272,3 +272,22 @@ def test_a_sweep_summary_of_text_runs_uses_the_validation_accuracy():
     summary = format_summary(runs).splitlines()
     assert "best val % mean ± std" in summary[-2]
     assert summary[-1].split()[:5] == ["beta=1", "2", "43.50", "±", "0.71"]
+
+
+def test_a_corpus_without_a_newline_trains_and_samples(tmp_path):
+    corpus = tmp_path / "one_line.txt"
+    corpus.write_text(CORPUS.replace("\n", " "), encoding="utf-8")
+    result = run_experiment(parse_config(text_config(corpus)), tmp_path / "run", progress=False)
+    assert result["epochs"] == 3
+    predictions = np.load(tmp_path / "run" / "predictions.npz")
+    assert len(str(predictions["sample_text"])) > 0
+
+
+def test_a_tokenizer_json_that_cannot_encode_the_corpus_is_one_line(tmp_path, corpus):
+    tokenizers = pytest.importorskip("tokenizers")
+    words = tokenizers.Tokenizer(tokenizers.models.WordLevel({"the": 0, "moon": 1}))  # no unknown token
+    words.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    path = tmp_path / "tokenizer.json"
+    words.save(str(path))
+    with pytest.raises(ValueError, match=r"^data\.tokenizer: .* cannot encode the corpus .*give it an unknown token"):
+        load_text(f"text:{corpus}", context=4, tokenizer=str(path))

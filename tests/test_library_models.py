@@ -90,6 +90,42 @@ def test_the_cifar_stem_is_refused_for_a_model_without_one():
         build_model("timm:test_resnet", (3, 32, 32), 10, stem="cifar")  # a deep (three-convolution) stem
 
 
-def test_torchvision_refuses_grey_images_with_the_way_out():
-    with pytest.raises(ValueError, match="takes 3-channel images; the data has 1: use a timm model"):
-        build_model("torchvision:resnet18", (1, 28, 28), 10)
+def test_torchvision_takes_grey_images_as_three_equal_channels():
+    model = build_model("torchvision:resnet18", (1, 28, 28), 10).eval()
+    grey = torch.rand(2, 1, 28, 28)
+    assert model(grey).shape == (2, 10)
+    assert torch.equal(model(grey), model(grey.repeat(1, 3, 1, 1)))  # three copies of the one channel
+    with pytest.raises(ValueError, match=r"takes 3-channel \(or 1-channel\) images; the data has 2"):
+        build_model("torchvision:resnet18", (2, 28, 28), 10)
+
+
+@pytest.mark.parametrize("name", ["timm:lcnet_050", "timm:mobilenetv3_small_050", "torchvision:resnet18",
+                                  "timm:test_mambaout"])
+def test_library_models_train_on_the_digits_at_first_contact(tmp_path, name):
+    config = parse_config({"name": "lib", "data": {"train_size": 128, "val_size": 64},
+                           "model": {"name": name},
+                           "train": {"epochs": 1, "batch_size": 64, "lr": 0.01, "optimizer": "adamw",
+                                     "eval_batch_size": 512}})
+    result = run_experiment(config, tmp_path / "run", progress=False)
+    assert result["epochs"] == 1
+    assert 0 <= result["test_acc"] <= 1
+
+
+def test_a_model_whose_training_forward_returns_a_tuple_is_read_by_its_main_output():
+    model = build_model("torchvision:googlenet", (3, 32, 32), 10, init_weights=False).train()
+    logits = model(torch.rand(2, 3, 32, 32))
+    assert logits.shape == (2, 10)  # not GoogLeNetOutputs(logits, aux2, aux1)
+
+
+def test_too_small_images_and_unknown_options_are_one_line_and_leave_nothing(tmp_path, capsys):
+    cases = [(["--set", "model.name='timm:convnext_nano'"], "cannot take 8x8 images: it needs at least 32x32"),
+             (["--set", "model.name='timm:test_resnet'", "--set", "model.options={bogus = 1}"],
+              "model.options: timm:test_resnet refuses them")]
+    for overrides, message in cases:
+        code = main(["train", "configs/digits_sweep.toml", "--out", str(tmp_path / "out"), "--no-progress",
+                     "--set", "train.epochs=1", *overrides])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, err
+        assert message in err
+        assert "\n" not in err
+        assert not (tmp_path / "out").exists()

@@ -113,3 +113,69 @@ def test_sigkill_then_resume_logs_every_epoch_once(store):
         history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, field))
         assert history == [(r["epoch"], pytest.approx(r[field], rel=1e-9)) for r in rows], field
     assert [r["epoch"] for r in rows] == list(range(1, 13))
+
+
+def _single(name="one", beta=5.0, epochs=3):
+    return parse_config({"name": name, "data": {"val_size": 300}, "model": {"options": {"hidden": [16]}},
+                         "loss": {"beta": beta},
+                         "train": {"epochs": epochs, "lr": 0.05, "log": ["mlflow"], "record_epochs": [1]}})
+
+
+def test_restart_discards_the_mlflow_run_of_the_discarded_run(store, monkeypatch):
+    monkeypatch.chdir(store)  # nothing of MLflow may land in the working directory
+    run_experiment(_single(beta=5.0), store / "one", progress=False)
+    run_experiment(_single(beta=0.01), store / "one", progress=False, restart=True)
+    client = _client(store)
+    [run] = client.search_runs([client.get_experiment_by_name("one").experiment_id])
+    assert run.data.params["loss.beta"] == "0.01"
+    rows = [json.loads(line) for line in (store / "one" / "metrics.jsonl").read_text().splitlines()]
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_loss"))
+    assert history == [(r["epoch"], pytest.approx(r["train_loss"], rel=1e-9)) for r in rows]
+    assert len(client.get_metric_history(run.info.run_id, "final_test_acc")) == 1
+    assert not (store / "mlruns").exists()
+    artifacts = sorted(p.name for p in (store / "mlartifacts").rglob("*") if p.is_file())
+    assert artifacts == ["config.toml", "reliability.png"]
+
+
+def test_a_finished_run_opened_again_logs_its_final_metrics_once(store):
+    run_experiment(_single(), store / "one", progress=False)
+    run_experiment(_single(), store / "one", progress=False)  # nothing to train: finish again
+    client = _client(store)
+    [run] = client.search_runs([client.get_experiment_by_name("one").experiment_id])
+    assert len(client.get_metric_history(run.info.run_id, "final_test_acc")) == 1
+
+
+@pytest.mark.parametrize("store_kind", ["folder", "not_sqlite", "missing_parent"])
+def test_an_unusable_sqlite_store_costs_one_line_at_once(store, monkeypatch, capsys, store_kind):
+    path = store / "bad.db"
+    if store_kind == "folder":
+        path.mkdir()
+    elif store_kind == "not_sqlite":
+        path.write_text("not a database\n" * 10)
+    else:
+        path = store / "no" / "such" / "bad.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+    run_experiment(_single(epochs=1), store / "one", progress=False)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    assert err[0].startswith("MLflow: cannot open the run")
+    assert (store / "one" / "result.json").exists()
+
+
+def test_a_resumed_text_run_logs_each_round_once(store, tmp_path):
+    from conftest import interrupted_at_epoch
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"{w}: the {x} is fair.\n" for w in ("ROMEO", "JULIET") for x in ("moon", "sun",
+                                                                                                 "rose")) * 4)
+    config = parse_config({"name": "lm", "data": {"dataset": f"text:{corpus}", "context": 8},
+                           "model": {"name": "gpt", "options": {"n_layer": 1, "n_head": 2, "n_embd": 16}},
+                           "train": {"iterations": 6, "eval_every": 2, "batch_size": 4, "optimizer": "adamw",
+                                     "lr": 3e-3, "log": ["mlflow"], "record_epochs": [1]}})
+    with interrupted_at_epoch(3):
+        run_experiment(config, store / "lm", progress=False)
+    run_experiment(config, store / "lm", progress=False)
+    client = _client(store)
+    [run] = client.search_runs([client.get_experiment_by_name("lm").experiment_id])
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train_loss"))
+    assert steps == [1, 2, 3]

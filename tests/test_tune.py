@@ -159,3 +159,82 @@ def test_a_resumed_search_does_not_replay_the_first_trials(tmp_path):
     betas = [float(t["loss.beta"]) for t in trials_of(tmp_path / "runs" / "tiny_tune")]
     assert len(betas) == 6
     assert set(betas[3:]).isdisjoint(betas[:3])  # the second process draws new values
+
+
+def test_a_study_is_not_continued_under_another_config(tmp_path, capsys):
+    config, out = write(tmp_path, epochs=2, trials=2), str(tmp_path / "runs")
+    assert main(["tune", str(config), "--out", out, "--no-progress"]) == 0
+    capsys.readouterr()
+    code = main(["tune", str(config), "--out", out, "--no-progress", "--set", "tune.trials=4", "--set", "train.lr=0.5"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "holds a study of another config: train.lr (0.003 there, 0.5 now)" in err
+    assert "\n" not in err
+    assert len(trials_of(tmp_path / "runs" / "tiny_tune")) == 2  # no trial trained under the other lr
+    # more trials of the same config continue it; a changed search space does not
+    assert main(["tune", str(config), "--out", out, "--no-progress", "--set", "tune.trials=3"]) == 0
+    assert len(trials_of(tmp_path / "runs" / "tiny_tune")) == 3
+    capsys.readouterr()
+    assert main(["tune", str(config), "--out", out, "--no-progress", "--set",
+                 'tune.space.loss.beta={low = 0.5, high = 2.0}']) == 2
+    assert "tune.space" in capsys.readouterr().err
+
+
+def test_restart_discards_a_finished_study_and_its_trials(tmp_path):
+    config, out = write(tmp_path, epochs=2, trials=3), str(tmp_path / "runs")
+    root = tmp_path / "runs" / "tiny_tune"
+    assert main(["tune", str(config), "--out", out, "--no-progress"]) == 0
+    assert main(["tune", str(config), "--out", out, "--no-progress", "--restart", "--set", "tune.trials=2",
+                 "--set", "train.lr=0.01"]) == 0
+    trials = trials_of(root)
+    assert [t["run"] for t in trials] == ["trial-0000", "trial-0001"]
+    assert not (root / "trial-0002").exists()
+    assert load_config(root / "best.toml").train.lr == 0.01  # the pair in best.toml was trained as it says
+    for t in trials:
+        assert RunView(root / t["run"]).config().train.lr == 0.01
+
+
+def test_a_reference_run_of_another_config_is_refused(tmp_path, capsys):
+    config, out = write(tmp_path, epochs=2, trials=2, objective="val_ece"), str(tmp_path / "runs")
+    root = tmp_path / "runs" / "tiny_tune"
+    assert main(["tune", str(config), "--out", out, "--no-progress"]) == 0
+    for leftover in [root / "optuna.db", *root.glob("trial-*")]:  # the study is gone, its reference stays
+        leftover.unlink() if leftover.is_file() else __import__("shutil").rmtree(leftover)
+    capsys.readouterr()
+    assert main(["tune", str(config), "--out", out, "--no-progress", "--set", "train.lr=0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "reference holds a run of another config: train.lr" in err
+    assert RunView(root / "reference").config().train.lr == 0.003  # untouched
+
+
+def test_a_search_whose_every_trial_diverges_stops_with_one_line(tmp_path, capsys):
+    config, out = write(tmp_path, epochs=2, trials=3), str(tmp_path / "runs")
+    assert main(["tune", str(config), "--out", out, "--no-progress", "--set", "train.lr=1e30",
+                 "--set", "train.optimizer=sgd"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gdsoftmax tune: error: 3 trials diverged"), err
+    assert "\n" not in err
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.val_size=0", "data.val_size = 0 leaves no validation split"),
+    ("tune.seed='abc'", "tune.seed must be a whole number"),
+    ("tune.space={\"train.batch_size\" = {low = 16.5, high = 64}}", "train.batch_size takes whole numbers"),
+])
+def test_tune_inputs_are_refused_before_training(tmp_path, capsys, override, message):
+    config = write(tmp_path)
+    assert main(["tune", str(config), "--out", str(tmp_path / "runs"), "--no-progress", "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert "\n" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_integer_key_is_searched_as_an_integer():
+    from gdsoftmax.engine.tuning import parse_tune
+
+    spec = parse_tune(parse_config({"data": {"val_size": 0.1},
+                                    "tune": {"space": {"train.batch_size": {"low": 16, "high": 64}}}}))
+    trial = optuna.trial.FixedTrial({"train.batch_size": 32})
+    assert spec.space[0].integer
+    assert spec.space[0].suggest(trial) == 32

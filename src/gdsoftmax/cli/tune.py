@@ -40,7 +40,8 @@ def run_tune_command(args, command: str) -> int:
         if args.data_dir:
             config.data.data_dir = str(args.data_dir)
         spec = parse_tune(config)
-        _, root = run_tune(config, args.out, worker=args.worker, progress=not args.no_progress)
+        _, root = run_tune(config, args.out, worker=args.worker, progress=not args.no_progress,
+                           restart=args.restart)
         report = build_tune_report(root, spec.objective, command, spec.max_accuracy_drop)
     except (ConfigError, DataNotFoundError, RunLockedError, RunMismatchError, ValueError) as error:
         print(f"gdsoftmax tune: error: {error}", file=sys.stderr)

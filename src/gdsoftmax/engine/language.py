@@ -237,13 +237,14 @@ class _Scaled(nn.Module):
 @torch.inference_mode()
 def sample_text(model, data: TextData, config: ExperimentConfig, characters: int = SAMPLE_CHARACTERS,
                 seed: int | None = None) -> str:
-    """``characters`` characters sampled at temperature 1 after a newline, from a generator seeded with the
-    run's seed (the same model gives the same text)."""
+    """``characters`` characters sampled at temperature 1 after a newline (after the validation split's
+    first token where the vocabulary has no newline), from a generator seeded with the run's seed (the
+    same model gives the same text)."""
     was_training = model.training
     model.eval()
     device = data.val.tokens.device
     generator = torch.Generator().manual_seed(config.seed if seed is None else seed)
-    tokens = torch.tensor([data.tokenizer.encode("\n")[:1] or [0]], device=device)
+    tokens = torch.tensor([_start_token(data)], device=device)
     text = ""
     while len(text) < characters:
         logits = model(tokens[:, -config.data.context :])[0, -1].float().cpu()
@@ -252,3 +253,12 @@ def sample_text(model, data: TextData, config: ExperimentConfig, characters: int
         text = data.decode(tokens[0, 1:].tolist())
     model.train(was_training)
     return text[:characters]
+
+
+def _start_token(data: TextData) -> list[int]:
+    """The token a sample starts from: a newline where the tokenizer has one, else the validation split's first."""
+    try:
+        newline = data.tokenizer.encode("\n")[:1]
+    except Exception:  # KeyError: a character tokenizer without "\n", a tokenizer.json that cannot encode it
+        newline = []
+    return newline or [int(data.val.tokens[0])]

@@ -12,6 +12,7 @@ import numpy as np
 
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.mlflow_log import MLflowLog, require_mlflow
+from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.engine.tensorboard import TensorBoardLog, require_tensorboard
 from gdsoftmax.engine.tracking import RunLabels, run_labels
 
@@ -51,7 +52,8 @@ def open_loggers(config: ExperimentConfig, run_dir: Path, done_rows: list[dict],
     if "tensorboard" in config.train.log:  # drops the events of later epochs, which the run trains again
         loggers.append(TensorBoardLog(run_dir, len(done_rows), labels))
     if "mlflow" in config.train.log:
-        mlflow_log = MLflowLog(run_dir, labels, out_dir or Path(run_dir).parent)
+        mlflow_log = MLflowLog(run_dir, labels, out_dir or Path(run_dir).parent, RunView(run_dir).fingerprint(),
+                               resumed=bool(done_rows))
         mlflow_log.params(config)
         for row in done_rows:  # a kill between a row's write and its logging left the store behind: catch up
             mlflow_log.epoch(row)

@@ -1,8 +1,8 @@
 """MLflow tracking: ``train.log = ["mlflow"]`` mirrors each run into an MLflow tracking store.
 
 * **Store:** ``MLFLOW_TRACKING_URI`` when it is set; otherwise a SQLite database, ``mlflow.db``, in the
-  ``--out`` folder (a real database that needs no server): ``mlflow ui --backend-store-uri
-  sqlite:///runs/mlflow.db`` shows it.
+  ``--out`` folder (a real database that needs no server), its artifacts beside it in ``mlartifacts/``:
+  ``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db`` shows it. Nothing is written outside ``--out``.
 * **Runs:** the experiment is the sweep's name; each cell is one MLflow run named after the cell, under
   a parent run named after the sweep. Tags: ``setting`` (the group a setting's seeds share) and each
   swept key with its value (``seed`` among them), so the UI groups and filters by them. Params: the
@@ -11,8 +11,10 @@
 * **Metrics:** every numeric field of each metric row at its epoch as the step, as ``metrics.jsonl``
   holds it; at the end the final test accuracy, ECE (10 bins) and MCE. **Artifacts:** the test set's
   reliability diagram and the run's ``config.toml``.
-* **Resume:** a resumed run finds its MLflow run by the run directory (a tag) and continues it; epochs
-  the store already holds are not logged again, so no step appears twice.
+* **Resume:** a resumed run finds its MLflow run by the run directory and the run's identity (tags, the
+  fingerprint of ``run.json``) and continues it; epochs the store already holds are not logged again, so no
+  step appears twice. A run directory that starts anew (``--restart``, or a run that never wrote a
+  checkpoint) discards the MLflow run it had, so the store never mixes two runs under one name.
 * **Failure:** a store that cannot be reached costs one line on stderr; the run trains on and keeps its
   own files, without MLflow. HTTP stores are tried with 2 retries and a 10-second timeout unless
   ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_TIMEOUT`` say otherwise.
@@ -24,10 +26,12 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
@@ -38,10 +42,12 @@ from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.rundir.records import CONFIG_FILE
 from gdsoftmax.engine.tracking import RunLabels, tracked_params
 
-__all__ = ["TRACKING_DB", "MLflowLog", "finish_sweep", "require_mlflow", "tracking_uri"]
+__all__ = ["ARTIFACTS_DIR", "TRACKING_DB", "MLflowLog", "artifact_location", "finish_sweep", "require_mlflow",
+           "sqlite_problem", "tracking_uri"]
 
-TRACKING_DB = "mlflow.db"
-RUN_DIR_TAG, ROLE_TAG = "gdsoftmax.run_dir", "gdsoftmax.role"
+TRACKING_DB, ARTIFACTS_DIR = "mlflow.db", "mlartifacts"
+RUN_DIR_TAG, ROLE_TAG, IDENTITY_TAG = "gdsoftmax.run_dir", "gdsoftmax.role", "gdsoftmax.fingerprint"
+STEP_METRIC = "train_loss"  # every row has it, finite (a diverged epoch writes no row): the last step logged
 
 
 def _mlflow():
@@ -64,13 +70,39 @@ def tracking_uri(out_dir: str | Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(out_dir) / TRACKING_DB).resolve()}"
 
 
+def artifact_location(out_dir: str | Path) -> str | None:
+    """Where a new experiment keeps its artifacts: ``mlartifacts/`` beside the default store in ``out_dir``
+    (None under ``MLFLOW_TRACKING_URI``: that server's own default)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (Path(out_dir) / ARTIFACTS_DIR).resolve().as_uri()
+
+
+def sqlite_problem(uri: str) -> str | None:
+    """Why a ``sqlite:///`` store cannot be written, checked before MLflow retries for minutes; None if it can."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.is_dir():
+        return f"{path} is a folder, not a database file"
+    if not path.parent.is_dir():
+        return f"the folder {path.parent} does not exist"
+    if path.exists() and path.stat().st_size and path.read_bytes()[:16] != b"SQLite format 3\x00":
+        return f"{path} is not an SQLite database"
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        return f"{path if path.exists() else path.parent} is not writable"
+    return None
+
+
 class MLflowLog:
     """The MLflow mirror of one run directory's metric rows (see the module docstring)."""
 
-    def __init__(self, run_dir: str | Path, labels: RunLabels, out_dir: str | Path):
+    def __init__(self, run_dir: str | Path, labels: RunLabels, out_dir: str | Path, fingerprint: str = "",
+                 resumed: bool = False):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # an unreachable server: seconds, not minutes
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.run_dir, self.labels, self.uri = Path(run_dir).resolve(), labels, tracking_uri(out_dir)
+        self.artifacts, self.fingerprint, self.resumed = artifact_location(out_dir), fingerprint, resumed
         self.client, self.run_id, self.last_step = None, None, 0
         self._safely("open the run", self._open)
 
@@ -86,23 +118,38 @@ class MLflowLog:
             return None
 
     def _open(self) -> None:
+        problem = sqlite_problem(self.uri)
+        if problem is not None:
+            raise OSError(problem)
         _, client_class = _mlflow()
         client = client_class(self.uri)
         experiment = client.get_experiment_by_name(self.labels.sweep)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.labels.sweep)
-        found = client.search_runs([experiment_id], f"tags.`{RUN_DIR_TAG}` = '{self.run_dir}'", max_results=1)
-        if found:  # a resumed run continues its MLflow run
-            self.run_id = found[0].info.run_id
-            history = client.get_metric_history(self.run_id, "test_acc")
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+            self.labels.sweep, artifact_location=self.artifacts)
+        found = client.search_runs([experiment_id], f"tags.`{RUN_DIR_TAG}` = '{self.run_dir}'")
+        same = [r for r in found if self.resumed and r.data.tags.get(IDENTITY_TAG) == self.fingerprint]
+        for other in found:  # a run directory trained anew, or another run's: its old MLflow run goes
+            if other not in same[:1]:
+                self._discard(client, other)
+        if same:  # a resumed run continues its MLflow run
+            self.run_id = same[0].info.run_id
+            history = client.get_metric_history(self.run_id, STEP_METRIC)
             self.last_step = max((m.step for m in history), default=0)
             client.update_run(self.run_id, status="RUNNING")
         else:
-            tags = {RUN_DIR_TAG: str(self.run_dir), "setting": self.labels.setting,
+            tags = {RUN_DIR_TAG: str(self.run_dir), IDENTITY_TAG: self.fingerprint, "setting": self.labels.setting,
                     **{key: str(value) for key, value in self.labels.swept.items()}}
             if self.labels.sweep != self.labels.cell:
                 tags["mlflow.parentRunId"] = self._parent(client, experiment_id)
             self.run_id = client.create_run(experiment_id, run_name=self.labels.cell, tags=tags).info.run_id
         self.client = client
+
+    def _discard(self, client, run) -> None:
+        """Delete an MLflow run, and its artifacts where they lie in this out folder's ``mlartifacts/``."""
+        client.delete_run(run.info.run_id)
+        if self.artifacts and run.info.artifact_uri.startswith(self.artifacts + "/"):
+            folder = Path(unquote(urlparse(run.info.artifact_uri).path)).parent  # .../EXPERIMENT/RUN_ID/artifacts
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _parent(self, client, experiment_id: str) -> str:
         """The sweep's parent run: found by its tag, or created the first time a cell of the sweep logs."""
@@ -143,6 +190,9 @@ class MLflowLog:
         self._safely("finish the run", self._finish, config, result, test_logits, test_labels, n_bins)
 
     def _finish(self, config, result, test_logits, test_labels, n_bins) -> None:
+        if "final_test_acc" in self.client.get_run(self.run_id).data.metrics:  # a finished run opened again
+            self.client.set_terminated(self.run_id, "FINISHED")
+            return
         if test_logits is None:  # a language model: its rows hold its validation metrics
             self.client.log_artifact(self.run_id, str(self.run_dir / CONFIG_FILE))
             self.client.set_terminated(self.run_id, "FINISHED")

@@ -177,13 +177,23 @@ class TextData:
             coder = _LibraryTokenizer(train_bpe(train_text, vocab_size))
         else:
             coder = _LibraryTokenizer(_tokenizer_file(Path(tokenizer).expanduser()))
-        splits = [TokenSplit(torch.tensor(coder.encode(part), dtype=torch.long)) for part in (train_text, val_text)]
+        splits = [TokenSplit(torch.tensor(_encoded(coder, part, tokenizer), dtype=torch.long))
+                  for part in (train_text, val_text)]
         for split_name, split in zip(("training", "validation"), splits, strict=True):
             if len(split) <= context:
                 raise ValueError(f"data.context = {context} is not shorter than the {split_name} split "
                                  f"({len(split)} tokens); lower data.context or change data.val_size")
         source_hash = source_hash or hashlib.sha256(text.encode()).hexdigest()
         return cls(name, *splits, TokenSplit(torch.zeros(0, dtype=torch.long)), coder, context, source_hash)
+
+
+def _encoded(coder, text: str, tokenizer: str) -> list[int]:
+    try:
+        return coder.encode(text)
+    except Exception as error:  # the tokenizers library's own errors (no unknown token, ...) have no common base
+        raise ValueError(f"data.tokenizer: {tokenizer} cannot encode the corpus ({str(error).splitlines()[0][:120]});"
+                         " give it an unknown token (e.g. WordLevel's unk_token) or use \"char\" or \"bpe\"") \
+            from error
 
 
 def _tokenizer_file(path: Path):

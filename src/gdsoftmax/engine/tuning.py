@@ -25,6 +25,7 @@ resumes from its checkpoint. The ``val_ece`` objective first trains the referenc
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -35,13 +36,14 @@ from pathlib import Path
 import optuna
 import torch
 
+from gdsoftmax.analysis.estimators import binned_ece
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.engine.checkpoint import atomic_write_bytes
 from gdsoftmax.engine.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.config import ConfigError, ExperimentConfig, apply_assignments, config_to_toml, parse_config
 from gdsoftmax.engine.pidlock import is_stale, read_lock
-from gdsoftmax.engine.rundir.records import LOCK_FILE
-from gdsoftmax.engine.rundir.view import RunView
+from gdsoftmax.engine.rundir.records import LOCK_FILE, RunMismatchError, identity, identity_differences
+from gdsoftmax.engine.rundir.view import RunView, differences_shown
 from gdsoftmax.engine.trainer import TrainingDiverged, run_experiment
 
 __all__ = ["OBJECTIVES", "SearchKey", "TuneSpec", "parse_tune", "run_tune"]
@@ -50,6 +52,10 @@ OBJECTIVES = {"val_nll": "minimize", "val_ece": "minimize", "val_accuracy": "max
 PER_EPOCH = {"val_nll": "val_ce", "val_ece": "val_ece", "val_accuracy": "val_acc"}  # what the pruner sees
 N_BINS = 15
 OPEN_ATTEMPTS = 5
+# the [tune] keys that may change between runs of one study: how many trials, and where the study lives
+NOT_STUDY_IDENTITY = ("trials", "storage")
+STUDY_IDENTITY_ATTR = "gdsoftmax.identity"
+OUTPUTS = ("trials.csv", "best.toml", "report.md", "objective.png")
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,13 @@ class SearchKey:
     high: float | None = None
     log: bool = False
     choices: tuple = ()
+    integer: bool = False  # the config key takes whole numbers (train.batch_size): searched as integers
 
     def suggest(self, trial):
         if self.choices:
             return trial.suggest_categorical(self.key, list(self.choices))
+        if self.integer:
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.key, self.low, self.high, log=self.log)
 
 
@@ -81,7 +90,7 @@ class TuneSpec:
         return OBJECTIVES[self.objective]
 
 
-def _search_key(key: str, spec) -> SearchKey:
+def _search_key(key: str, spec, config: ExperimentConfig) -> SearchKey:
     where = f"tune.space.{key}"
     if not isinstance(spec, dict) or not (set(spec) <= {"low", "high", "log", "choices"}):
         raise ConfigError(f"{where} must be {{low = ..., high = ..., log = true}} or {{choices = [...]}}, got {spec!r}")
@@ -94,6 +103,12 @@ def _search_key(key: str, spec) -> SearchKey:
         raise ConfigError(f"{where} needs numbers low < high, got low = {low!r}, high = {high!r}")
     if log and low <= 0:
         raise ConfigError(f"{where}: a log-uniform range needs low > 0, got {low!r}")
+    current = identity(config).get(key)
+    if isinstance(current, int) and not isinstance(current, bool):  # a whole-number key is searched as one
+        if not all(float(v).is_integer() for v in (low, high)):
+            raise ConfigError(f"{where}: {key} takes whole numbers, so low and high must be whole numbers too, got "
+                              f"low = {low!r}, high = {high!r}")
+        return SearchKey(key, float(low), float(high), log, integer=True)
     return SearchKey(key, float(low), float(high), log)
 
 
@@ -112,10 +127,10 @@ def parse_tune(config: ExperimentConfig) -> TuneSpec:
     if not isinstance(space, dict) or not space:
         raise ConfigError("tune.space is empty: give each searched key a range, e.g. "
                           '"loss.beta" = { low = 0.05, high = 20.0, log = true }')
-    keys = tuple(_search_key(key, spec) for key, spec in space.items())
+    keys = tuple(_search_key(key, spec, config) for key, spec in space.items())
     for key in keys:  # both ends (or every choice) must make a valid config
         for value in key.choices or (key.low, key.high):
-            parse_config(apply_assignments(config, {key.key: value}))
+            parse_config(apply_assignments(config, {key.key: int(value) if key.integer else value}))
     trials = raw.get("trials", 20)
     if not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"tune.trials must be a whole number >= 1, got {trials!r}")
@@ -124,8 +139,56 @@ def parse_tune(config: ExperimentConfig) -> TuneSpec:
     if not isinstance(prune_after, int) or not 0 <= prune_after < config.train.epochs:
         raise ConfigError(f"tune.prune_after must be a whole number of epochs in [0, train.epochs = "
                           f"{config.train.epochs}), got {prune_after!r}")
-    return TuneSpec(objective, trials, keys, str(raw.get("storage", "")), int(raw.get("seed", 0)),
-                    float(raw.get("max_accuracy_drop", 0.01)), prune_after)
+    seed, drop, storage = raw.get("seed", 0), raw.get("max_accuracy_drop", 0.01), raw.get("storage", "")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise ConfigError(f"tune.seed must be a whole number in [0, 2**31), got {seed!r}")
+    if isinstance(drop, bool) or not isinstance(drop, int | float) or not 0 <= drop < 1:
+        raise ConfigError(f"tune.max_accuracy_drop is a fraction of accuracy in [0, 1), got {drop!r}")
+    if not isinstance(storage, str):
+        raise ConfigError(f'tune.storage is an RDB URL, or "" for SQLite in the out folder, got {storage!r}')
+    if not config.data.val_size:
+        raise ConfigError("data.val_size = 0 leaves no validation split, and the search is judged on it (never on "
+                          "test): set data.val_size, e.g. --set data.val_size=0.1")
+    return TuneSpec(objective, trials, keys, storage, seed, float(drop), prune_after)
+
+
+def study_identity(config: ExperimentConfig) -> dict[str, object]:
+    """What a study is: its runs' identity (:func:`~gdsoftmax.engine.rundir.records.identity`, the one rule
+    ``train`` and ``sweep`` use) and its [tune] table, less how many trials and where it is stored."""
+    tune = {f"tune.{k}": v for k, v in config.tune.items() if k not in NOT_STUDY_IDENTITY}
+    return {**identity(config), **tune}
+
+
+def _check_study(study, config: ExperimentConfig, root: Path) -> None:
+    """A study continues only under the config it was started with: refused, naming the keys that differ."""
+    recorded, wanted = study.user_attrs.get(STUDY_IDENTITY_ATTR), study_identity(config)
+    if recorded is None:
+        if study.trials:  # a study from before identities were recorded cannot prove what it searched
+            raise RunMismatchError(f"{root} holds a study that does not record its config; rerun with --restart "
+                                   "to search anew, or use another --out")
+        study.set_user_attr(STUDY_IDENTITY_ATTR, wanted)
+        return
+    differ = identity_differences(recorded, wanted)
+    if differ:
+        raise RunMismatchError(f"{root} holds a study of another config: {differences_shown(differ)}. Use another "
+                               "--out, or --restart to discard that study and its trials")
+
+
+def discard_study(config: ExperimentConfig, spec: TuneSpec, root: Path, storage) -> None:
+    """--restart: the study in its storage, its trial and reference run directories and its outputs."""
+    import shutil
+
+    with contextlib.suppress(KeyError):  # no such study yet
+        optuna.delete_study(study_name=config.name, storage=storage)
+    for folder in [*root.glob("trial-[0-9]*"), root / "reference"]:
+        if folder.is_dir():
+            holder = read_lock(folder / LOCK_FILE)
+            if holder is not None and not is_stale(holder):
+                raise RunMismatchError(f"{folder} is being trained by process {holder['pid']} on {holder['host']}; "
+                                       "stop every worker of the study before --restart")
+            shutil.rmtree(folder)
+    for name in OUTPUTS:
+        (root / name).unlink(missing_ok=True)
 
 
 def open_storage(spec: TuneSpec, root: Path):
@@ -143,15 +206,27 @@ def open_storage(spec: TuneSpec, root: Path):
 
 
 def validation_values(run_dir: Path) -> dict[str, float]:
-    """Accuracy, NLL and ECE (15 bins) of a finished run's validation predictions."""
+    """Accuracy, NLL and ECE (15 bins) of a finished run's validation predictions (for a language model, of
+    every validation token: its predictions hold per-token confidence, correctness and log p, not logits)."""
     predictions = RunView(run_dir).predictions()
+    if "val_logits" not in predictions:
+        correct = torch.from_numpy(predictions["val_correct"]).double()
+        return {"val_accuracy": float(correct.mean()),
+                "val_nll": float(-torch.from_numpy(predictions["val_label_logprob"]).double().mean()),
+                "val_ece": binned_ece(torch.from_numpy(predictions["val_confidence"]), correct, N_BINS)}
     report = calibration_metrics(torch.from_numpy(predictions["val_logits"]).double(),
                                  torch.from_numpy(predictions["val_labels"]), N_BINS)
     return {"val_accuracy": report.accuracy, "val_nll": report.nll, "val_ece": report.ece}
 
 
 def _trained(config: ExperimentConfig, run_dir: Path, on_epoch=None, progress: bool = False) -> dict[str, float]:
-    if not RunView(run_dir).is_finished or RunView(run_dir).result()["epochs"] != config.train.epochs:
+    """Train ``run_dir`` (or resume it) unless it holds this very run finished; a folder holding a run of
+    another config is refused by the same rule ``train`` and ``sweep`` follow (:meth:`RunView.mismatch`)."""
+    view = RunView(run_dir)
+    why = view.mismatch(config)
+    if why is not None:
+        raise RunMismatchError(why)
+    if not view.is_finished or view.result()["epochs"] != config.train.epochs:
         run_experiment(config, run_dir, progress=progress, on_epoch=on_epoch)
     return validation_values(run_dir)
 
@@ -203,13 +278,19 @@ def best_config(config: ExperimentConfig, study, spec: TuneSpec) -> tuple[Experi
 
 
 def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, progress: bool = True,
-             log=print) -> tuple[ExperimentConfig, Path]:
-    """Run (or resume, or join) the study; write trials.csv and best.toml; return the best config and root."""
+             log=print, restart: bool = False) -> tuple[ExperimentConfig, Path]:
+    """Run (or resume, or join) the study; write trials.csv and best.toml; return the best config and root.
+    A study (and its reference run) of another config in ``out_dir`` is refused, unless ``restart``
+    discards it first."""
     spec = parse_tune(config)
     root = Path(out_dir) / config.name
     with folders_removed_on_failure(root):  # a storage that cannot be opened leaves no empty OUT/NAME behind
         root.mkdir(parents=True, exist_ok=True)
         storage = open_storage(spec, root)
+        if restart:
+            discard_study(config, spec, root, storage)
+        elif config.name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
+            _check_study(optuna.load_study(study_name=config.name, storage=storage), config, root)
     reference = None
     if spec.objective == "val_ece":
         raw = apply_assignments(config, {"loss.beta": 1.0})
@@ -224,15 +305,17 @@ def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, 
     # seeded by worker and by the trials already in the study: a resumed or joining worker must not replay
     # the random start-up draws of the first one (trials state their constraint, for val_ece)
     study.sampler = optuna.samplers.TPESampler(seed=spec.seed + worker + 1000 * len(study.trials))
+    _check_study(study, config, root)  # records the identity of a new study (another worker may have made it)
     requeued = _orphans_requeued(study, storage, root)
     if requeued:
         log(f"{requeued} trial(s) of a stopped worker enqueued again; each resumes its run directory")
     done = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
     finished = sum(t.state in done for t in study.trials)
     if finished < spec.trials:  # a finished study rewrites its files without a trial more
-            study.optimize(lambda trial: _objective(trial, config, spec, root, reference), catch=(TrainingFailed,),
-                       callbacks=[optuna.study.MaxTrialsCallback(spec.trials, states=done)],
+        study.optimize(lambda trial: _objective(trial, config, spec, root, reference), catch=(TrainingFailed,),
+                       callbacks=[optuna.study.MaxTrialsCallback(spec.trials, states=done), _stop_on_failures(spec)],
                        show_progress_bar=False)
+    _refuse_if_all_diverged(study, spec)
     best, number = best_config(config, study, spec)
     write_trials(study, root, spec, number)
     atomic_write_bytes(root / "best.toml", config_to_toml(best).encode())
@@ -240,7 +323,31 @@ def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, 
 
 
 class TrainingFailed(RuntimeError):
-    """A trial's training stopped with an error (a diverged loss): the trial fails, the study goes on."""
+    """A trial's training stopped with an error (a diverged loss): the trial fails, the study goes on, up to
+    as many failed trials as tune.trials asks for (:func:`_stop_on_failures`)."""
+
+
+def _diverged(study) -> list:
+    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+            if t.user_attrs.get("diverged")]
+
+
+def _stop_on_failures(spec: TuneSpec):
+    """A callback that stops the study once as many trials diverged as it was asked to finish: a search
+    whose every trial diverges would otherwise start trials for ever."""
+    def callback(study, trial) -> None:
+        if len(_diverged(study)) >= spec.trials:
+            study.stop()
+    return callback
+
+
+def _refuse_if_all_diverged(study, spec: TuneSpec) -> None:
+    diverged = _diverged(study)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(diverged) >= spec.trials and not complete:
+        raise ValueError(f"{len(diverged)} trials diverged (the loss became NaN or infinite) and none finished; "
+                         f"the first: {diverged[0].user_attrs['diverged']}. Lower train.lr or narrow tune.space, "
+                         "then rerun with --restart")
 
 
 def _objective(trial, config: ExperimentConfig, spec: TuneSpec, root: Path, reference: float | None) -> float:
@@ -260,6 +367,7 @@ def _objective(trial, config: ExperimentConfig, spec: TuneSpec, root: Path, refe
     try:
         values = _trained(parse_config(raw), root / run, on_epoch)
     except TrainingDiverged as error:
+        trial.set_user_attr("diverged", str(error).split(" (")[0] + f" in {run}")
         raise TrainingFailed(str(error)) from error
     for name, value in values.items():
         trial.set_user_attr(name, value)

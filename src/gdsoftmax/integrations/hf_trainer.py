@@ -5,7 +5,10 @@
   paper's warm-up ``{"kind": "linear", "start": 0.1, "end": 1.0, "steps": 1000}``) before every step from
   ``state.global_step``, so a resumed run continues it; or the **adaptive controller**
   (``{"kind": "pid", ...}``), moved after every evaluation by the gap between mean confidence and accuracy
-  that :func:`next_token_metrics` adds to the metrics. Its state travels in the Trainer's checkpoints.
+  that :func:`next_token_metrics` adds to the metrics. Its state travels in the Trainer's checkpoints, and
+  ``Trainer.train(resume_from_checkpoint=...)`` gives the controller back where it stood, with or without
+  ``restore_callback_states_from_checkpoint`` (with it, the callback transformers builds anew drives the
+  same loss object as the one it replaces).
 * :func:`next_token_metrics` / :func:`top1_of_logits`: the Trainer's ``compute_metrics`` and
   ``preprocess_logits_for_metrics`` for next-token accuracy, mean confidence and ECE (15 bins), which keep
   two numbers per token instead of the (tokens x vocabulary) logits.
@@ -29,6 +32,11 @@ try:
 except ImportError as error:  # an optional extra: one line that names the fix
     raise ImportError("gdsoftmax.integrations.hf_trainer needs transformers: pip install 'gdsoftmax[hf]'") from error
 
+import gc
+import uuid
+import weakref
+from typing import ClassVar
+
 import numpy as np
 import torch
 
@@ -43,13 +51,49 @@ class GradientDecayBetaCallback(TrainerCallback, ExportableState):
     """Drive ``loss.beta`` (a BetaLossForTrainer, or a FusedBetaLossTrainer's ``beta_loss``) by a schedule
     or the adaptive controller. ``Trainer(callbacks=[GradientDecayBetaCallback(beta, loss)])``."""
 
-    def __init__(self, beta=1.0, loss: BetaLossForTrainer | None = None):
-        self.schedule = schedule_or_controller(beta)
-        self.adaptive = isinstance(self.schedule, PIDController)
-        if self.adaptive and self.schedule.lr_compensation:
-            raise ValueError("lr_compensation needs every evaluation token's p_y, which the Trainer's metrics do not "
-                             "keep; use the adaptive controller without it here (lr_compensation = false)")
-        self.loss = loss if loss is not None else BetaLossForTrainer()
+    _live: ClassVar[weakref.WeakValueDictionary] = weakref.WeakValueDictionary()  # token -> live callback
+
+    def __init__(self, beta=1.0, loss: BetaLossForTrainer | None = None, *, replaces: str | None = None):
+        self.token, self.restored = uuid.uuid4().hex, False
+        if replaces is not None:  # built by transformers from state(): take over the callback it replaces
+            self._take_over(replaces)
+        else:
+            self.schedule = schedule_or_controller(beta)
+            self.adaptive = isinstance(self.schedule, PIDController)
+            if self.adaptive and self.schedule.lr_compensation:
+                raise ValueError("lr_compensation needs every evaluation token's p_y, which the Trainer's metrics do "
+                                 "not keep; use the adaptive controller without it here (lr_compensation = false)")
+            self.loss = loss if loss is not None else BetaLossForTrainer()
+        type(self)._live[self.token] = self
+
+    def _take_over(self, token: str) -> None:
+        """transformers' ``restore_callback_states_from_checkpoint`` replaces each stateful callback by
+        ``type(callback)(**state()["args"])``; the one it replaces is still alive and holds the loss the
+        Trainer computes. Found by its token (or, in a new process, as the one live callback), its loss and
+        schedule carry on here, so β keeps driving the loss that trains."""
+        live = type(self)._live
+        original = live.get(token)
+        if original is None:
+            gc.collect()  # callbacks of Trainers gone but not yet collected are not live
+            others = list(live.values())
+            if len(others) != 1:
+                raise ValueError(f"restoring GradientDecayBetaCallback from a checkpoint found {len(others)} live "
+                                 "callbacks to take over; pass one callback to the Trainer, or resume with "
+                                 "restore_callback_states_from_checkpoint=False (the callback restores itself)")
+            original = others[0]
+        self.schedule, self.adaptive, self.loss = original.schedule, original.adaptive, original.loss
+        live.pop(original.token, None)
+
+    @property
+    def controller(self) -> dict:
+        """The adaptive controller's state ({} for a schedule): what a checkpoint keeps and gives back."""
+        return self.schedule.state_dict() if self.adaptive else {}
+
+    @controller.setter
+    def controller(self, state: dict) -> None:
+        if self.adaptive and state:
+            self.schedule.load_state_dict(state)
+            self.restored = True
 
     def set_beta(self, step: int) -> float:
         """Give the loss β at ``step`` (the controller's current β when adaptive); returns it."""
@@ -57,6 +101,11 @@ class GradientDecayBetaCallback(TrainerCallback, ExportableState):
         return self.loss.beta
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step > 0 and not self.restored:  # resumed without restoring callbacks: restore ourselves
+            stored = (state.stateful_callbacks or {}).get(type(self).__name__)
+            stored = stored[0] if isinstance(stored, list) and stored else stored
+            if isinstance(stored, dict):
+                self.restore(stored.get("attributes", {}))
         self.set_beta(state.global_step)
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -77,12 +126,13 @@ class GradientDecayBetaCallback(TrainerCallback, ExportableState):
     # ---- checkpoints (Trainer's stateful callbacks) ----------------------------------------------------
 
     def state(self) -> dict:
-        return {"args": {}, "attributes": {"controller": self.schedule.state_dict() if self.adaptive else {}}}
+        """What the Trainer's checkpoints keep: how to rebuild this callback (``replaces``: see
+        :meth:`_take_over`) and the controller's state."""
+        return {"args": {"replaces": self.token}, "attributes": {"controller": self.controller}}
 
     def restore(self, attributes: dict) -> None:
-        """What ``Trainer(resume_from_checkpoint=...)`` gives back: the controller where it stood."""
-        if self.adaptive and attributes.get("controller"):
-            self.schedule.load_state_dict(attributes["controller"])
+        """Give back the controller where a checkpoint's ``attributes`` left it."""
+        self.controller = attributes.get("controller", {})
 
 
 def top1_of_logits(logits, labels) -> torch.Tensor:

@@ -68,9 +68,11 @@ def build_tune_report(root: str | Path, objective: str, command: str = "", max_a
     lines += ["## The chosen setting", "",
               f"Trial {chosen['number']} ({chosen['run']}): " + ", ".join(f"{k} = {_short(chosen[k])}" for k in keys)
               + f". `best.toml` beside this report trains it with `gdsoftmax train {root / 'best.toml'}`.", "",
-              f"Its test metrics, read once, after the search: accuracy {100 * test.accuracy:.2f} %, ECE ({N_BINS} "
-              f"bins) {100 * test.ece:.2f} %, NLL {test.nll:.4f}. One seed: to compare it with β = 1, train both "
-              "over several seeds (a sweep) and report them.", ""]
+              ("A text corpus has no test split: the validation values above are all there is."
+               if test is None else
+               f"Its test metrics, read once, after the search: accuracy {100 * test.accuracy:.2f} %, ECE ({N_BINS} "
+               f"bins) {100 * test.ece:.2f} %, NLL {test.nll:.4f}.") + " One seed: to compare it with β = 1, train "
+              "both over several seeds (a sweep) and report them.", ""]
     path = root / "report.md"
     temporary = root / ".report.md.tmp"
     temporary.write_text("\n".join(lines), encoding="utf-8")
@@ -85,11 +87,16 @@ def _short(text: str) -> str:
 
 def _validation_accuracy(run_dir: Path) -> float:
     predictions = RunView(run_dir).predictions()
+    if "val_logits" not in predictions:  # a language model: per-token correctness
+        return float(predictions["val_correct"].mean())
     return float((predictions["val_logits"].argmax(1) == predictions["val_labels"]).mean())
 
 
 def _test_metrics(run_dir: Path):
+    """The test split's metrics; None for a text corpus, which has none."""
     predictions = RunView(run_dir).predictions()
+    if "test_logits" not in predictions:
+        return None
     return calibration_metrics(torch.from_numpy(predictions["test_logits"]).double(),
                                torch.from_numpy(predictions["test_labels"]), N_BINS)
 

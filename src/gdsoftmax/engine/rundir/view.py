@@ -40,7 +40,7 @@ from gdsoftmax.engine.rundir.records import (
     read_or_explain,
 )
 
-__all__ = ["WAY_OUT", "RunProgress", "RunView", "failed_runs", "finished_runs", "mismatch"]
+__all__ = ["WAY_OUT", "RunProgress", "RunView", "differences_shown", "failed_runs", "finished_runs", "mismatch"]
 
 WAY_OUT = "Use another --out, or --restart to discard that run"
 
@@ -75,6 +75,11 @@ class RunProgress:
     def recorded_precision(self) -> str | None:
         """The precision the run trains in, recorded when it started (``"auto"`` resolved); None before."""
         return self._identity_record().get("precision")
+
+    def fingerprint(self) -> str:
+        """The fingerprint of the identity recorded in run.json ("" before the run was opened): trackers tag
+        their runs with it, so a tracker run is continued only by the run it mirrors."""
+        return str(self._identity_record().get("fingerprint", ""))
 
     def recorded_data(self) -> str | None:
         """The fingerprint of the data the run started on (run.json); None before, or for older runs."""
@@ -155,18 +160,29 @@ def mismatch(run: RunProgress, config: ExperimentConfig) -> str | None:
     recorded = run.identity()
     differ = [] if recorded is None else identity_differences(recorded, identity(config))
     if differ:
-        shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
-        return f"{run.path} holds a run of another config: {shown}. {WAY_OUT}"
+        return f"{run.path} holds a run of another config: {differences_shown(differ)}. {WAY_OUT}"
     done = run.checkpoint_epoch()
     if done > config.train.epochs:
         return f"{run.path} has trained {done} epochs, more than train.epochs = {config.train.epochs}. {WAY_OUT}"
     trained = run.config() if done and (run.path / CONFIG_FILE).exists() else None
     changed = [] if trained is None else schedule_changes(trained, config, done)
     if changed:
-        return (f"{run.path} trained {done} epochs under train.epochs = {trained.train.epochs}, and its lr "
-                f"milestones are fractions of train.epochs: {config.train.epochs} epochs would change the lr of "
-                f"epochs it already trained (from epoch {changed[0]}). {WAY_OUT}")
+        why = {"cosine": "its cosine learning-rate schedule spans the whole of train.epochs",
+               "step": "its lr milestones are fractions of train.epochs"}.get(
+                   trained.train.lr_schedule, "its learning-rate schedule changed")
+        return (f"{run.path} trained {done} epochs under train.epochs = {trained.train.epochs}, and {why}: "
+                f"{config.train.epochs} epochs would change the lr of epochs it already trained (from epoch "
+                f"{changed[0]}). {WAY_OUT}")
     return None
+
+
+def differences_shown(differ: list[str], most: int = 4) -> str:
+    """The first ``most`` of :func:`~gdsoftmax.engine.rundir.records.identity_differences`, and how many more.
+
+    >>> differences_shown(["a (1 there, 2 now)", "b (x there, y now)"], most=1)
+    'a (1 there, 2 now) and 1 more'
+    """
+    return ", ".join(differ[:most]) + (f" and {len(differ) - most} more" if len(differ) > most else "")
 
 
 def _load_checkpoint(path: Path, map_location) -> Checkpoint:
