@@ -191,3 +191,17 @@ def test_two_gloo_processes_equal_one_process_on_the_union(tmp_path):
         assert got["n"] == 600
         for key, value in expected.items():
             assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (rank, key)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_score_is_an_error_naming_it_not_a_wrong_number(bad):
+    from gdsoftmax.analysis.metrics import calibration_metrics
+
+    logits = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    logits[17, 2] = bad
+    labels = torch.randint(4, (50,), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match=r"preds holds 1 non-finite value\(s\) .* in 1 row\(s\), the first row 17"):
+        calibration_metrics(logits, labels)
+    metric = TopLabelCalibrationError(n_bins=15)
+    with pytest.raises(ValueError, match="non-finite"):
+        metric.update(logits, labels)

@@ -88,3 +88,19 @@ def test_a_constant_beta_spelled_as_a_table_is_the_same_cell():
     assert parse_config({"loss": {"beta": table}}).loss.beta.constant == 0.1  # reports see a constant β
     with pytest.raises(ConfigError, match="are the same run"):
         sweep_cells(parse_config({"name": "g", "sweep": {"loss.beta": [0.1, table]}}))
+
+
+def test_appending_a_value_that_prints_alike_keeps_every_existing_cell_name():
+    from gdsoftmax.engine.config import parse_config
+    from gdsoftmax.engine.grid import sweep_cells
+
+    warm = {"kind": "linear", "start": 0.01, "end": 0.1, "epochs": 4}
+    before = parse_config({"train": {"epochs": 4}, "sweep": {"loss.beta": [0.1, warm], "seed": [0]}})
+    after = parse_config({"train": {"epochs": 4}, "sweep": {"loss.beta": [0.1, warm, 0.1000001, {**warm, "epochs": 2}],
+                                                            "seed": [0]}})
+    old = [c.name for c in sweep_cells(before)]
+    new = [c.name for c in sweep_cells(after)]
+    assert new[:2] == old == ["beta=0.1_seed=0", "beta=linear0.01-0.1_seed=0"]
+    assert new[2].startswith("beta=0.1~")
+    assert new[3].startswith("beta=linear0.01-0.1~")
+    assert len(set(new)) == 4

@@ -135,3 +135,9 @@ def test_a_missing_lightning_names_the_install(monkeypatch):
     monkeypatch.delitem(sys.modules, "gdsoftmax.integrations.lightning")
     with pytest.raises(ImportError, match=r"pip install 'gdsoftmax\[lightning\]'"):
         importlib.import_module("gdsoftmax.integrations.lightning")
+
+
+def test_a_loss_without_beta_is_refused_in_one_line():
+    with pytest.raises(TypeError, match=r"GradientDecayBeta drives a gdsoftmax\.loss\.GradientDecayLoss, got "
+                                        r"CrossEntropyLoss"):
+        GradientDecayBeta(0.5, loss=torch.nn.CrossEntropyLoss())

@@ -172,3 +172,12 @@ def test_unbatched_target_of_size_one_is_accepted_like_cross_entropy(loss_fn):
         ours = loss_fn(x, target, reduction="none")
         torch.testing.assert_close(ours, F.cross_entropy(x, target, reduction="none"))
         assert ours.shape == ()
+
+
+def test_a_beta_tensor_that_requires_grad_is_refused_not_silently_detached():
+    from gdsoftmax import gradient_decay_loss
+
+    beta = torch.tensor(0.5, requires_grad=True)
+    with pytest.raises(ValueError, match=r"beta is a hyperparameter .* pass beta\.detach\(\)"):
+        gradient_decay_loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), beta=beta)
+    assert gradient_decay_loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), beta=beta.detach()).isfinite()

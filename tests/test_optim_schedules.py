@@ -61,7 +61,10 @@ def test_the_papers_recipe_keeps_its_results(tmp_path, one_thread, name):
     config = parse_config({"name": "pin", "seed": 0, **spec, "train": {"epochs": 4, "lr": 0.05, "record_epochs": [4]}})
     run_experiment(config, tmp_path / "run", progress=False)
     got = [(r["lr"], r["train_loss"], r["test_acc"]) for r in rows(tmp_path / "run")]
-    assert [g[0] for g in got] == [e[0] for e in expected]  # the very floats
+    if config.loss.beta.is_adaptive:  # the compensation reads the model's p_c: a CPU's rounding reaches the lr
+        assert [g[0] for g in got] == pytest.approx([e[0] for e in expected], rel=1e-9)
+    else:  # a step schedule is arithmetic on the config alone: the very floats, on every machine
+        assert [g[0] for g in got] == [e[0] for e in expected]
     for g, e in zip(got, expected, strict=True):  # bit-identical on the machine that pinned them
         assert g[1:] == pytest.approx(e[1:], rel=1e-6, abs=1e-7)
 
@@ -177,7 +180,11 @@ def test_lr_multiplier_never_reaches_zero_in_the_warm_up():
      "train.optimizer_options.nesterov is not an argument of torch.optim.AdamW that a config sets"),
     ({"optimizer_options": {"momentum": 0.5}}, "train.optimizer_options.momentum is not an argument"),
     ({"optimizer": "adamw", "optimizer_options": {"betas": [1.5, 0.99]}},
-     "train.optimizer_options: torch.optim.AdamW refuses them: Invalid beta parameter at index 0: 1.5"),
+     "train.optimizer_options: torch.optim.AdamW refuses them (ValueError: Invalid beta parameter at index 0: 1.5)"),
+    ({"optimizer": "adamw", "optimizer_options": {"betas": [0.9]}},
+     "train.optimizer_options: torch.optim.AdamW refuses them (IndexError: tuple index out of range)"),
+    ({"optimizer": "adamw", "device": "cpu", "optimizer_options": {"capturable": True}},
+     "train.optimizer_options: torch.optim.AdamW refuses them (AssertionError: If capturable=True"),
     ({"lr_schedule": "linear"}, "train.lr_schedule must be one of ('step', 'cosine', 'constant'), got 'linear'"),
     ({"lr": 0.1, "min_lr": 0.1}, "train.min_lr must be in [0, train.lr = 0.1)"),
     ({"epochs": 2, "warmup_epochs": 2}, "train.warmup_epochs must be shorter than train.epochs = 2"),

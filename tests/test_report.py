@@ -189,3 +189,29 @@ def test_a_warmup_stands_beside_the_paper_column_of_its_own_range():
     assert not _same_warmup(iclr, (0.01, 0.1))
     assert not _same_warmup(v1, (0.1, 1.0))  # arXiv v1 states no range for CIFAR-10
     assert not _same_warmup(iclr, None)
+
+
+def test_a_sweep_without_a_validation_split_reports_without_post_hoc(tmp_path):
+    (tmp_path / "noval.toml").write_text(SWEEP.format().replace("val_size = 300", "val_size = 0")
+                                         .replace("epochs = 6", "epochs = 2").replace("[1, 2, 4]", "[1, 2]")
+                                         .replace('"loss.beta" = [5.0, 1.0, 0.05, {{ kind = "linear", start = 0.05, '
+                                                  'end = 0.5, epochs = 6 }}]'.format(), '"loss.beta" = [1.0, 5.0]'))
+    assert main(["sweep", str(tmp_path / "noval.toml"), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
+    text = build_report(tmp_path / "runs" / "rep", tmp_path / "out", n_bins=10).read_text()
+    assert "None: the runs hold out no validation split" in text
+
+
+def test_report_on_a_language_model_sweep_names_the_study_that_reads_it(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"{w}: the {x} is fair.\n" for w in ("ROMEO", "JULIET") for x in ("moon", "sun")) * 8)
+    config = tmp_path / "lm.toml"
+    config.write_text(f'name = "lm"\n[data]\ndataset = "text:{corpus}"\ncontext = 8\n[model]\nname = "gpt"\n'
+                      'options = { n_layer = 1, n_head = 2, n_embd = 16 }\n[train]\niterations = 2\neval_every = 1\n'
+                      'batch_size = 4\noptimizer = "adamw"\nlr = 3e-3\nrecord_epochs = [1]\n')
+    assert main(["train", str(config), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "runs" / "lm")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a language model's run" in err
+    assert f"use gdsoftmax study lm {tmp_path / 'runs' / 'lm'}" in err
+    assert "\n" not in err

@@ -47,10 +47,18 @@ def bin_index(values: torch.Tensor, n_bins: int) -> torch.Tensor:
 
 
 def _checked(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``preds`` as float64 after checking shapes, and that every score is finite: a NaN or infinite logit
+    would otherwise give finite, wrong binned metrics (its row's confidence lands in some bin)."""
     if preds.dim() != 2:
         raise ValueError(f"expected preds of shape (N, K), got {tuple(preds.shape)}")
     if target.shape != preds.shape[:1]:
         raise ValueError(f"expected target of shape ({preds.shape[0]},), got {tuple(target.shape)}")
+    finite = torch.isfinite(preds)
+    if not bool(finite.all()):
+        rows = (~finite).any(1).nonzero().flatten()
+        raise ValueError(f"preds holds {int((~finite).sum())} non-finite value(s) (NaN or infinity) in "
+                         f"{len(rows)} row(s), the first row {int(rows[0])}: calibration metrics need finite "
+                         "scores; find where the model's outputs overflow, or leave those rows out")
     return preds.detach().double()
 
 

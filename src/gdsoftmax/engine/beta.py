@@ -69,6 +69,24 @@ class BetaSetting:
             table["steps"] = max(1, round(epochs * steps_per_epoch))
         return schedule_from_config(table)
 
+    def unfinished_warmup(self, epochs: int, steps_per_epoch: int) -> str | None:
+        """Why a run of ``epochs`` epochs of ``steps_per_epoch`` steps cannot finish this warm-up (its label would
+        name an end β that no step used), or None when it can (or β is no ramp).
+
+        >>> BetaSetting({"kind": "linear", "start": 0.01, "end": 0.1, "epochs": 100}).unfinished_warmup(5, 10)
+        'the linear warm-up 0.01→0.1 lasts 100 epochs but the run trains 5, so β would stop at 0.0144'
+        """
+        if not self.is_warmup:
+            return None
+        schedule = self.schedule(steps_per_epoch)
+        total = epochs * steps_per_epoch
+        if schedule.steps <= total:
+            return None
+        length = f"{self.raw['epochs']:g} epochs" if "epochs" in self.raw else f"{schedule.steps} steps"
+        trained = f"{epochs}" if "epochs" in self.raw else f"{total} steps"
+        return (f"the {self.kind} warm-up {self.raw['start']:g}→{self.raw['end']:g} lasts {length} but the run trains "
+                f"{trained}, so β would stop at {schedule(total - 1):.3g}")
+
     def describe(self) -> str:
         """A label for tables and legends: "β = 0.1", "β linear 0.01→0.1", "β pid"."""
         if self.constant is not None:

@@ -64,11 +64,16 @@ def _check_optimizer(c) -> None:
         _check(key in accepted, f"train.optimizer_options.{key}",
                f"is not an argument of torch.optim.{OPTIMIZERS[t.optimizer].__name__} that a config sets; it takes "
                f"{accepted} (lr, weight_decay and momentum are train keys)")
-    try:  # the values too: torch checks them when the optimizer is built
-        build_optimizer([torch.zeros(1, requires_grad=True)], t)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"train.optimizer_options: torch.optim.{OPTIMIZERS[t.optimizer].__name__} refuses them: "
-                          f"{str(error).splitlines()[0]}") from error
+    try:  # the values too: torch checks some when the optimizer is built and others at its first step
+        probe = torch.zeros(1, requires_grad=True)
+        optimizer = build_optimizer([probe], t)
+        if t.optimizer_options and t.device in ("cpu", "auto") and not torch.cuda.is_available():  # as the run will
+            probe.grad = torch.zeros(1)
+            optimizer.step()
+    except Exception as error:  # IndexError, AssertionError, RuntimeError ...: torch's own checks
+        raise ConfigError(f"train.optimizer_options: torch.optim.{OPTIMIZERS[t.optimizer].__name__} refuses them "
+                          f"({type(error).__name__}: {(str(error).splitlines() or ['no detail'])[0][:160]}); "
+                          "correct or leave out the option it names") from error
     _check(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", f"must be one of {LR_SCHEDULES}, got {t.lr_schedule!r}")
     _check(0 <= t.min_lr < t.lr, "train.min_lr", f"must be in [0, train.lr = {t.lr:g})")
     _check(t.warmup_epochs >= 0 and t.warmup_steps >= 0, "train.warmup_epochs/warmup_steps", "must be >= 0")
@@ -86,8 +91,12 @@ def _check_model(c) -> None:
            f"{name!r}")
     accepted = [p for p in inspect.signature(MODELS[name]).parameters
                 if p not in ("image_shape", "num_classes", "penultimate_dim")]
-    for key in c.model.options:
+    for key, value in c.model.options.items():
         _check(key in accepted, f"model.options.{key}", f"is not an option of {name}; it takes {accepted}")
+        sizes = value if isinstance(value, list) else [value]
+        whole = [v for v in sizes if isinstance(v, int) and not isinstance(v, bool)]
+        _check(all(v >= 1 for v in whole), f"model.options.{key}",
+               f"is a size (widths, layers, heads): whole numbers >= 1, got {value!r}")
 
 
 def _check_text(c) -> None:
@@ -174,6 +183,10 @@ def check_values(c) -> None:
                "label smoothing, no adaptive beta")
     if c.loss.beta.is_adaptive:
         _check(c.data.val_size > 0, "data.val_size", "must be > 0: adaptive beta measures calibration on it")
+    if isinstance(c.loss.beta.raw, dict) and "epochs" in c.loss.beta.raw:  # steps are checked once the data is known
+        unfinished = c.loss.beta.unfinished_warmup(c.train.epochs, 1000)
+        _check(unfinished is None, "loss.beta", f"(or its sweep value): {unfinished}; give the warm-up at most "
+               f"train.epochs = {c.train.epochs} epochs, or raise train.epochs")
     try:
         check_options(c.loss.name, c.loss.options)
     except ValueError as error:

@@ -93,9 +93,11 @@ def evaluate(model, data: Dataset, split_name: str, config: ExperimentConfig) ->
                "ce": F.cross_entropy(logits, labels).item(),
                "conf": torch.softmax(logits / config.loss.tau, 1).amax(1).mean().item()}
     if split_name == "val":  # the per-epoch calibration a search or a reader follows (15 equal-width bins)
-        ece = TopLabelCalibrationError(n_bins=15)  # the report's binned ECE, without its other metrics each epoch
-        ece.update(logits, labels)
-        metrics["ece"] = float(ece.compute())
+        metrics["ece"] = float("nan")  # a model whose outputs overflowed has no calibration to speak of
+        if bool(torch.isfinite(logits).all()):
+            ece = TopLabelCalibrationError(n_bins=15)  # the report's binned ECE, without its other metrics
+            ece.update(logits, labels)
+            metrics["ece"] = float(ece.compute())
     return metrics, logits
 
 

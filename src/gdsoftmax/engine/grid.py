@@ -3,8 +3,10 @@
 A cell's name joins ``key=label`` parts, e.g. ``beta=0.1_seed=2``: the key's last word (the whole
 dotted key where two swept keys end in the same word) and a short, file-name-safe label (floats as
 %g, a schedule as its kind and start-end). Where two different values of one key would get the
-same label (floats that print alike, schedules that differ in another field), those labels gain
-``~`` and six hex digits of a hash of the exact value, so two cells never share a run directory.
+same label (floats that print alike, schedules that differ in another field), the label of a float
+that does not read back as itself, or of a later value, gains ``~`` and six hex digits of a hash of
+the exact value: two cells never share a run directory, and appending a value to a grid never
+renames a cell that exists.
 A grid that lists a value twice, whose variants share a label, whose cells are the same run, or
 that has more than ``max_cells`` cells (unless asked for) is refused with a ConfigError.
 
@@ -12,7 +14,7 @@ that has more than ``max_cells`` cells (unless asked for) is refused with a Conf
 >>> grid = parse_config({"sweep": {"loss.beta": [0.1, 0.1000001, 5.0], "seed": [0, 1]}})
 >>> cells = sweep_cells(grid)
 >>> cells[0].name, cells[2].name, cells[-1].name, cells[-1].setting
-('beta=0.1~..._seed=0', 'beta=0.1~..._seed=0', 'beta=5_seed=1', 'beta=5')
+('beta=0.1_seed=0', 'beta=0.1~..._seed=0', 'beta=5_seed=1', 'beta=5')
 >>> cells[0].name != cells[2].name
 True
 """
@@ -112,10 +114,29 @@ def label(value) -> str:
 
 
 def _injective_labels(values: list) -> list[str]:
-    """Labels for the values of one key; where two differ but print alike, both gain a hash."""
-    short = [label(v) for v in values]
-    return [s if short.count(s) == 1 else f"{s}~{hashlib.sha256(_canonical(v).encode()).hexdigest()[:6]}"
-            for s, v in zip(short, values, strict=True)]
+    """Labels for the values of one key, each decided without the values listed after it, so that a grid
+    extended by appending values keeps its finished cells' names. A float keeps its plain label when the
+    label reads back as exactly that float, and gains a hash otherwise; any other value keeps it unless a
+    value listed before it already has it.
+
+    >>> _injective_labels([0.1000001, 0.1]), _injective_labels([0.1])
+    (['0.1~...', '0.1'], ['0.1'])
+    """
+    labels, taken = [], set()
+    for value in values:
+        short = label(value)
+        exact = float(short) == value if isinstance(value, float) and _is_number(short) else short not in taken
+        labels.append(short if exact else f"{short}~{hashlib.sha256(_canonical(value).encode()).hexdigest()[:6]}")
+        taken.add(short)
+    return labels
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _variant_labels(variants: list[dict], words: dict[str, str]) -> list[str]:

@@ -39,7 +39,7 @@ from gdsoftmax.engine.acceleration import (
 )
 from gdsoftmax.engine.checkpoint import seed_everything
 from gdsoftmax.engine.cleanup import folders_removed_on_failure
-from gdsoftmax.engine.config import ExperimentConfig
+from gdsoftmax.engine.config import ConfigError, ExperimentConfig
 from gdsoftmax.engine.data import Dataset, crop_and_flip, draw_augmentation, load_dataset, with_input_scaling
 from gdsoftmax.engine.evaluation import evaluation_scores, final_predictions, per_sample_record, recorded_labels
 from gdsoftmax.engine.language import TokenStreamRun
@@ -100,6 +100,11 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
     text = isinstance(data, TextData)  # a language model: an "epoch" is a round of train.eval_every steps
     data = data if text else with_input_scaling(data, first.data.input_scaling)
     steps_per_epoch = first.train.eval_every if text else math.ceil(len(data.train) / first.train.batch_size)
+    for config in configs:  # a warm-up in steps can be checked only now that an epoch's steps are known
+        unfinished = config.loss.beta.unfinished_warmup(config.train.epochs, steps_per_epoch)
+        if unfinished is not None:
+            raise ConfigError(f"loss.beta of {config.name}: {unfinished} ({steps_per_epoch} steps an epoch); "
+                              "shorten the warm-up's steps or raise train.epochs")
     graphs_before = compiled_graphs() if first.train.compile else None
     fingerprint = _same_data_as_before(runs, data)
     strategy, precision = _strategy(configs, runs, data, world, steps_per_epoch)

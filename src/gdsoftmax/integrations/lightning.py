@@ -52,6 +52,10 @@ class GradientDecayBeta(Callback):
     """
 
     def __init__(self, beta=1.0, loss: GradientDecayLoss | None = None):
+        if loss is not None and not isinstance(loss, GradientDecayLoss):  # it has no β to drive
+            raise TypeError(f"GradientDecayBeta drives a gdsoftmax.loss.GradientDecayLoss, got "
+                            f"{type(loss).__name__}; train with GradientDecayLoss(beta=...) (β = 1 is "
+                            "cross-entropy) and pass it as loss=")
         self.schedule = schedule_or_controller(beta)
         self.adaptive = isinstance(self.schedule, PIDController)
         self.loss = loss

@@ -37,6 +37,9 @@ def check_positive(name: str, value: object) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a single number, got a tensor of shape {tuple(value.shape)}")
+        if value.requires_grad:  # .item() would cut the graph without a word: no gradient would reach it
+            raise ValueError(f"{name} is a hyperparameter and gets no gradient here, but the tensor given requires "
+                             f"one; pass {name}.detach() (or a float), or learn it with a loss of your own")
         value = value.item()
     if not is_real(value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")

@@ -105,7 +105,9 @@ def beside_the_paper(groups: dict[str, list], config: ExperimentConfig, n_bins: 
         for metric, key, scale, fmt in wanted:
             ours = [r.values[key[0]][key[1]] if isinstance(key, tuple) else r.values[key] for r in group]
             add(group[0].label, metric, ours, scale, fmt, setting, warmup)
-        if beta == 1.0 and n_bins == 10:  # the paper does not say which beta its post-hoc columns started from
+        # the paper does not say which beta its post-hoc columns started from; without a validation split
+        # there is nothing to fit them on
+        if beta == 1.0 and n_bins == 10 and "T" in group[0].values:
             for method in ("temperature", "vector"):
                 for metric, key, fmt in POST_HOC_METRICS:
                     add(f"β = 1, then {method} scaling", metric, [r.values[f"{method} {key}"] for r in group],

@@ -142,6 +142,11 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir else sweep_dir
     runs = load_runs(sweep_dir)
+    text = [run for run in runs if "test_logits" not in run.predictions]
+    if text:
+        raise ValueError(f"{text[0].path} is a language model's run (a text corpus has no test split and no "
+                         f"per-class logits to report): use gdsoftmax study lm {sweep_dir} --out "
+                         f"{Path(sweep_dir) / 'report'}")
     data_sets = sorted({run.config.data.dataset for run in runs})
     if len(data_sets) > 1:
         raise ValueError(f"the runs under {sweep_dir} were trained on different data sets ({', '.join(data_sets)}); "
@@ -174,6 +179,9 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     lines += _final_metrics(groups, families, n_bins)
     if "T" in runs[0].values:
         lines += _post_hoc(groups, out, first.data.dataset)
+    else:
+        lines += ["## Post-hoc calibration", "", "None: the runs hold out no validation split (data.val_size = 0) to "
+                  "fit temperature or vector scaling on, and test is never used for fitting.", ""]
     lines += _estimators(groups, out, n_bins)
     lines += _confidence_intervals(groups, out)
     lines += _convergence(groups, families, out, first.data.dataset)
