@@ -205,3 +205,21 @@ def test_a_non_finite_score_is_an_error_naming_it_not_a_wrong_number(bad):
     metric = TopLabelCalibrationError(n_bins=15)
     with pytest.raises(ValueError, match="non-finite"):
         metric.update(logits, labels)
+
+
+@pytest.mark.parametrize("norm", ["l1", "max"])
+def test_the_engines_binned_error_is_torchmetrics_to_the_last_bit(norm):
+    """The training loop's per-epoch ECE does not import torchmetrics: it must give torchmetrics' very number,
+    edges and confidences of exactly 1 included."""
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    from gdsoftmax.analysis.binned import binned_calibration_error
+
+    generator = torch.Generator().manual_seed(0)
+    confidence = torch.rand(2000, generator=generator, dtype=torch.float64)
+    confidence[:40] = torch.linspace(0, 1, 16, dtype=torch.float64).repeat(3)[:40]  # bin edges, 0 and 1
+    correct = (torch.rand(2000, generator=generator) < confidence).long()
+    for n_bins in (1, 10, 15):
+        ours = binned_calibration_error(confidence, correct, n_bins, norm)
+        theirs = float(binary_calibration_error(confidence, correct, n_bins=n_bins, norm=norm))
+        assert ours == theirs

@@ -116,6 +116,19 @@ def test_cifar10_npz_read_without_pickle(tmp_path):
     assert data.mean.tolist() == pytest.approx((train / 255.0).mean(axis=(0, 1, 2)).tolist(), abs=1e-6)
 
 
+def test_a_cifar10_npz_without_an_array_names_it_not_pickle(tmp_path):
+    from gdsoftmax.engine.data_checks import DataIntegrityError
+
+    folder = tmp_path / "CIFAR10"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(folder / "cifar10.npz", train_images=rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
+             train_labels=np.zeros(4, np.uint8), test_images=rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+    with pytest.raises(DataIntegrityError, match=r"cifar10\.npz lacks \['test_labels'\]") as caught:
+        load_dataset("cifar10", tmp_path, download=False, val_size=0)
+    assert "object arrays" not in str(caught.value)
+
+
 def test_cifar100_torchvision_format_from_small_files(tmp_path, monkeypatch):
     from torchvision import datasets
 

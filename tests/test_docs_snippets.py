@@ -10,6 +10,8 @@ An HTML comment just before a block changes how it runs:
 * ``<!-- snippet: fast: ARGS -->`` appends ARGS to each ``gdsoftmax train`` / ``sweep`` line: the
   small settings under which a long or data-hungry command is tested (fewer epochs, one cell of the
   grid via ``--shard``);
+* ``<!-- snippet: slow: ARGS -->`` is ``fast`` for a block that still takes a minute (a real data set
+  loaded whole): it runs in ``make test-all`` only;
 * ``<!-- snippet: skip: REASON -->`` leaves it out, and says why (the set-up commands themselves, a GPU).
 
 An untagged fence holding a command is an error: tag it ``bash`` so that it runs.
@@ -32,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "docs" / "results" / "README.md",
          ROOT / "docs" / "results" / "summary.md"]
-FENCE = re.compile(r"(?:<!-- snippet: (?P<kind>skip|fast): (?P<arg>.*?) -->\s*\n)?"
+FENCE = re.compile(r"(?:<!-- snippet: (?P<kind>skip|fast|slow): (?P<arg>.*?) -->\s*\n)?"
                    r"^```(?P<lang>[\w-]*)\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
 COMMAND = re.compile(r"^(\.venv/bin/|python -m |\$ )?(gdsoftmax|make|pip|mkdocs|torchrun|python)\b")
 RUNS = ("python", "bash")
@@ -44,7 +46,7 @@ class Snippet:
     line: int
     lang: str
     body: str
-    kind: str | None  # "skip", "fast" or None
+    kind: str | None  # "skip", "fast", "slow" or None
     arg: str
 
     @property
@@ -131,7 +133,8 @@ def test_the_markers_are_read(tmp_path):
     assert (second.kind, second.lang) == (None, "python")
 
 
-@pytest.mark.parametrize("snippet", [s for s in ALL if s.lang in RUNS], ids=lambda s: s.id)
+@pytest.mark.parametrize("snippet", [pytest.param(s, marks=[pytest.mark.slow] if s.kind == "slow" else [], id=s.id)
+                                     for s in ALL if s.lang in RUNS])
 def test_snippet_runs(snippet, checkouts, monkeypatch):
     checkout = checkouts(snippet.page)
     monkeypatch.chdir(checkout)
@@ -144,7 +147,7 @@ def test_snippet_runs(snippet, checkouts, monkeypatch):
         exec(compile(snippet.body, snippet.id, "exec"), {"__name__": "__snippet__"})
         return
     for command in shell_lines(snippet.body):
-        run_command(command, snippet.arg if snippet.kind == "fast" else "")
+        run_command(command, snippet.arg if snippet.kind in ("fast", "slow") else "")
     assert os.getcwd() == str(checkout)
 
 

@@ -173,6 +173,7 @@ def test_adaptive_beta_keeps_working_under_compile_and_bf16(tmp_path, images):
     assert result["compiled_graphs"] == 1
 
 
+@pytest.mark.slow  # a benchmark's code path: bench/ runs it for real
 def test_the_gpu_throughput_benchmark_runs_on_the_cpu(tmp_path):
     script = Path(__file__).resolve().parents[1] / "bench" / "bench_gpu_engine.py"
     out = subprocess.run([sys.executable, str(script), "--quick", "--device", "cpu", "--out", str(tmp_path)],
@@ -183,6 +184,7 @@ def test_the_gpu_throughput_benchmark_runs_on_the_cpu(tmp_path):
     assert "bf16 + channels_last + compile" in table
 
 
+@pytest.mark.slow  # a benchmark's code path: bench/ runs it for real
 def test_the_cifar_epoch_benchmark_runs(tmp_path):
     script = Path(__file__).resolve().parents[1] / "bench" / "bench_cifar_epoch.py"
     out = subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], capture_output=True,

@@ -91,6 +91,7 @@ def test_unknown_logger_and_missing_extra_name_the_fix(monkeypatch):
         require_mlflow()
 
 
+@pytest.mark.slow  # make test: test_a_resumed_text_run_logs_each_round_once (an interrupt, not a kill)
 def test_sigkill_then_resume_logs_every_epoch_once(store):
     config = store / "killed.toml"
     config.write_text('name = "killed"\n[data]\nval_size = 137\n[model]\noptions = { hidden = [16] }\n'

@@ -138,6 +138,7 @@ def test_a_checkpoint_without_schedule_state_resumes_at_the_same_rates(tmp_path,
     assert [r["lr"] for r in rows(tmp_path / "old")] == [r["lr"] for r in rows(tmp_path / "whole")]
 
 
+@pytest.mark.slow  # make test resumes AdamW + cosine after an interrupt; SIGKILL anywhere: test_trainer
 def test_adamw_cosine_killed_with_sigkill_resumes_bit_identical(tmp_path):
     config = tmp_path / "adamw.toml"
     config.write_text('name = "adamw"\nseed = 1\n[data]\nval_size = 137\n[loss]\nbeta = 0.5\n[train]\nepochs = 20\n'

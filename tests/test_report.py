@@ -215,3 +215,14 @@ def test_report_on_a_language_model_sweep_names_the_study_that_reads_it(tmp_path
     assert "is a language model's run" in err
     assert f"use gdsoftmax study lm {tmp_path / 'runs' / 'lm'}" in err
     assert "\n" not in err
+
+
+def test_a_report_made_while_cells_are_unfinished_names_them(sweep, tmp_path):
+    import shutil
+
+    copy = tmp_path / "rep"
+    shutil.copytree(sweep, copy)
+    unfinished = sorted(p for p in copy.iterdir() if p.is_dir())[0]
+    (unfinished / "result.json").unlink()  # stopped after its last checkpoint, before its result
+    text = build_report(copy, tmp_path / "out", n_bins=10).read_text()
+    assert f"**1 cell(s) have not finished and are in no table below:** {unfinished.name} (stopped; rerun" in text

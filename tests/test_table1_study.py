@@ -70,6 +70,8 @@ def test_table1_counts_are_the_runs_samples_counted_independently(sweeps, tmp_pa
 def test_cli_writes_the_report_and_names_a_missing_sweep(sweeps, tmp_path, capsys):
     assert main(["table1", str(sweeps / "recipe"), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "report.md").exists()
+    # the tests' recipe is the digits stand-in: the report says its counts are not MNIST's
+    assert "**These runs are on digits, not MNIST:**" in (tmp_path / "report.md").read_text()
     assert main(["table1", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -146,7 +146,9 @@ def test_rerunning_a_finished_run_changes_nothing(tmp_path):
     assert len(_rows_without_time(tmp_path / "run")) == 2
 
 
-@pytest.mark.parametrize("loss", ["gdsoftmax", "arcface", "sphereface", "center"])
+# make test runs the β-loss under DDP; the margin heads (tested single-process in test_heads) are slow
+@pytest.mark.parametrize("loss", ["gdsoftmax", *(pytest.param(name, marks=pytest.mark.slow)
+                                                 for name in ("arcface", "sphereface", "center"))])
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path, loss):
     """The β-loss, and margin heads whose weight (or Center loss's centres) live in the wrapped model."""
     config_path = write_config(tmp_path, epochs=2)

@@ -82,7 +82,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     assert [w.returncode for w in workers] == [0, 0], errors
     trials = trials_of(tmp_path / "runs" / "tiny_tune")
     finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
-    assert 6 <= len(finished) <= 7  # both may start the last one before either sees the sixth finish
+    assert len(finished) == 6  # a worker that starts a trial beyond the sixth sees it is surplus and stops
     assert len({t["run"] for t in trials}) == len(trials)  # no run directory trained twice
 
 
@@ -238,3 +238,19 @@ def test_an_integer_key_is_searched_as_an_integer():
     trial = optuna.trial.FixedTrial({"train.batch_size": 32})
     assert spec.space[0].integer
     assert spec.space[0].suggest(trial) == 32
+
+
+def test_a_language_model_is_tuned_on_its_validation_tokens(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"{w}: the {x} is fair.\n" for w in ("ROMEO", "JULIET") for x in ("moon", "sun")) * 8)
+    config = tmp_path / "lm.toml"
+    config.write_text(f'name = "lm"\n[data]\ndataset = "text:{corpus}"\ncontext = 8\n[model]\nname = "gpt"\n'
+                      'options = { n_layer = 1, n_head = 2, n_embd = 16 }\n[train]\niterations = 4\neval_every = 2\n'
+                      'batch_size = 4\noptimizer = "adamw"\nlr = 3e-3\nrecord_epochs = [1]\n[tune]\n'
+                      'objective = "val_ece"\ntrials = 2\nprune_after = 1\n[tune.space]\n'
+                      '"loss.beta" = { low = 0.5, high = 2.0, log = true }\n')
+    assert main(["tune", str(config), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
+    trials = trials_of(tmp_path / "runs" / "lm")
+    assert len(trials) == 2
+    assert all(0 <= float(t["val_ece"]) <= 1 for t in trials if t["state"] == "COMPLETE")
+    assert "A text corpus has no test split" in (tmp_path / "runs" / "lm" / "report.md").read_text()

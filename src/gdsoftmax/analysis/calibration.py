@@ -19,11 +19,13 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from gdsoftmax.analysis.metrics import CalibrationReport, calibration_metrics
+if TYPE_CHECKING:  # the metrics import torchmetrics: the training loop, which fits temperatures, need not
+    from gdsoftmax.analysis.metrics import CalibrationReport
 
 __all__ = ["PostHocResult", "apply_vector_scaling", "compare_post_hoc", "fit_temperature", "fit_vector_scaling"]
 
@@ -71,6 +73,8 @@ class PostHocResult:
 
 def compare_post_hoc(val_logits, val_labels, test_logits, test_labels, n_bins: int = 15) -> dict[str, PostHocResult]:
     """Fit both methods on validation, report test metrics before and after each."""
+    from gdsoftmax.analysis.metrics import calibration_metrics
+
     val_logits, test_logits = torch.as_tensor(val_logits).double(), torch.as_tensor(test_logits).double()
     val_labels, test_labels = torch.as_tensor(val_labels).long(), torch.as_tensor(test_labels).long()
     before = calibration_metrics(test_logits, test_labels, n_bins)

@@ -30,20 +30,12 @@ from torchmetrics import Metric
 from torchmetrics.classification import BinaryCalibrationError
 from torchmetrics.utilities import dim_zero_cat
 
+from gdsoftmax.analysis.binned import bin_index, bin_sums, top1
+
 __all__ = ["AdaptiveCalibrationError", "BrierScore", "ClasswiseCalibrationError", "DebiasedL2CalibrationError",
            "NegativeLogLikelihood", "ReliabilityBins", "SmoothCalibrationError", "TopKAccuracy",
            "TopLabelCalibrationError", "adaptive_ece", "bin_index", "bin_sums", "debiased_l2_ece", "log_probabilities",
            "probabilities", "top1"]
-
-
-def bin_index(values: torch.Tensor, n_bins: int) -> torch.Tensor:
-    """Index of the ((m-1)/M, m/M] bin of each value in [0, 1]; 0 goes to the first bin.
-
-    >>> bin_index(torch.tensor([0.0, 0.1, 0.5, 0.51, 1.0]), 2).tolist()
-    [0, 0, 0, 1, 1]
-    """
-    inner = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64, device=values.device)[1:-1]
-    return torch.bucketize(values.double(), inner, right=False)
 
 
 def _checked(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -80,24 +72,6 @@ def probabilities(preds: torch.Tensor, target: torch.Tensor, from_logits: bool =
     """
     preds = _checked(preds, target)
     return preds.softmax(1) if from_logits else preds
-
-
-def top1(probs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-1 confidence and correctness (N,), float64.
-
-    >>> top1(torch.tensor([[0.7, 0.3], [0.4, 0.6]]), torch.tensor([0, 0]))
-    (tensor([0.7000, 0.6000]), tensor([1., 0.]))
-    """
-    confidence, prediction = probs.max(1)
-    return confidence, (prediction == target).to(confidence.dtype)
-
-
-def bin_sums(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int):
-    """Per equal-width bin: sample count, confidence sum and hit sum (each (n_bins,), float64)."""
-    index = bin_index(confidence, n_bins)
-    return (torch.bincount(index, minlength=n_bins).double(),
-            torch.bincount(index, weights=confidence.double(), minlength=n_bins),
-            torch.bincount(index, weights=correct.double(), minlength=n_bins))
 
 
 def debiased_l2_from_bins(counts: torch.Tensor, confidence_sums: torch.Tensor, correct_sums: torch.Tensor) -> float:

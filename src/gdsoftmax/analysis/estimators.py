@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torchmetrics.functional.classification import binary_calibration_error
 
+from gdsoftmax.analysis.binned import binned_calibration_error
 from gdsoftmax.analysis.calibration_metrics import adaptive_ece, debiased_l2_ece
 
 __all__ = ["Estimate", "binned_ece", "bootstrap_interval", "calibration_estimates", "debiased_l2_ece",
@@ -59,8 +59,9 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def binned_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> float:
-    """Equal-width binned ECE, sum over bins of (n_b / N) |acc_b - conf_b| (torchmetrics computes it)."""
-    return float(binary_calibration_error(confidence.double(), correct.long(), n_bins=n_bins, norm="l1"))
+    """Equal-width binned ECE, sum over bins of (n_b / N) |acc_b - conf_b| (torchmetrics' bins and arithmetic:
+    :func:`gdsoftmax.analysis.binned.binned_calibration_error`)."""
+    return binned_calibration_error(confidence, correct, n_bins, "l1")
 
 
 def _relplot():

@@ -51,8 +51,10 @@ examples:
 ({kind="linear", start=0.01, end=0.1, epochs=10}). Run directories are resumable: rerunning
 a command continues where it stopped, and finished sweep cells are skipped. A run directory
 belongs to one config: rerunning with another config is refused (naming the keys that differ)
-unless --restart discards the old run; a larger train.epochs extends a run. One process at a
-time writes a run directory.
+unless --restart discards the old run. A larger train.epochs extends a finished run when its
+learning rate over the epochs already trained stays the same (a constant rate, or step milestones
+that fall at the same epochs; a cosine spans the whole run and is refused, naming why). One process
+at a time writes a run directory.
 """
 
 
@@ -242,11 +244,10 @@ def _train_or_sweep(args) -> int:
     if _output_folder(args.out, args.command) is None:
         return 2
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, args.overrides, without_sweep=args.command == "train")
         if args.data_dir:  # a path, set as one: quotes or backslashes in it never pass through TOML text
             config.data.data_dir = str(args.data_dir)
         if args.command == "train":
-            config.sweep = {}
             run_dir = f"{args.out}/{config.name}"
             if holds_cells(Path(run_dir)):
                 raise ValueError(f"{run_dir} holds the cells of a sweep of this config; train one run into another "

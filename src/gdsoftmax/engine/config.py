@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import re
 import tomllib
 import types
@@ -83,7 +84,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100  # training epochs; a larger value extends a finished run
+    epochs: int = 100  # training epochs; a larger value extends a finished run whose past lr stays the same
     # text runs count steps instead; an "epoch" of their rows and checkpoints is one round of eval_every steps
     iterations: int = 0  # text: training steps in all (epochs is set to iterations / eval_every)
     eval_every: int = 250  # text: steps between evaluations on the whole validation split
@@ -187,8 +188,10 @@ def _toml_safe(value):
     return value
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    """Read a TOML file, apply ``key=value`` overrides (TOML values), validate."""
+def load_config(path: str | Path, overrides: list[str] = (), *, without_sweep: bool = False) -> ExperimentConfig:
+    """Read a TOML file, apply ``key=value`` overrides (TOML values), validate. ``without_sweep``: the [sweep]
+    table is dropped before validation (``gdsoftmax train`` trains the config itself, never its grid's cells,
+    so a cell it will not train cannot refuse it)."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder, not a config file; name a TOML file, e.g. configs/digits_sweep.toml")
@@ -207,6 +210,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig
             raw.setdefault("sweep", {})[_unquoted(key.removeprefix("sweep."))] = value
         else:
             set_dotted(raw, key, value)
+    if without_sweep:
+        raw.pop("sweep", None)
     return parse_config(raw)
 
 
@@ -289,11 +294,19 @@ def parse_config(raw: dict) -> ExperimentConfig:
                                       '{ label = "focal", "loss.name" = "focal" }')
                 if "label" in variant and not is_run_name(str(variant["label"])):
                     raise ConfigError(f"sweep.variants[{i}].label {RUN_NAME_RULE}, got {variant['label']!r}")
-                check_values(_build(ExperimentConfig, apply_assignments(config, variant), ""))
+                _check_cell(config, variant, f"sweep.variants[{i}]")
             continue
         for value in values:  # every cell must be valid before any runs
-            check_values(_build(ExperimentConfig, apply_assignments(config, {key: value}), ""))
+            _check_cell(config, {key: value}, f"sweep.{key} value {json.dumps(value, default=str)}")
     return config
+
+
+def _check_cell(config: ExperimentConfig, assignments: dict, where: str) -> None:
+    """A cell's config is valid, or ConfigError naming the sweep value that makes it invalid."""
+    try:
+        check_values(_build(ExperimentConfig, apply_assignments(config, assignments), ""))
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from error
 
 
 def apply_assignments(config: ExperimentConfig, assignments: dict) -> dict:

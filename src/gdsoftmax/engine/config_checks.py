@@ -26,6 +26,7 @@ from gdsoftmax.loss.literal import NUMERICS
 __all__ = ["INPUT_SCALINGS", "LOGGERS", "LR_SCHEDULES", "PRECISIONS", "RUN_NAME_RULE", "ConfigError", "check_values",
            "is_run_name"]
 
+MAX_VOCABULARY = 2**20
 FLOAT32_MAX = 3.4028234663852886e38  # parameters are float32: a larger rate overflows in the optimizer step
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 LOGGERS = ("tensorboard", "mlflow")
@@ -117,6 +118,10 @@ def _check_text(c) -> None:
     _check(d.tokenizer.strip() != "", "data.tokenizer", 'must be "char", "bpe" or the path of a tokenizer.json')
     _check(d.tokenizer != "bpe" or d.vocab_size > 256, "data.vocab_size",
            f"must be > 256 for a byte-level BPE (its alphabet is the 256 bytes), got {d.vocab_size}")
+    # the tokenizers library's trainer reserves memory by the size asked for: 1e9 aborts the process
+    _check(d.tokenizer != "bpe" or d.vocab_size <= MAX_VOCABULARY, "data.vocab_size",
+           f"must be at most {MAX_VOCABULARY:,} (the largest language-model vocabularies are about 256,000), got "
+           f"{d.vocab_size:,}")
     _check(isinstance(d.val_size, float) and 0 < d.val_size < 1, "data.val_size",
            f"is the fraction of a corpus that validates, in (0, 1), got {d.val_size!r}")
     for key, bad in (("data.augment", d.augment), ("data.train_size", d.train_size), ("train.track_margin",
@@ -185,7 +190,7 @@ def check_values(c) -> None:
         _check(c.data.val_size > 0, "data.val_size", "must be > 0: adaptive beta measures calibration on it")
     if isinstance(c.loss.beta.raw, dict) and "epochs" in c.loss.beta.raw:  # steps are checked once the data is known
         unfinished = c.loss.beta.unfinished_warmup(c.train.epochs, 1000)
-        _check(unfinished is None, "loss.beta", f"(or its sweep value): {unfinished}; give the warm-up at most "
+        _check(unfinished is None, "loss.beta", f"does not fit the run: {unfinished}; give the warm-up at most "
                f"train.epochs = {c.train.epochs} epochs, or raise train.epochs")
     try:
         check_options(c.loss.name, c.loss.options)

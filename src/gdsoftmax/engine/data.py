@@ -160,6 +160,8 @@ def _npz_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
                 raise DataIntegrityError(f"{path} lacks {missing} (it holds {archive.files}); it needs the arrays "
                                          f"{list(keys)}: rebuild it, or remove it to use torchvision's copy")
             arrays = {key: archive[key] for key in keys}
+    except DataIntegrityError:  # a ValueError itself: already says what is wrong
+        raise
     except (ValueError, OSError, zipfile.BadZipFile) as error:
         if not zipfile.is_zipfile(path):  # numpy reads what is no archive as a pickle, which it then refuses
             raise DataIntegrityError(f"{path} is not an npz archive (truncated or another format); copy it "

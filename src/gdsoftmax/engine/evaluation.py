@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from gdsoftmax.analysis.calibration_metrics import TopLabelCalibrationError
+from gdsoftmax.analysis.binned import binned_calibration_error, top1
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.data import Dataset
 from gdsoftmax.engine.language import recorded_labels as text_labels
@@ -94,10 +94,9 @@ def evaluate(model, data: Dataset, split_name: str, config: ExperimentConfig) ->
                "conf": torch.softmax(logits / config.loss.tau, 1).amax(1).mean().item()}
     if split_name == "val":  # the per-epoch calibration a search or a reader follows (15 equal-width bins)
         metrics["ece"] = float("nan")  # a model whose outputs overflowed has no calibration to speak of
-        if bool(torch.isfinite(logits).all()):
-            ece = TopLabelCalibrationError(n_bins=15)  # the report's binned ECE, without its other metrics
-            ece.update(logits, labels)
-            metrics["ece"] = float(ece.compute())
+        if bool(torch.isfinite(logits).all()):  # the report's binned ECE (torchmetrics' bins), in float64
+            confidence, correct = top1(logits.double().softmax(1), labels)
+            metrics["ece"] = binned_calibration_error(confidence, correct, 15)
     return metrics, logits
 
 

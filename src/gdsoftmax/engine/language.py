@@ -23,8 +23,8 @@ import torch.distributed
 import torch.nn.functional as F
 from torch import nn
 
+from gdsoftmax.analysis.binned import binned_calibration_error
 from gdsoftmax.analysis.calibration import fit_temperature
-from gdsoftmax.analysis.estimators import binned_ece
 from gdsoftmax.engine.acceleration import gradient_scaler, resolve_precision, set_determinism, training_model
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.lr import LearningRateSchedule
@@ -186,7 +186,8 @@ def text_scores(model, data: TextData, config: ExperimentConfig) -> tuple[dict, 
     confidence, correct, label_logprob, _, _ = _token_outputs(model, data.val.tokens, config.data.context,
                                                                       config.loss.tau, data.num_classes)
     val = {"acc": correct.double().mean().item(), "ce": -label_logprob.double().mean().item(),
-           "conf": confidence.double().mean().item(), "ece": binned_ece(confidence.cpu(), correct.cpu(), 15)}
+           "conf": confidence.double().mean().item(),
+           "ece": binned_calibration_error(confidence.cpu(), correct.cpu(), 15)}
     scores = {"val_ce": val["ce"], "val_acc": val["acc"], "test_ce": float("nan"), "test_acc": float("nan")}
     return scores, val, None
 

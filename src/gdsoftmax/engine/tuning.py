@@ -257,6 +257,8 @@ def write_trials(study, root: Path, spec: TuneSpec, best: int) -> Path:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["number", "state", "run", *keys, *values, "best"])
     for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("surplus"):  # started by a worker after the study had its trials: never trained
+            continue
         writer.writerow([t.number, t.state.name, t.user_attrs.get("run", ""), *(t.params.get(k, "") for k in keys),
                          *(t.user_attrs.get(v, "") for v in values), "yes" if t.number == best else ""])
     atomic_write_bytes(root / "trials.csv", buffer.getvalue().encode())
@@ -310,9 +312,10 @@ def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, 
     if requeued:
         log(f"{requeued} trial(s) of a stopped worker enqueued again; each resumes its run directory")
     done = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
-    finished = sum(t.state in done for t in study.trials)
+    finished = sum(t.state in done and not t.user_attrs.get("surplus") for t in study.trials)
     if finished < spec.trials:  # a finished study rewrites its files without a trial more
-        study.optimize(lambda trial: _objective(trial, config, spec, root, reference), catch=(TrainingFailed,),
+        study.optimize(lambda trial: _objective(trial, config, spec, root, reference),
+                       catch=(TrainingFailed,),
                        callbacks=[optuna.study.MaxTrialsCallback(spec.trials, states=done), _stop_on_failures(spec)],
                        show_progress_bar=False)
     _refuse_if_all_diverged(study, spec)
@@ -350,7 +353,20 @@ def _refuse_if_all_diverged(study, spec: TuneSpec) -> None:
                          "then rerun with --restart")
 
 
+def _is_surplus(trial, spec: TuneSpec) -> bool:
+    """Whether the finished trials and the running ones numbered before this one already make tune.trials (two
+    workers that start together would otherwise both train the last trial)."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    others = [t for t in trial.study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get("surplus")]
+    counted = [t for t in others if t.state != optuna.trial.TrialState.RUNNING or t.number < trial.number]
+    return len(counted) >= spec.trials
+
+
 def _objective(trial, config: ExperimentConfig, spec: TuneSpec, root: Path, reference: float | None) -> float:
+    if _is_surplus(trial, spec):  # ended untrained, as pruned (a failure would log a traceback), and left out
+        trial.set_user_attr("surplus", True)
+        trial.study.stop()
+        raise optuna.TrialPruned()
     params = {key.key: key.suggest(trial) for key in spec.space}
     run = trial.user_attrs.get("run") or f"trial-{trial.number:04d}"
     trial.set_user_attr("run", run)

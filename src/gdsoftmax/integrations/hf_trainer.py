@@ -40,7 +40,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from gdsoftmax.analysis.calibration_metrics import bin_sums
+from gdsoftmax.analysis.binned import bin_sums
 from gdsoftmax.integrations.hf import BetaLossForTrainer, fused_lm_loss
 from gdsoftmax.loss.adaptive import PIDController, schedule_or_controller
 

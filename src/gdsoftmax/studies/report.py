@@ -21,7 +21,7 @@ from gdsoftmax.analysis.estimators import calibration_estimates, debiased_l2_ece
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.paper_claims import claim_by_id
 from gdsoftmax.analysis.stats import format_mean_std, mean_std
-from gdsoftmax.engine.rundir.view import failed_runs
+from gdsoftmax.engine.rundir.view import RunView, failed_runs
 from gdsoftmax.studies.beside_paper import beside_the_paper
 from gdsoftmax.studies.claims import Families, claims_verdicts
 from gdsoftmax.studies.epochs import CURRICULUM_EPOCH, early_epoch
@@ -195,6 +195,12 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     return path
 
 
+def _cells(sweep_dir: Path) -> list[RunView]:
+    """The run directories directly below a sweep directory (folders holding a run's config or identity)."""
+    folders = [path for path in sorted(Path(sweep_dir).iterdir()) if path.is_dir()] if Path(sweep_dir).is_dir() else []
+    return [RunView(path) for path in folders if (path / "config.toml").exists() or (path / "run.json").exists()]
+
+
 def runs_to_know_about(sweep_dir: Path, runs: list[Run]) -> list[str]:
     """Runs a reader must know of: cells that stopped with an error (not in any table), and runs that
     were extended (trained first to a shorter train.epochs), which are never presented as fresh runs."""
@@ -204,6 +210,15 @@ def runs_to_know_about(sweep_dir: Path, runs: list[Run]) -> list[str]:
         lines += [f"**{len(failed)} cell(s) stopped with an error and are in no table below:** "
                   + "; ".join(f"{run.path.name} ({(run.failure() or '').strip().splitlines()[-1][:120]})"
                               for run in failed), ""]
+    names = {run.path.name for run in runs} | {run.path.name for run in failed}
+    unfinished = [view for view in _cells(sweep_dir) if view.path.name not in names and not view.is_finished]
+    if unfinished:
+        training = [view.path.name for view in unfinished if view.writer() is not None]
+        stopped = [view.path.name for view in unfinished if view.writer() is None]
+        lines += [f"**{len(unfinished)} cell(s) have not finished and are in no table below:** "
+                  + "; ".join([*(f"{name} (training now)" for name in training),
+                               *(f"{name} (stopped; rerun the sweep to finish it)" for name in stopped)])
+                  + ". Make the report again once they finish.", ""]
     extended = [run for run in runs if run.extended_from]
     if extended:
         lines += [f"**{len(extended)} run(s) were extended** after finishing at a shorter length (the engine allows "
