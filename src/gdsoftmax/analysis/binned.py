@@ -17,9 +17,32 @@ helpers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-__all__ = ["bin_index", "bin_sums", "binned_calibration_error", "top1", "top1_of_logits"]
+__all__ = ["BinStats", "Reliability", "bin_index", "bin_sums", "binned_calibration_error", "reliability", "top1",
+           "top1_of_logits"]
+
+
+@dataclass
+class BinStats:
+    """Per-bin statistics for reliability diagrams; all (n_bins,)."""
+
+    edges: torch.Tensor  # (n_bins + 1,)
+    counts: torch.Tensor
+    mean_confidence: torch.Tensor  # NaN for empty bins
+    accuracy: torch.Tensor  # NaN for empty bins
+
+
+@dataclass
+class Reliability:
+    """What a tracker shows of a run's test predictions: accuracy, binned ECE and MCE, and the bins."""
+
+    accuracy: float
+    ece: float
+    mce: float
+    bins: BinStats
 
 
 def top1(probs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,3 +98,21 @@ def binned_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, n_
     if norm == "max":
         return float(torch.max(torch.abs(acc_bin - conf_bin)))
     return float(torch.sum(torch.abs(acc_bin - conf_bin) * (counts / counts.sum())))
+
+
+def reliability(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> Reliability:
+    """Accuracy, ECE and MCE (torchmetrics' binning, as the reports) and the reliability diagram's bins of
+    logits (N, K), computed without torchmetrics.
+
+    >>> r = reliability(torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]]), torch.tensor([0, 1, 1]), 10)
+    >>> round(r.accuracy, 4), r.bins.counts.tolist()
+    (0.6667, [0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
+    """
+    confidence, correct = top1_of_logits(logits, labels)
+    counts, confidence_sums, correct_sums = bin_sums(confidence, correct, n_bins)
+    empty = counts == 0
+    bins = BinStats(torch.linspace(0, 1, n_bins + 1, dtype=torch.float64), counts.long(),
+                    torch.where(empty, torch.nan, confidence_sums / counts.clamp_min(1)),
+                    torch.where(empty, torch.nan, correct_sums / counts.clamp_min(1)))
+    return Reliability(float(correct.mean()), binned_calibration_error(confidence, correct, n_bins, "l1"),
+                       binned_calibration_error(confidence, correct, n_bins, "max"), bins)

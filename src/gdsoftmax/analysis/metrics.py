@@ -22,6 +22,7 @@ import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from gdsoftmax.analysis.binned import BinStats
 from gdsoftmax.analysis.calibration_metrics import (
     AdaptiveCalibrationError,
     BrierScore,
@@ -34,16 +35,6 @@ from gdsoftmax.analysis.calibration_metrics import (
 )
 
 __all__ = ["BinStats", "CalibrationMetrics", "CalibrationReport", "calibration_metrics"]
-
-
-@dataclass
-class BinStats:
-    """Per-bin statistics for reliability diagrams; all (n_bins,)."""
-
-    edges: torch.Tensor  # (n_bins + 1,)
-    counts: torch.Tensor
-    mean_confidence: torch.Tensor  # NaN for empty bins
-    accuracy: torch.Tensor  # NaN for empty bins
 
 
 @dataclass

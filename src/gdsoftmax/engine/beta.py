@@ -9,7 +9,7 @@ answers every question the engine and the reports ask of it.
 >>> BetaSetting(0.1).constant, BetaSetting(0.1).describe()
 (0.1, 'β = 0.1')
 >>> warmup = BetaSetting({"kind": "linear", "start": 0.01, "end": 0.1, "epochs": 2})
->>> warmup.is_warmup, warmup.schedule(steps_per_epoch=5)(10), warmup.describe()
+>>> warmup.is_warmup, warmup.schedule(steps_per_epoch=5)(10), warmup.describe(run_epochs=2)
 (True, 0.1, 'β linear 0.01→0.1')
 """
 
@@ -87,12 +87,24 @@ class BetaSetting:
         return (f"the {self.kind} warm-up {self.raw['start']:g}→{self.raw['end']:g} lasts {length} but the run trains "
                 f"{trained}, so β would stop at {schedule(total - 1):.3g}")
 
-    def describe(self) -> str:
-        """A label for tables and legends: "β = 0.1", "β linear 0.01→0.1", "β pid"."""
+    def describe(self, run_epochs: int | None = None) -> str:
+        """A label for tables and legends: "β = 0.1", "β linear 0.01→0.1", "β pid". A warm-up names its length
+        unless it spans the whole run (``run_epochs``), so two warm-ups that differ only in length never share
+        a label.
+
+        >>> warm = BetaSetting({"kind": "linear", "start": 0.01, "end": 0.1, "epochs": 50})
+        >>> warm.describe(run_epochs=50), warm.describe(run_epochs=100)
+        ('β linear 0.01→0.1', 'β linear 0.01→0.1 over 50 epochs')
+        """
         if self.constant is not None:
             return f"β = {self.constant:g}"
         if self.is_warmup:
-            return f"β {self.kind} {self.raw['start']:g}→{self.raw['end']:g}"
+            label = f"β {self.kind} {self.raw['start']:g}→{self.raw['end']:g}"
+            if "epochs" in self.raw and self.raw["epochs"] != run_epochs:
+                label += f" over {self.raw['epochs']:g} epochs"
+            elif "steps" in self.raw:
+                label += f" over {self.raw['steps']} steps"
+            return label
         return f"β {self.kind}"
 
     def __eq__(self, other) -> bool:

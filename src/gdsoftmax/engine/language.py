@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gdsoftmax.analysis.binned import binned_calibration_error
-from gdsoftmax.analysis.calibration import fit_temperature
+from gdsoftmax.analysis.scaling import fit_temperature
 from gdsoftmax.engine.acceleration import gradient_scaler, resolve_precision, set_determinism, training_model
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.lr import LearningRateSchedule

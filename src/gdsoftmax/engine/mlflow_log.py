@@ -36,6 +36,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import torch
 
+from gdsoftmax.analysis import plots
+from gdsoftmax.analysis.binned import reliability
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.rundir.records import CONFIG_FILE
 from gdsoftmax.engine.tracking import RunLabels, tracked_params
@@ -195,10 +197,7 @@ class MLflowLog:
             self.client.log_artifact(self.run_id, str(self.run_dir / CONFIG_FILE))
             self.client.set_terminated(self.run_id, "FINISHED")
             return
-        from gdsoftmax.analysis import plots  # matplotlib and torchmetrics: loaded when a run finishes
-        from gdsoftmax.analysis.metrics import calibration_metrics
-
-        report = calibration_metrics(torch.from_numpy(test_logits).double(), torch.from_numpy(test_labels), n_bins)
+        report = reliability(torch.from_numpy(test_logits).double(), torch.from_numpy(test_labels), n_bins)
         self._log_metrics({"final_test_acc": report.accuracy, f"final_test_ece_{n_bins}bins": report.ece,
                            "final_test_mce": report.mce}, result["epochs"])
         with tempfile.TemporaryDirectory() as scratch:

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gdsoftmax.analysis import plots
+from gdsoftmax.analysis.binned import reliability
 from gdsoftmax.engine.config import ExperimentConfig, config_to_toml
 from gdsoftmax.engine.tracking import RunLabels, compared_params, run_labels
 
@@ -79,10 +81,7 @@ class TensorBoardLog:
                                     {"final/best_val_acc": result["best_val_acc"]}, run_name=".")
             self.writer.close()
             return
-        from gdsoftmax.analysis import plots  # matplotlib and torchmetrics: loaded when a run finishes
-        from gdsoftmax.analysis.metrics import calibration_metrics
-
-        report = calibration_metrics(torch.from_numpy(test_logits).double(), torch.from_numpy(test_labels), n_bins)
+        report = reliability(torch.from_numpy(test_logits).double(), torch.from_numpy(test_labels), n_bins)
         metrics = {"final/test_acc": report.accuracy, f"final/test_ece_{n_bins}bins": report.ece,
                    "final/test_mce": report.mce}
         self.writer.add_hparams(compared_params(config, self.labels or run_labels(config)), metrics, run_name=".")

@@ -100,11 +100,7 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
     text = isinstance(data, TextData)  # a language model: an "epoch" is a round of train.eval_every steps
     data = data if text else with_input_scaling(data, first.data.input_scaling)
     steps_per_epoch = first.train.eval_every if text else math.ceil(len(data.train) / first.train.batch_size)
-    for config in configs:  # a warm-up in steps can be checked only now that an epoch's steps are known
-        unfinished = config.loss.beta.unfinished_warmup(config.train.epochs, steps_per_epoch)
-        if unfinished is not None:
-            raise ConfigError(f"loss.beta of {config.name}: {unfinished} ({steps_per_epoch} steps an epoch); "
-                              "shorten the warm-up's steps or raise train.epochs")
+    _refuse_unfinished_warmups(configs, steps_per_epoch)
     graphs_before = compiled_graphs() if first.train.compile else None
     fingerprint = _same_data_as_before(runs, data)
     strategy, precision = _strategy(configs, runs, data, world, steps_per_epoch)
@@ -154,6 +150,16 @@ def _train(configs: list[ExperimentConfig], runs: list[RunWriter], world: _Distr
             log.finish(config, summary, predictions.get("test_logits"), predictions.get("test_labels"))
     world.close()
     return summaries
+
+
+def _refuse_unfinished_warmups(configs: list[ExperimentConfig], steps_per_epoch: int) -> None:
+    """A warm-up in steps can be checked only once an epoch's steps are known: one the run cannot finish is
+    refused before anything is written (its label would name an end β no step used)."""
+    for config in configs:
+        unfinished = config.loss.beta.unfinished_warmup(config.train.epochs, steps_per_epoch)
+        if unfinished is not None:
+            raise ConfigError(f"loss.beta of {config.name}: {unfinished} ({steps_per_epoch} steps an epoch); "
+                              "shorten the warm-up's steps or raise train.epochs")
 
 
 def load_run_data(config: ExperimentConfig) -> Dataset | TextData:

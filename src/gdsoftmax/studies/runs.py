@@ -65,7 +65,7 @@ class Run:
     @property
     def label(self) -> str:
         if self.constant_beta is not None or self.is_warmup:
-            return self.config.loss.beta.describe()
+            return self.config.loss.beta.describe(self.config.train.epochs)
         return self.setting  # another loss or an adaptive beta: its sweep label
 
 

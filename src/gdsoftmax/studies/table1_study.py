@@ -175,7 +175,7 @@ def _warmup_section(runs: list[Run]) -> list[str]:
         tests = [paired_comparison(values[label], values[base]) for label in others]
         for label, c, p in zip(others, tests, holm([c.p_value for c in tests]), strict=True):
             versus[(name, label)] = f"{delta_text(c, 2)} (Holm p = {format_p(p, 2)})"
-    rows = [[label, g[0].config.loss.beta.describe(), WARMUP_SOURCES.get(label, ""), len(g),
+    rows = [[label, g[0].config.loss.beta.describe(g[0].config.train.epochs), WARMUP_SOURCES.get(label, ""), len(g),
              mean_cell(final[label], 2), versus.get(("final", label), "—"), mean_cell(early[label], 2),
              versus.get(("early", label), "—"), mean_cell([final_counts(r)[0] for r in g])]
             for label, g in groups.items()]
