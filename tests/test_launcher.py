@@ -43,6 +43,7 @@ def _kill_a_worker_mid_run(root, timeout=120.0):
     raise AssertionError("no worker reached epoch 3 in time")
 
 
+@pytest.mark.slow  # two submitit jobs, one killed (30 s); make test checks --status and the identity rule
 def test_a_killed_job_resubmitted_completes_the_grid_identically(tmp_path):
     config = parse_config(SPEC)
     run_sweep(config, tmp_path / "reference", progress=False, log=lambda *_: None, max_stack=2)
