@@ -42,6 +42,7 @@ examples:
   gdsoftmax table1 runs/mnist_fcnn_paper --factors runs/mnist_table1_factors   # the Table 1 study
   gdsoftmax study tau runs/fashion_mnist_tau --out docs/results/fashion_mnist_tau   # a claim's own study
   gdsoftmax tune configs/digits_timm_tune.toml              # search beta on Optuna (its [tune] table)
+  gdsoftmax compare predictions/                            # any loop's SETTING/SEED.npz: the verdict on beta
   gdsoftmax claims                                          # the ledger: every claim and what tested it
   gdsoftmax lab peeled configs/lab_peeled.toml              # layer-peeled model: collapse and margins
   gdsoftmax study lm runs/shakespeare_char_beta --out docs/results/shakespeare_char   # a language model's study

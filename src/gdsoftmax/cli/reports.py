@@ -8,7 +8,7 @@ from pathlib import Path
 
 __all__ = ["REPORT_COMMANDS", "add_report_commands", "run_report_command"]
 
-REPORT_COMMANDS = ("report", "table1", "study", "claims")
+REPORT_COMMANDS = ("report", "compare", "table1", "study", "claims")
 # "regime" (gdsoftmax.studies.regime), then the kinds of gdsoftmax.studies.untested_claims.ANALYSES
 STUDY_KINDS = ("regime", "lm", "oscillation", "tau", "capacity", "lr", "warmup-margin")
 
@@ -22,6 +22,18 @@ def add_report_commands(commands) -> None:
     report.add_argument("sweep_dir", help="a sweep directory, e.g. runs/mnist_fcnn")
     report.add_argument("--out", help="where to write (default: SWEEP_DIR)")
     report.add_argument("--bins", type=int, default=10, help="equal-width bins for ECE/MCE (paper: 10; Guo et al.: 15)")
+    compare = commands.add_parser(
+        "compare", help="the verdict for a model trained in any loop: SETTING/SEED.npz predictions against a reference",
+        description="Read DIR/SETTING/SEED.npz (val_logits, val_labels, test_logits, test_labels: the names of the "
+                    "engine's predictions.npz; gdsoftmax.analysis.predictions.save_predictions writes them from any "
+                    "loop), score each seed's test split raw and after temperature scaling fitted on its validation "
+                    "split (accuracy, ECE at 15 bins, smECE, NLL, Brier), compare every setting with the reference "
+                    "by seed (paired t-test, 95 %% interval, Holm over the settings of each metric), and write "
+                    "report.md, opening with the verdict, with scores.csv and comparisons.csv.")
+    compare.add_argument("predictions", help="the folder of SETTING/SEED.npz files")
+    compare.add_argument("--reference", default="beta=1", help="the setting every other is compared with (default: "
+                                                               "beta=1)")
+    compare.add_argument("--out", help="where to write (default: PREDICTIONS/report)")
     table1 = commands.add_parser(
         "table1", help="write the MNIST Table 1 study (the paper's counts beside ours, verdict, factors, warm-ups)",
         description="Read the finished recipe sweep (configs/mnist_fcnn_paper.toml) and, if given, the factor and "
@@ -67,6 +79,8 @@ def run_report_command(args, command: str) -> int:
     """Run one of :data:`REPORT_COMMANDS`; ``command`` is the command line, printed in the report."""
     if args.command == "report":
         return _report(args, command)
+    if args.command == "compare":
+        return _compare(args, command)
     if args.command == "table1":
         return _table1(args)
     if args.command == "study":
@@ -93,6 +107,20 @@ def _study(args, command: str) -> int:
         return 2
     print(f"wrote {path}")
     print(f"next: read {path}; gdsoftmax claims adds its verdicts to the ledger when --out is under docs/results")
+    return 0
+
+
+def _compare(args, command: str) -> int:
+    from gdsoftmax.studies.compare import compare, write_compare_report
+
+    try:
+        result = compare(args.predictions, reference=args.reference)
+    except ValueError as error:
+        print(f"gdsoftmax compare: error: {error}", file=sys.stderr)
+        return 2
+    path = write_compare_report(result, args.out or Path(args.predictions) / "report", command=command)
+    print(f"wrote {path}")
+    print(f"next: read its verdict; {path.parent / 'comparisons.csv'} holds every test")
     return 0
 
 

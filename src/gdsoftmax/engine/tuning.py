@@ -196,7 +196,10 @@ def open_storage(spec: TuneSpec, root: Path):
     url = spec.storage or f"sqlite:///{(root / 'optuna.db').resolve()}"
     for attempt in range(OPEN_ATTEMPTS):
         try:
-            return optuna.storages.RDBStorage(url)
+            # workers on one SQLite file wait for each other's writes (SQLite's 5 s default lost a worker
+            # to "database is locked" on a loaded machine)
+            options = {"connect_args": {"timeout": 120}} if url.startswith("sqlite:") else {}
+            return optuna.storages.RDBStorage(url, engine_kwargs=options)
         except Exception as error:  # SQLAlchemy's errors have no common base here; the line names the URL
             if attempt == OPEN_ATTEMPTS - 1:
                 raise ConfigError(f"tune.storage {url!r} cannot be opened: {str(error).splitlines()[0][:160]}") \
@@ -259,7 +262,8 @@ def write_trials(study, root: Path, spec: TuneSpec, best: int) -> Path:
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("surplus"):  # started by a worker after the study had its trials: never trained
             continue
-        writer.writerow([t.number, t.state.name, t.user_attrs.get("run", ""), *(t.params.get(k, "") for k in keys),
+        state = "DIVERGED" if t.user_attrs.get("diverged") else t.state.name
+        writer.writerow([t.number, state, t.user_attrs.get("run", ""), *(t.params.get(k, "") for k in keys),
                          *(t.user_attrs.get(v, "") for v in values), "yes" if t.number == best else ""])
     atomic_write_bytes(root / "trials.csv", buffer.getvalue().encode())
     return root / "trials.csv"
@@ -315,8 +319,7 @@ def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, 
     finished = sum(t.state in done and not t.user_attrs.get("surplus") for t in study.trials)
     if finished < spec.trials:  # a finished study rewrites its files without a trial more
         study.optimize(lambda trial: _objective(trial, config, spec, root, reference),
-                       catch=(TrainingFailed,),
-                       callbacks=[optuna.study.MaxTrialsCallback(spec.trials, states=done), _stop_on_failures(spec)],
+                       callbacks=[optuna.study.MaxTrialsCallback(spec.trials, states=done)],
                        show_progress_bar=False)
     _refuse_if_all_diverged(study, spec)
     best, number = best_config(config, study, spec)
@@ -325,30 +328,17 @@ def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, 
     return best, root
 
 
-class TrainingFailed(RuntimeError):
-    """A trial's training stopped with an error (a diverged loss): the trial fails, the study goes on, up to
-    as many failed trials as tune.trials asks for (:func:`_stop_on_failures`)."""
-
-
 def _diverged(study) -> list:
-    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+    """Trials whose loss diverged: ended as pruned (a failure would log a traceback for each), marked."""
+    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
             if t.user_attrs.get("diverged")]
-
-
-def _stop_on_failures(spec: TuneSpec):
-    """A callback that stops the study once as many trials diverged as it was asked to finish: a search
-    whose every trial diverges would otherwise start trials for ever."""
-    def callback(study, trial) -> None:
-        if len(_diverged(study)) >= spec.trials:
-            study.stop()
-    return callback
 
 
 def _refuse_if_all_diverged(study, spec: TuneSpec) -> None:
     diverged = _diverged(study)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(diverged) >= spec.trials and not complete:
-        raise ValueError(f"{len(diverged)} trials diverged (the loss became NaN or infinite) and none finished; "
+    if diverged and not complete:
+        raise ValueError(f"{len(diverged)} trial(s) diverged (the loss became NaN or infinite) and none finished; "
                          f"the first: {diverged[0].user_attrs['diverged']}. Lower train.lr or narrow tune.space, "
                          "then rerun with --restart")
 
@@ -382,9 +372,9 @@ def _objective(trial, config: ExperimentConfig, spec: TuneSpec, root: Path, refe
 
     try:
         values = _trained(parse_config(raw), root / run, on_epoch)
-    except TrainingDiverged as error:
+    except TrainingDiverged as error:  # counted among the trials asked for, so a search always ends
         trial.set_user_attr("diverged", str(error).split(" (")[0] + f" in {run}")
-        raise TrainingFailed(str(error)) from error
+        raise optuna.TrialPruned() from error
     for name, value in values.items():
         trial.set_user_attr(name, value)
     if reference is not None:
