@@ -4,6 +4,7 @@ no host synchronisation in the step loop, and augmentation drawn once per epoch.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +237,20 @@ def test_a_run_records_its_precision_and_a_resumed_run_keeps_it(tmp_path, images
     assert result["precision"] == "bf16"  # the run trains on as it started
     fresh, _ = train(tmp_path, images, "fresh", precision="auto")
     assert fresh["precision"] == "fp32"
+
+
+def test_the_test_split_is_evaluated_only_when_asked(tmp_path):
+    from gdsoftmax.engine.rundir.view import RunView
+
+    config = parse_config({"name": "t", "data": {"val_size": 200}, "model": {"options": {"hidden": [16]}},
+                           "train": {"epochs": 5, "lr": 0.05, "record_epochs": [5], "test_every": 2}})
+    run_experiment(config, tmp_path / "every2", progress=False)
+    rows = RunView(tmp_path / "every2").rows()
+    assert [math.isnan(r.test_acc) for r in rows] == [True, False, True, False, False]  # 2, 4 and the last
+    config.train.test_every = 0
+    run_experiment(config, tmp_path / "every2", progress=False)  # not part of the run's identity
+    run_experiment(config, tmp_path / "last", progress=False)
+    last = RunView(tmp_path / "last").rows()
+    assert [math.isnan(r.test_acc) for r in last] == [True, True, True, True, False]
+    assert [r.train_loss for r in last] == [r.train_loss for r in rows]  # what is trained does not change
+    assert RunView(tmp_path / "last").result()["test_acc"] == rows[-1].test_acc

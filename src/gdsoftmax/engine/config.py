@@ -102,6 +102,9 @@ class TrainConfig:
     warmup_steps: int = 0  # or over this many optimizer steps (wins over warmup_epochs)
     grad_clip: float = 3.0  # max gradient norm; 0 turns clipping off
     eval_batch_size: int = 1000  # batch size of evaluation (no gradients)
+    # the test split is evaluated every test_every epochs and always after the last (0: after the last only; rows
+    # of the epochs between hold NaN test_ce / test_acc); searches and long runs save a full test pass an epoch
+    test_every: int = 1
     # epochs at which per-sample p_c and correctness are kept in samples.npz (the last epoch always is)
     record_epochs: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200])
     device: str = "auto"  # "auto": cuda if available, else cpu

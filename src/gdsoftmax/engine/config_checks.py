@@ -152,6 +152,7 @@ def check_values(c) -> None:
     _check(c.data.train_size >= 0 and not (isinstance(c.data.train_size, float) and c.data.train_size > 1),
            "data.train_size", "must be 0 (all), a count of samples, or a fraction in (0, 1]")
     _check(is_run_name(c.name), "name", f"{RUN_NAME_RULE} (it names the run directory), got {c.name!r}")
+    _check(c.train.test_every >= 0, "train.test_every", "must be >= 0 (0: the test split after the last epoch only)")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         _check(getattr(c.train, key) >= 1, f"train.{key}", "must be >= 1")
     for key in ("lr", "lr_gamma"):

@@ -56,12 +56,14 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     return folded
 
 
-def evaluation_scores(model, data: Dataset, config: ExperimentConfig) -> tuple[dict, dict, torch.Tensor]:
-    """The metric-row entries for validation and test, the validation metrics and logits (N, K) (None for
-    a language model, :func:`gdsoftmax.engine.language.text_scores`)."""
+def evaluation_scores(model, data: Dataset, config: ExperimentConfig, test: bool = True
+                      ) -> tuple[dict, dict, torch.Tensor]:
+    """The metric-row entries for validation and test (NaN test entries without ``test``), the validation
+    metrics and logits (N, K) (None for a language model, :func:`gdsoftmax.engine.language.text_scores`)."""
     if isinstance(data, TextData):
         return text_scores(model, data, config)
-    (val, val_logits), (test, _) = evaluate(model, data, "val", config), evaluate(model, data, "test", config)
+    val, val_logits = evaluate(model, data, "val", config)
+    test = evaluate(model, data, "test", config)[0] if test else {"ce": float("nan"), "acc": float("nan")}
     scores = {"val_ce": val["ce"], "val_acc": val["acc"], "test_ce": test["ce"], "test_acc": test["acc"]}
     return scores, val, val_logits
 

@@ -65,8 +65,8 @@ SHARED_KEYS = ("data.dataset", "data.input_scaling",
                "train.batch_size", "train.optimizer", "train.optimizer_options", "train.lr", "train.momentum",
                "train.weight_decay", "train.lr_schedule", "train.lr_milestones", "train.lr_gamma", "train.min_lr",
                "train.warmup_epochs", "train.warmup_steps", "train.grad_clip", "train.eval_batch_size",
-               "train.record_epochs", "train.device", "train.deterministic", "sweep", "tune", "data.context",
-               "data.vocab_size", "train.iterations", "train.eval_every")
+               "train.test_every", "train.record_epochs", "train.device", "train.deterministic", "sweep", "tune",
+               "data.context", "data.vocab_size", "train.iterations", "train.eval_every")
 # keys with values that the stacked step does not implement: such a run trains alone
 TRAIN_ALONE_WHEN = {
     "loss.name": (lambda c: c.loss.name != "gdsoftmax", "the stacked kernel computes the gdsoftmax loss only"),

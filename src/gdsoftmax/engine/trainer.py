@@ -241,7 +241,9 @@ def _close_epoch(strategy, m: int, config: ExperimentConfig, epoch: int, step: i
     member, objective, data = strategy.members[m], strategy.objectives[m], strategy.eval_data
     loss_sum, ce_sum, correct, count, _ = sums
     beta = objective.beta_at(step - 1)  # the value the epoch's last step used
-    scores, val, val_logits = evaluation_scores(member, data, config)
+    every, last = config.train.test_every, epoch + 1 == config.train.epochs
+    test = last or (every > 0 and (epoch + 1) % every == 0)  # train.test_every: 0 is after the last epoch only
+    scores, val, val_logits = evaluation_scores(member, data, config, test=test)
     objective.end_of_epoch(val, val_logits, getattr(data.val, "labels", None))  # a token stream has no labels
     extra = {"val_ece": val["ece"]} if "ece" in val else {}
     if config.train.track_margin:

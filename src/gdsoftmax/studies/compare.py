@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +39,9 @@ from gdsoftmax.analysis.estimators import smooth_ece
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.predictions import load_predictions, save_predictions
 from gdsoftmax.analysis.scaling import fit_temperature
-from gdsoftmax.analysis.stats import Comparison, format_mean_std, format_p, holm, mean_std, paired_comparison
-from gdsoftmax.engine.checkpoint import atomic_write_bytes
+from gdsoftmax.analysis.stats import Comparison, format_mean_std, holm, mean_std, paired_comparison
+from gdsoftmax.studies.bottom_line import Setting, delta_text, verdict_lines
+from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
 
 __all__ = ["N_BINS", "CompareResult", "compare", "save_predictions", "write_compare_report"]
 
@@ -112,47 +112,11 @@ def compare(root: str | Path, reference: str = "beta=1", n_bins: int = N_BINS) -
     return CompareResult(root, reference, rows, min((len(row.seeds) for row in others), default=len(ref)))
 
 
-def _significant(pair: tuple[Comparison, float] | None) -> bool:
-    return pair is not None and not math.isnan(pair[1]) and pair[1] < 0.05
-
-
-def _delta(pair: tuple[Comparison, float], scale: float, unit: str) -> str:
-    test, adjusted = pair
-    d = 2 if scale == 100 else 4  # points of a percentage; NLL and Brier in their own units
-    if test.undecided:
-        return f"{scale * test.difference:+.{d}f}{unit} (undecided: {test.undecided})"
-    word = "significant" if adjusted < 0.05 else f"not significant at n = {test.n}"
-    return (f"{scale * test.difference:+.{d}f}{unit} [{scale * test.ci_low:+.{d}f}, {scale * test.ci_high:+.{d}f}], "
-            f"{word} (Holm p = {format_p(adjusted)})")
-
-
 def verdict(result: CompareResult) -> list[str]:
-    """One to three sentences derived from the comparisons (never 'no difference' from a test that found none)."""
-    ref, others = result.rows[0], result.rows[1:]
-    if not others:
-        return [f"Only {result.reference} is here: nothing to compare it with."]
-    lines = [f"{row.setting} against {result.reference} over {len(row.seeds)} seeds: ECE "
-             f"{_delta(row.versus['ece'], 100, ' points')}; accuracy {_delta(row.versus['accuracy'], 100, ' points')}."
-             for row in others[:3]]
-    ts_mean = mean_std(ref.values["ts ece"])[0]
-    helps = [row for row in others if _significant(row.versus["ece"]) and row.versus["ece"][0].difference < 0
-             and not (_significant(row.versus["accuracy"]) and row.versus["accuracy"][0].difference < 0)]
-    beats_ts = [row for row in helps if _significant(row.versus_ts) and row.versus_ts[0].difference < 0]
-    summary = f"Temperature scaling of {result.reference} (fitted on validation) reaches {100 * ts_mean:.2f} % ECE."
-    if beats_ts:
-        summary += (f" {', '.join(r.setting for r in beats_ts)} lowered ECE significantly below that without a "
-                    "significant accuracy loss: a reason here to change β.")
-    elif helps:
-        summary += (f" {', '.join(r.setting for r in helps)} lowered ECE without a significant accuracy loss, but "
-                    "not significantly below temperature scaling at these seeds: try temperature scaling first.")
-    else:
-        summary += (" No setting lowered ECE significantly at these seeds (which is not evidence that they are the "
-                    "same): no reason here to change β.")
-    return [*lines[:2], summary] if len(others) > 1 else [*lines, summary]
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+    """One to three sentences derived from the comparisons (:func:`gdsoftmax.studies.bottom_line.verdict_lines`)."""
+    settings = [Setting(row.setting, len(row.seeds), row.versus["ece"], row.versus["accuracy"], row.versus_ts)
+                for row in result.rows[1:]]
+    return verdict_lines(settings, result.reference, mean_std(result.rows[0].values["ts ece"])[0])
 
 
 def write_compare_report(result: CompareResult, out: str | Path, command: str = "") -> Path:
@@ -168,7 +132,7 @@ def write_compare_report(result: CompareResult, out: str | Path, command: str = 
     if command:
         lines += ["Made with:", "", "```", command, "```", ""]
     lines += ["## Test metrics", "", "Mean ± std over seeds.", "",
-              *_table(["setting", "seeds", *(c for _, c, _, _ in METRICS)],
+              markdown_table(["setting", "seeds", *(c for _, c, _, _ in METRICS)],
                       [[row.setting, str(len(row.seeds)),
                         *(format_mean_std(row.values[m], s, 2 if s == 100 else 4) for m, _, s, _ in METRICS)]
                        for row in result.rows]), ""]
@@ -176,17 +140,18 @@ def write_compare_report(result: CompareResult, out: str | Path, command: str = 
         lines += [f"## Against {result.reference}", "",
                   "Δ = setting − reference, mean over seeds, with its 95 % t-interval; the paired t-test's p-value is "
                   "Holm-corrected over one family per metric.", "",
-                  *_table(["setting", *(c for _, c, _, _ in METRICS)],
-                          [[row.setting, *(_delta(row.versus[m], s, "") for m, _, s, _ in METRICS)] for row in others]),
+                  markdown_table(["setting", *(c for _, c, _, _ in METRICS)],
+                          [[row.setting, *(delta_text(row.versus[m], s, "", 2 if s == 100 else 4)
+                                           for m, _, s, _ in METRICS)] for row in others]),
                   "", f"Holm families: each column, the {k} setting(s) against {result.reference} (k = {k}).", "",
                   f"## Raw ECE against temperature scaling of {result.reference}", "",
-                  *_table(["setting", f"ECE % − {result.reference}'s ECE after TS %"],
-                          [[row.setting, _delta(row.versus_ts, 100, "")] for row in others]),
+                  markdown_table(["setting", f"ECE % − {result.reference}'s ECE after TS %"],
+                          [[row.setting, delta_text(row.versus_ts, 100, "")] for row in others]),
                   "", f"Holm family: the {k} setting(s) (k = {k}).", ""]
     lines += ["`scores.csv` holds every seed's values; `comparisons.csv` every test.", ""]
-    atomic_write_bytes(out / "report.md", "\n".join(lines).encode())
-    atomic_write_bytes(out / "scores.csv", _scores_csv(result).encode())
-    atomic_write_bytes(out / "comparisons.csv", _comparisons_csv(result).encode())
+    write_text_atomically(out / "report.md", "\n".join(lines))
+    write_text_atomically(out / "scores.csv", _scores_csv(result))
+    write_text_atomically(out / "comparisons.csv", _comparisons_csv(result))
     return out / "report.md"
 
 

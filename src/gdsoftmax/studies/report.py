@@ -23,6 +23,7 @@ from gdsoftmax.analysis.paper_claims import claim_by_id
 from gdsoftmax.analysis.stats import format_mean_std, mean_std
 from gdsoftmax.engine.rundir.view import RunView, failed_runs
 from gdsoftmax.studies.beside_paper import beside_the_paper
+from gdsoftmax.studies.bottom_line import Setting, verdict_lines
 from gdsoftmax.studies.claims import Families, claims_verdicts
 from gdsoftmax.studies.epochs import CURRICULUM_EPOCH, early_epoch
 from gdsoftmax.studies.markdown import markdown_table
@@ -162,7 +163,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     verdicts = claims_verdicts(rows, families, "claims")  # made first: the tables above it share its families
     first = runs[0].config
     n_seeds = max(len(g) for g in groups.values())
-    lines = [f"# Report: {sweep_dir.name}", "",
+    lines = [f"# Report: {sweep_dir.name}", "", "## Verdict", "", *_verdict(groups, families, runs, n_bins), "",
              f"{first.data.dataset}, model {first.model.name}, {first.train.epochs} epochs, {len(runs)} runs "
              f"({len(groups)} settings × up to {n_seeds} seeds). Mean ± std over seeds; Δ is paired by seed "
              f"against β = 1, with its 95 % t-interval in brackets and the paired t-test's p-value "
@@ -199,6 +200,22 @@ def _cells(sweep_dir: Path) -> list[RunView]:
     """The run directories directly below a sweep directory (folders holding a run's config or identity)."""
     folders = [path for path in sorted(Path(sweep_dir).iterdir()) if path.is_dir()] if Path(sweep_dir).is_dir() else []
     return [RunView(path) for path in folders if (path / "config.toml").exists() or (path / "run.json").exists()]
+
+
+def _verdict(groups: dict[str, list[Run]], families: Families, runs: list[Run], n_bins: int) -> list[str]:
+    """The report's bottom line from its own families: each setting's ECE and accuracy against β = 1, and
+    temperature scaling of β = 1 beside them (never MCE, whose near-empty bins make it noisy)."""
+    if families.baseline is None:
+        return ["No β = 1 runs here: nothing is compared with cross-entropy, so this report gives no verdict on β."]
+    scaled = "T" in runs[0].values
+    ece, accuracy = families.family("test ece"), families.family("test accuracy")
+    versus = families.family("test ece", "temperature ece") if scaled else {}
+    settings = [Setting(groups[name][0].label, ece[name].comparison.n, (ece[name].comparison, ece[name].adjusted),
+                        (accuracy[name].comparison, accuracy[name].adjusted),
+                        (versus[name].comparison, versus[name].adjusted) if name in versus else None)
+                for name in groups if name in ece and name in accuracy]
+    reference = mean_std([r.values["temperature ece"] for r in groups[families.baseline]])[0] if scaled else None
+    return [*verdict_lines(settings, "β = 1", reference), f"(ECE with {n_bins} equal-width bins, as in every table.)"]
 
 
 def runs_to_know_about(sweep_dir: Path, runs: list[Run]) -> list[str]:

@@ -37,9 +37,10 @@ IDENTITY_FILE, LOCK_FILE = "run.json", "lock"
 TENSORBOARD_EVENTS = "events.out.tfevents.*"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PREVIOUS_FILE, SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE,
              IDENTITY_FILE)
-# keys that may change when a run is resumed: its length, where the data lives, which device trains it
-NOT_IDENTITY = ("train.epochs", "data.data_dir", "data.download", "train.device", "train.log", "launcher", "sweep",
-                "tune")
+# keys that may change when a run is resumed: its length, where the data lives, which device trains it, what
+# it logs and how often it looks at the test split (neither changes what is trained)
+NOT_IDENTITY = ("train.epochs", "data.data_dir", "data.download", "train.device", "train.log", "train.test_every",
+                "launcher", "sweep", "tune")
 
 
 class RunMismatchError(ValueError):
