@@ -40,7 +40,8 @@ def _loss_on(kernel: str, input, target, *args, **kwargs):
     return gradient_decay_loss(input, target, *args, backend=kernel if covered else "composite", **kwargs)
 
 
-@pytest.fixture(params=["native", "fused", "composite"])
+# the C++ operator's cases need its build (about 45 s on 2 cores, once per session): make test-all runs them
+@pytest.fixture(params=[pytest.param("native", marks=pytest.mark.slow), "fused", "composite"])
 def kernel(request, native_built) -> str:
     """The kernel under test: the C++ operator (any size), the Python fused kernel, or the composite."""
     if request.param == "native" and not native_built:

@@ -178,6 +178,7 @@ def _distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo processes (10 s); make test-all
 def test_two_gloo_processes_equal_one_process_on_the_union(tmp_path):
     pytest.importorskip("relplot")
     mp.spawn(_distributed_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)

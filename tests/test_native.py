@@ -23,6 +23,7 @@ class CountingModule:
         return self.module.beta_loss(*args)
 
 
+@pytest.mark.slow  # needs the C++ build (make test-all)
 def test_auto_uses_the_operator_for_small_cpu_batches_and_the_fused_kernel_for_large_ones(native_built,
                                                                                           monkeypatch):
     if not native_built:
@@ -48,6 +49,7 @@ def test_auto_uses_the_operator_for_small_cpu_batches_and_the_fused_kernel_for_l
     assert counting.calls == 4
 
 
+@pytest.mark.slow  # needs the C++ build (make test-all)
 def test_the_operator_agrees_with_the_fused_kernel_on_an_mnist_sized_batch(native_built):
     if not native_built:
         pytest.skip("the C++ operator cannot be built here")
@@ -68,6 +70,7 @@ def fresh_native(monkeypatch):
     return native
 
 
+@pytest.mark.slow  # needs the C++ build (make test-all)
 def test_loading_never_compiles_and_ignores_a_build_of_another_source(fresh_native, monkeypatch, native_built):
     import torch.utils.cpp_extension as cpp_extension
 

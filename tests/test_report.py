@@ -89,6 +89,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 @pytest.mark.skipif(not (SHARED / "MNIST").exists(), reason="needs the MNIST copy in ../shared/datasets")
+@pytest.mark.slow  # real MNIST through a report (13 s); the digits report tests cover the section
 def test_the_paper_numbers_stand_beside_ours(tmp_path):
     from gdsoftmax.engine.config import parse_config
     from gdsoftmax.engine.sweep import run_sweep

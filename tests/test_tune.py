@@ -86,6 +86,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     assert len({t["run"] for t in trials}) == len(trials)  # no run directory trained twice
 
 
+@pytest.mark.slow  # a SIGKILLed worker (make test-all); the resume itself is the engine's, tested there
 def test_a_killed_worker_s_trial_resumes_in_its_run_directory(tmp_path):
     config = write(tmp_path, epochs=15, trials=2)
     root = tmp_path / "runs" / "tiny_tune"
