@@ -66,6 +66,7 @@ def test_the_loss_under_torch_compile_with_ignored_targets():
         torch.testing.assert_close(ours.double(), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # a full torch.compile trace (10 s); the ignored-targets test compiles the loss too
 def test_torch_compile_of_the_loss_traces_without_a_graph_break_or_warning():
     """Compiled on CPU, the loss used to print about 15 lines of graph-break warnings (a host-side
     target check and an untraceable functorch query); bounds are still checked, inside the kernel."""

@@ -72,6 +72,7 @@ def test_a_search_writes_runs_trials_best_config_and_report(tmp_path, capsys):
     assert main(["train", str(root / "best.toml"), "--out", str(tmp_path / "again"), "--no-progress"]) == 0
 
 
+@pytest.mark.slow  # two worker processes (13 s); make test-all
 def test_two_workers_share_one_sqlite_study(tmp_path):
     config = write(tmp_path, trials=6)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
