@@ -119,6 +119,7 @@ CORPUS = "".join(f"{who}: the {what} is {how}.\n" for who in ("ROMEO", "JULIET",
                  for what in ("moon", "sun", "night", "day", "rose") for how in ("fair", "dark", "sweet", "gone")) * 3
 
 
+@pytest.mark.slow  # three seeds each way (6 s); the callback's own tests stay in make test
 def test_a_short_cell_lands_within_seed_noise_of_the_engine(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")

@@ -12,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 
 from gdsoftmax import gradient_decay_loss
 
-EXAMPLES = settings(max_examples=500, deadline=None)
+EXAMPLES = settings(max_examples=200, deadline=None)
 betas = st.floats(min_value=math.log(1e-6), max_value=math.log(1e6)).map(math.exp)
 taus = st.floats(min_value=0.1, max_value=10.0)
 

@@ -68,6 +68,7 @@ def test_lr_milestones_never_decay_the_first_epoch(epochs, expected):
     assert [learning_rate(config, e) for e in range(epochs)] == pytest.approx(expected)
 
 
+@pytest.mark.slow  # waits out the rendezvous timeout in a subprocess (10 s); make test-all
 def test_a_rank_without_peers_stops_after_the_timeout_with_one_line(config, tmp_path):
     with socket.socket() as probe:  # a port where nothing listens
         probe.bind(("127.0.0.1", 0))
