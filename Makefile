@@ -11,9 +11,7 @@ BIN    := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# --no-compile: Python compiles the modules a run imports when it imports them; byte-compiling all of
-	# torch, transformers and the rest up front cost most of a minute on 2 cores
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[experiments,test]'
+	$(BIN)/python -m pip install --quiet -e '.[experiments,test]'
 	touch $@
 
 demo: $(BIN)/.installed
