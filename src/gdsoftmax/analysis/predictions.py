@@ -35,6 +35,9 @@ def _array(value) -> np.ndarray:
 
 def save_predictions(path: str | Path, val_logits, val_labels, test_logits, test_labels) -> Path:
     """Write one seed's predictions (numpy arrays or torch tensors) to ``path`` atomically; returns it."""
+    for name, labels in (("val_labels", val_labels), ("test_labels", test_labels)):
+        if not np.issubdtype(_array(labels).dtype, np.integer):  # the cast below would truncate 0.5 to 0 silently
+            raise ValueError(f"{name} must hold integer class indices, got dtype {_array(labels).dtype}")
     arrays = {"val_logits": _array(val_logits).astype(np.float32), "val_labels": _array(val_labels).astype(np.int64),
               "test_logits": _array(test_logits).astype(np.float32),
               "test_labels": _array(test_labels).astype(np.int64)}

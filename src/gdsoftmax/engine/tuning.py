@@ -29,6 +29,7 @@ import contextlib
 import csv
 import io
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,8 +177,6 @@ def _check_study(study, config: ExperimentConfig, root: Path) -> None:
 
 def discard_study(config: ExperimentConfig, spec: TuneSpec, root: Path, storage) -> None:
     """--restart: the study in its storage, its trial and reference run directories and its outputs."""
-    import shutil
-
     with contextlib.suppress(KeyError):  # no such study yet
         optuna.delete_study(study_name=config.name, storage=storage)
     for folder in [*root.glob("trial-[0-9]*"), root / "reference"]:
