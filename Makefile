@@ -20,11 +20,17 @@ demo: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench mkdocs_hooks.py
 
+# Two pytest workers of one thread each (pytest-xdist): most tests are small tensors and process start-ups, which
+# one thread runs as fast as two, so two workers halve the wall time on 2 cores. One thread each matters: two
+# workers of two OpenMP threads on 2 cores spin against each other and run several times slower than one worker.
+WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(WORKERS)
+
 test: lint docs
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-all: lint docs
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # the documentation site: a broken link, anchor or API reference fails the build (--quiet would hide the warnings
 # that --strict turns into a failure, so the build prints its INFO lines)
