@@ -236,26 +236,22 @@ def _lab(args) -> int:
 
 
 def _train_or_sweep(args) -> int:
-    from gdsoftmax.engine.config import ConfigError, load_config
+    from gdsoftmax import api
+    from gdsoftmax.engine.config import ConfigError
     from gdsoftmax.engine.data import DataNotFoundError
     from gdsoftmax.engine.rundir.records import RunLockedError
-    from gdsoftmax.engine.sweep import SweepIncomplete, format_summary, holds_cells, parse_shard, run_sweep
-    from gdsoftmax.engine.trainer import TrainingDiverged, run_experiment
+    from gdsoftmax.engine.sweep import SweepIncomplete, format_summary, parse_shard
+    from gdsoftmax.engine.trainer import TrainingDiverged
 
     if _output_folder(args.out, args.command) is None:
         return 2
     try:
-        config = load_config(args.config, args.overrides, without_sweep=args.command == "train")
+        config = api.config(args.config, args.overrides, without_sweep=args.command == "train")
         if args.data_dir:  # a path, set as one: quotes or backslashes in it never pass through TOML text
             config.data.data_dir = str(args.data_dir)
         if args.command == "train":
-            run_dir = f"{args.out}/{config.name}"
-            if holds_cells(Path(run_dir)):
-                raise ValueError(f"{run_dir} holds the cells of a sweep of this config; train one run into another "
-                                 f"folder, e.g. --out {args.out}/single")
-            result = run_experiment(config, run_dir, progress=not args.no_progress, restart=args.restart)
-            results = [{"cell": config.name, **result}]
-            print(f"results in {run_dir}")
+            results = [api.train(config, args.out, progress=not args.no_progress, restart=args.restart)]
+            print(f"results in {args.out}/{config.name}")
         elif args.status or args.launcher == "submitit":
             ignored = [flag for flag, given in (("--shard", args.shard != "0/1"), ("--restart", args.restart)) if given]
             if ignored:
@@ -265,9 +261,7 @@ def _train_or_sweep(args) -> int:
                                  f"{' and '.join(ignored)} without it")
             return _status_or_launch(args, config)
         else:
-            if args.max_stack < 1:
-                raise ValueError(f"--max-stack must be at least 1, got {args.max_stack}")
-            results = run_sweep(config, args.out, shard=parse_shard(args.shard), progress=not args.no_progress,
+            results = api.sweep(config, args.out, shard=parse_shard(args.shard), progress=not args.no_progress,
                                 max_stack=args.max_stack, restart=args.restart, max_cells=args.max_cells)
     except SweepIncomplete as error:
         if error.results:

@@ -20,6 +20,8 @@ from gdsoftmax.engine.models import MODELS
 from gdsoftmax.engine.objectives import check_options
 from gdsoftmax.engine.optim import OPTIMIZERS, build_optimizer, optimizer_option_names
 from gdsoftmax.engine.text import TEXT_CORPORA, is_text_dataset
+from gdsoftmax.engine.user_code import UserCodeError, is_import_path, resolve
+from gdsoftmax.engine.user_data import is_user_data
 from gdsoftmax.loss import BACKENDS
 from gdsoftmax.loss.literal import NUMERICS
 
@@ -84,12 +86,17 @@ def _check_optimizer(c) -> None:
 def _check_model(c) -> None:
     name = c.model.name
     _check(c.model.penultimate_dim >= 0, "model.penultimate_dim", "must be >= 0")
+    if is_import_path(name):  # the user's own module: its factory checks its own options when it is called
+        _check(c.model.penultimate_dim == 0, "model.penultimate_dim", f"is for the built-in models; {name} is your "
+               "own module: put a bottleneck layer in it and leave model.penultimate_dim at 0")
+        _resolvable(name, "model.name")
+        return
     if is_library_model(name):  # the library checks its own options when it builds the model
         problem = library_model_problem(name, c.model.options)
         _check(problem is None, "model.name", f"{name}: {problem}")
         return
-    _check(name in MODELS, "model.name", f"must be one of {sorted(MODELS)}, or timm:NAME / torchvision:NAME, got "
-           f"{name!r}")
+    _check(name in MODELS, "model.name", f"must be one of {sorted(MODELS)}, timm:NAME / torchvision:NAME, or your "
+           f"own module:callable, got {name!r}")
     accepted = [p for p in inspect.signature(MODELS[name]).parameters
                 if p not in ("image_shape", "num_classes", "penultimate_dim")]
     for key, value in c.model.options.items():
@@ -98,6 +105,23 @@ def _check_model(c) -> None:
         whole = [v for v in sizes if isinstance(v, int) and not isinstance(v, bool)]
         _check(all(v >= 1 for v in whole), f"model.options.{key}",
                f"is a size (widths, layers, heads): whole numbers >= 1, got {value!r}")
+
+
+def _resolvable(name: str, key: str) -> None:
+    try:
+        resolve(name, key)
+    except UserCodeError as error:
+        raise ConfigError(str(error)) from error
+
+
+def _check_user_data(name: str) -> None:
+    kind, _, where = name.partition(":")
+    if kind == "npz":
+        _check(where.endswith(".npz"), "data.dataset", f"= {name!r}: name an .npz file (npz:PATH.npz)")
+    elif kind == "folder":
+        _check(where.strip() != "", "data.dataset", "= 'folder:' needs the path of a folder holding train/ and test/")
+    else:
+        _resolvable(name, "data.dataset")
 
 
 def _check_text(c) -> None:
@@ -142,8 +166,11 @@ def _check_text(c) -> None:
 def check_values(c) -> None:
     """Raise ConfigError naming the first key of the config ``c`` (an ExperimentConfig) with a bad value."""
     text = is_text_dataset(c.data.dataset)
-    _check(c.data.dataset in DATASETS or text, "data.dataset", f"must be one of {sorted(DATASETS)}, a text corpus "
-           f"({sorted(TEXT_CORPORA)}) or text:PATH, got {c.data.dataset!r}")
+    _check(c.data.dataset in DATASETS or text or is_user_data(c.data.dataset), "data.dataset",
+           f"must be one of {sorted(DATASETS)}, a text corpus ({sorted(TEXT_CORPORA)}), text:PATH, or your own "
+           f"images (npz:PATH, folder:PATH, module:callable), got {c.data.dataset!r}")
+    if is_user_data(c.data.dataset):
+        _check_user_data(c.data.dataset)
     _check_model(c)
     _check_text(c) if text else _check(c.model.name != "gpt" and not c.loss.fused_linear, "model.name",
                                        "gpt (and loss.fused_linear) are for text corpora: set data.dataset to "

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 
 from gdsoftmax.engine.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.data_checks import DataIntegrityError, check_split, verify_files
+from gdsoftmax.engine.user_data import is_user_data, load_user_data, npz_arrays
 
 __all__ = ["DATASETS", "DataIntegrityError", "DataNotFoundError", "Dataset", "Split", "augment_batch",
            "crop_and_flip", "draw_augmentation", "load_dataset", "stratified_subset", "with_input_scaling"]
@@ -150,35 +150,12 @@ def _torchvision(cls_name: str, layout: str):
     return load
 
 
-def _npz_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The named arrays of an npz file, read without pickle; a missing key, an object array (which would
-    need pickle) or labels that are not integers are named, with the file."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in keys if key not in archive.files]
-            if missing:
-                raise DataIntegrityError(f"{path} lacks {missing} (it holds {archive.files}); it needs the arrays "
-                                         f"{list(keys)}: rebuild it, or remove it to use torchvision's copy")
-            arrays = {key: archive[key] for key in keys}
-    except DataIntegrityError:  # a ValueError itself: already says what is wrong
-        raise
-    except (ValueError, OSError, zipfile.BadZipFile) as error:
-        if not zipfile.is_zipfile(path):  # numpy reads what is no archive as a pickle, which it then refuses
-            raise DataIntegrityError(f"{path} is not an npz archive (truncated or another format); copy it "
-                                     "again, or remove it to use torchvision's copy") from error
-        raise DataIntegrityError(f"{path} holds object arrays, which are read only through pickle ({error}); "
-                                 "save plain numeric arrays (uint8 images, integer labels)") from error
-    for key, array in arrays.items():
-        if key.endswith("labels") and not np.issubdtype(array.dtype, np.integer):
-            raise DataIntegrityError(f"{path}: {key} has dtype {array.dtype}; class labels must be integers")
-    return arrays
-
-
 def _cifar10(root: Path, download: bool):
     npz = root / "CIFAR10" / "cifar10.npz"
     if npz.exists():  # the offline copy: plain arrays, read without pickle
         verify_files(root, [npz])
-        arrays = _npz_arrays(npz, ("train_images", "train_labels", "test_images", "test_labels"))
+        arrays = npz_arrays(npz, ("train_images", "train_labels", "test_images", "test_labels"),
+                            "copy it again, or remove it to use torchvision's copy")
 
         def split(prefix):
             images = torch.from_numpy(arrays[f"{prefix}_images"]).permute(0, 3, 1, 2).contiguous()
@@ -319,15 +296,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
     split by a permutation seeded with ``split_seed``, so every run and seed of a sweep
     sees the same split. ``train_size`` (0: all; a count, or a fraction of what validation left)
     keeps a subset of the training split with every class in its proportion, drawn with the same
-    seed. ``data_dir`` defaults to $GDSOFTMAX_DATA_DIR, then ./data.
+    seed. ``data_dir`` defaults to $GDSOFTMAX_DATA_DIR, then ./data. ``name`` is one of :data:`DATASETS` or
+    the user's own data (``npz:PATH``, ``folder:PATH``, ``module:callable``; see :mod:`gdsoftmax.engine.user_data`).
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    with folders_removed_on_failure(root):  # a loader that finds nothing leaves no empty DIR/MNIST/raw behind
-        train, test, num_classes, pixel_max = DATASETS[name](root, download)
-    for split, part in (("train", train), ("test", test)):
-        check_split(name, split, part.images, part.labels, num_classes)
+    train, test, num_classes, pixel_max = _source_splits(name, data_dir, download)
     n_val = round(val_size * len(train)) if isinstance(val_size, float) else int(val_size)
     if not 0 <= n_val < len(train):
         raise ValueError(f"val_size {val_size!r} leaves no training data ({len(train)} training samples)")
@@ -340,6 +312,23 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
     train = Split(train.images[train_index], train.labels[train_index])
     mean, std = _channel_stats(train.images, pixel_max)
     return Dataset(name, train, val, test, num_classes, mean, std, pixel_max)
+
+
+def _source_splits(name: str, data_dir, download: bool):
+    """(train Split, test Split, num_classes, pixel_max) from a built-in set or the user's own, checked."""
+    if is_user_data(name):  # npz:PATH, folder:PATH or the user's module:callable
+        (train_images, train_labels), (test_images, test_labels), num_classes, pixel_max = load_user_data(name)
+        train, test = Split(train_images, train_labels), Split(test_images, test_labels)
+    elif name in DATASETS:
+        root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        with folders_removed_on_failure(root):  # a loader that finds nothing leaves no empty DIR/MNIST/raw behind
+            train, test, num_classes, pixel_max = DATASETS[name](root, download)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}, npz:PATH, folder:PATH or "
+                         "module:callable")
+    for split, part in (("train", train), ("test", test)):
+        check_split(name, split, part.images, part.labels, num_classes, floats=is_user_data(name))
+    return train, test, num_classes, pixel_max
 
 
 def stratified_subset(labels: torch.Tensor, size: int | float, seed: int, index: torch.Tensor) -> torch.Tensor:

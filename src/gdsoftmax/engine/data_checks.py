@@ -69,10 +69,12 @@ def verify_files(root: Path, files: list[Path]) -> None:
                                      "changed; copy or download it again")
 
 
-def check_split(name: str, split: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
-    """dtype, shape, count and label checks for one split (images (N, C, H, W) uint8, labels (N,))."""
+def check_split(name: str, split: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                floats: bool = False) -> None:
+    """dtype, shape, count and label checks for one split (images (N, C, H, W) uint8, or float32 where
+    ``floats``, as the user's own data may be; labels (N,))."""
     where = f"{name} {split}"
-    if images.dtype != torch.uint8:
+    if images.dtype != torch.uint8 and not (floats and images.dtype == torch.float32):
         raise DataIntegrityError(f"{where}: images have dtype {images.dtype}; expected uint8 pixels (0-255)")
     expected = IMAGE_SHAPES.get(name)
     if images.dim() != 4 or (expected is not None and tuple(images.shape[1:]) != expected):

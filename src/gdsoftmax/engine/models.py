@@ -22,6 +22,8 @@ from torch import nn
 from gdsoftmax.engine.classifier import Classifier
 from gdsoftmax.engine.library_models import build_library_model, is_library_model
 from gdsoftmax.engine.transformer import gpt
+from gdsoftmax.engine.user_code import is_import_path
+from gdsoftmax.engine.user_models import build_user_model
 
 __all__ = ["MODELS", "Classifier", "build_model"]
 
@@ -197,8 +199,11 @@ MODELS: dict[str, Callable[..., Classifier]] = {
 }
 
 
-def build_model(name: str, image_shape, num_classes: int, penultimate_dim: int | None = None, **options) -> Classifier:
-    """A registered model, or a timm / torchvision one ("timm:NAME"), for inputs of ``image_shape`` (C, H, W)."""
+def build_model(name: str, image_shape, num_classes: int, penultimate_dim: int | None = None, **options) -> nn.Module:
+    """A registered model, a timm / torchvision one ("timm:NAME"), or the user's own ("mypkg.nets:build", see
+    :mod:`gdsoftmax.engine.user_models`), for inputs of ``image_shape`` (C, H, W)."""
+    if is_import_path(name):
+        return build_user_model(name, tuple(image_shape), num_classes, penultimate_dim, **options)
     if is_library_model(name):
         return build_library_model(name, tuple(image_shape), num_classes, penultimate_dim, **options)
     if name not in MODELS:

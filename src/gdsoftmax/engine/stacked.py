@@ -49,6 +49,7 @@ from gdsoftmax.engine.optim import build_optimizer
 from gdsoftmax.engine.rundir.records import Checkpoint
 from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.engine.text import is_text_dataset
+from gdsoftmax.engine.user_code import is_import_path
 from gdsoftmax.loss.fused import stacked_beta_loss
 from gdsoftmax.loss.literal import shifted_exp_loss
 
@@ -81,6 +82,7 @@ TRAIN_ALONE_WHEN = {
     "train.compile": (lambda c: c.train.compile, "the stacked step is not compiled"),
     "data.tokenizer": (lambda c: is_text_dataset(c.data.dataset), "language models train alone"),
     "loss.fused_linear": (lambda c: c.loss.fused_linear, "the fused linear loss is for language models"),
+    "model.name": (lambda c: is_import_path(c.model.name), "the user's own module trains alone"),
 }
 
 

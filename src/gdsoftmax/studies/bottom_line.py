@@ -67,12 +67,15 @@ def verdict_lines(settings: list[Setting], reference: str, scaled_ece: float | N
     lines = [f"{s.label} against {reference} over {s.seeds} seeds: ECE {delta_text(s.ece)}; accuracy "
              f"{delta_text(s.accuracy)}." for s in moved[:2]]
     helps = [s for s in settings if _lower(s.ece) and not _lower(s.accuracy)]
+    costly = [s.label for s in settings if _lower(s.ece) and _lower(s.accuracy)]
     names = ", ".join(s.label for s in helps)
+    nothing = (f"{', '.join(costly)} lowered ECE but lost accuracy significantly: a trade, not a gain; no reason "
+               "here to change β unless calibration is worth that accuracy." if costly else
+               "No setting lowered ECE significantly at these seeds (which is not evidence that none does): no "
+               "reason here to change β.")
     if scaled_ece is None:
         tail = (f"{names} lowered ECE without a significant accuracy loss; no validation split was there to try "
-                "temperature scaling, which often does as much: hold one out and compare." if helps else
-                "No setting lowered ECE significantly at these seeds (which is not evidence that none does): no "
-                "reason here to change β.")
+                "temperature scaling, which often does as much: hold one out and compare." if helps else nothing)
         return [*lines, tail]
     summary = f"Temperature scaling of {reference} (fitted on validation) reaches {100 * scaled_ece:.2f} % ECE."
     beats = [s for s in helps if _lower(s.versus_scaled)]
@@ -83,6 +86,5 @@ def verdict_lines(settings: list[Setting], reference: str, scaled_ece: float | N
         summary += (f" {names} lowered ECE without a significant accuracy loss, but not significantly below "
                     "temperature scaling at these seeds: try temperature scaling first.")
     else:
-        summary += (" No setting lowered ECE significantly at these seeds (which is not evidence that none does): "
-                    "no reason here to change β.")
+        summary += " " + nothing
     return [*lines, summary]

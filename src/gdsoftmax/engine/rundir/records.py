@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdsoftmax.engine.config import ExperimentConfig, to_dict
+from gdsoftmax.engine.user_code import is_import_path, source_fingerprint
 
 __all__ = ["CHECKPOINT_FILE", "CONFIG_FILE", "FAILURE_FILE", "IDENTITY_FILE", "LOCK_FILE", "METRICS_FILE",
            "NOT_IDENTITY", "PREDICTIONS_FILE", "PREVIOUS_FILE", "RESULT_FILE", "RUN_FILES", "SAMPLES_FILE",
@@ -67,9 +68,15 @@ def read_or_explain(path: Path, reader):
 
 
 def identity(config: ExperimentConfig) -> dict[str, object]:
-    """The config's keys that define what a run is, flattened to dotted keys."""
+    """The config's keys that define what a run is, flattened to dotted keys; where the model or the data is the
+    user's own code (``module:callable``), a hash of its source too (``model.source``, ``data.source``), so that
+    a run trained by one version of that code is never taken for a run of another."""
     flat = _flatten(to_dict(config))
-    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+    ident = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+    for key, name in (("model.name", config.model.name), ("data.dataset", config.data.dataset)):
+        if is_import_path(name):
+            ident[f"{key.partition('.')[0]}.source"] = source_fingerprint(name, key)
+    return ident
 
 
 def identity_differences(recorded: dict, wanted: dict) -> list[str]:
