@@ -123,12 +123,12 @@ def test_the_package_face_still_gives_the_loss():
 
 
 def test_ctrl_c_is_one_line_naming_the_way_back(config, tmp_path, capsys, monkeypatch):
-    import gdsoftmax.engine.sweep as sweep
+    import gdsoftmax.api as api
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep, "run_sweep", interrupted)
+    monkeypatch.setattr(api, "run_sweep", interrupted)
     assert main(["sweep", str(config), "--out", str(tmp_path), "--no-progress"]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "gdsoftmax: interrupted; resume with the same command"

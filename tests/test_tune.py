@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import wait_for_rows
 from gdsoftmax.cli import main
@@ -257,3 +258,31 @@ def test_a_language_model_is_tuned_on_its_validation_tokens(tmp_path):
     assert len(trials) == 2
     assert all(0 <= float(t["val_ece"]) <= 1 for t in trials if t["state"] == "COMPLETE")
     assert "A text corpus has no test split" in (tmp_path / "runs" / "lm" / "report.md").read_text()
+
+
+def test_the_verdict_sets_every_trial_beside_beta_one_and_names_the_seeded_comparison(tmp_path, capsys):
+    config = write(tmp_path, trials=3)
+    assert main(["tune", str(config), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    root = tmp_path / "runs" / "tiny_tune"
+    predictions = RunView(root / "reference").predictions()  # β = 1's NLL recomputed from its predictions
+    logits, labels = torch.from_numpy(predictions["val_logits"]).double(), torch.from_numpy(predictions["val_labels"])
+    reference = {"val_nll": float(torch.nn.functional.cross_entropy(logits, labels))}
+    trials = trials_of(root)
+    lines = (root / "report.md").read_text(encoding="utf-8").splitlines()
+    assert lines[2] == "## Verdict"
+    assert f"{reference['val_nll']:.4f}" in lines[4]
+    chosen = next(t for t in trials if t["best"] == "yes")
+    if float(chosen["val_nll"]) < reference["val_nll"]:
+        assert "candidate, not a verdict" in lines[4]
+        assert "sweep.seed=[0, 1, 2, 3, 4]" in lines[4]
+        assert "sweep.seed=[0, 1, 2, 3, 4]" in printed
+    else:
+        assert lines[4].startswith("No trial beat β = 1 on val_nll")
+    table = next(line for line in lines if line.startswith("| trial"))
+    assert "val_nll − β = 1" in table
+    for t in trials:
+        if t["val_nll"]:
+            row = next(line for line in lines if line.startswith(f"| {t['number']} |"))
+            difference = f"{float(t['val_nll']) - reference['val_nll']:+.4f}".replace("-", "−")
+            assert difference in row

@@ -92,7 +92,7 @@ def train(source: ConfigLike, out: str | Path = "runs", *, overrides=(), model: 
           progress: bool = True) -> dict:
     """Train the config itself (its [sweep] table is ignored) in ``out/NAME``; returns its final values."""
     experiment = config(source, overrides, model=model, data=data, without_sweep=True)
-    if data_dir is not None:
+    if data_dir:
         experiment.data.data_dir = str(data_dir)
     run_dir = Path(out) / experiment.name
     if holds_cells(run_dir):
@@ -107,7 +107,7 @@ def sweep(source: ConfigLike, out: str | Path = "runs", *, overrides=(), model: 
           shard: tuple[int, int] = (0, 1)) -> list[dict]:
     """Every cell of the config's [sweep] grid in ``out/NAME/CELL``; returns each cell's final values."""
     experiment = config(source, overrides, model=model, data=data)
-    if data_dir is not None:
+    if data_dir:
         experiment.data.data_dir = str(data_dir)
     if max_stack < 1:
         raise ValueError(f"max_stack must be at least 1, got {max_stack}")
@@ -121,7 +121,7 @@ def tune(source: ConfigLike, out: str | Path = "runs", *, overrides=(), model: C
     """Search the config's [tune.space] on Optuna (trials in ``out/NAME/trial-NNNN``); returns the report's path.
     ``best.toml`` beside it is the chosen setting; confirm it with a seeded :func:`sweep` against β = 1."""
     experiment = config(source, overrides, model=model, data=data)
-    if data_dir is not None:
+    if data_dir:
         experiment.data.data_dir = str(data_dir)
     spec = parse_tune(experiment)
     _, root = run_tune(experiment, out, worker=worker, progress=progress, restart=restart)

@@ -261,6 +261,8 @@ def _train_or_sweep(args) -> int:
                                  f"{' and '.join(ignored)} without it")
             return _status_or_launch(args, config)
         else:
+            if args.max_stack < 1:
+                raise ValueError(f"--max-stack must be at least 1, got {args.max_stack}")
             results = api.sweep(config, args.out, shard=parse_shard(args.shard), progress=not args.no_progress,
                                 max_stack=args.max_stack, restart=args.restart, max_cells=args.max_cells)
     except SweepIncomplete as error:

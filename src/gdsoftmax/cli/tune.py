@@ -29,23 +29,28 @@ def run_tune_command(args, command: str) -> int:
         print("gdsoftmax tune: error: this command needs Optuna; install it with: pip install 'gdsoftmax[tune]'",
               file=sys.stderr)
         return 2
-    from gdsoftmax.engine.config import ConfigError, load_config
+    from gdsoftmax import api
+    from gdsoftmax.engine.config import ConfigError
     from gdsoftmax.engine.data import DataNotFoundError
     from gdsoftmax.engine.rundir.records import RunLockedError, RunMismatchError
-    from gdsoftmax.engine.tuning import parse_tune, run_tune
-    from gdsoftmax.studies.tune_report import build_tune_report
+    from gdsoftmax.studies.tune_report import confirmation_commands
 
     try:
-        config = load_config(args.config, args.overrides)
-        if args.data_dir:
-            config.data.data_dir = str(args.data_dir)
-        spec = parse_tune(config)
-        _, root = run_tune(config, args.out, worker=args.worker, progress=not args.no_progress,
-                           restart=args.restart)
-        report = build_tune_report(root, spec.objective, command, spec.max_accuracy_drop)
+        config = api.config(args.config, args.overrides)
+        report = api.tune(config, args.out, data_dir=args.data_dir, worker=args.worker,
+                          progress=not args.no_progress, restart=args.restart, command=command)
     except (ConfigError, DataNotFoundError, RunLockedError, RunMismatchError, ValueError) as error:
         print(f"gdsoftmax tune: error: {error}", file=sys.stderr)
         return 2
+    root = report.parent
     print(f"wrote {root / 'trials.csv'}, {root / 'best.toml'} and {report}")
-    print(f"next: read {report}; train the chosen setting with: gdsoftmax train {root / 'best.toml'}")
+    commands = confirmation_commands(root)
+    if not commands:
+        print(f"next: read {report}: no trial beat β = 1 on the validation split, so the search gives no reason to "
+              "change β")
+        return 0
+    print(f"next: read {report} (its verdict first); one seed per trial finds a candidate, and only a seeded "
+          "comparison with β = 1 decides:")
+    for line in commands:
+        print(f"  {line}")
     return 0

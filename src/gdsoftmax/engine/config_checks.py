@@ -114,7 +114,12 @@ def _resolvable(name: str, key: str) -> None:
         raise ConfigError(str(error)) from error
 
 
-def _check_user_data(name: str) -> None:
+def _check_dataset(name: str, text: bool) -> None:
+    _check(name in DATASETS or text or is_user_data(name), "data.dataset",
+           f"must be one of {sorted(DATASETS)}, a text corpus ({sorted(TEXT_CORPORA)}), text:PATH, or your own "
+           f"images (npz:PATH, folder:PATH, module:callable), got {name!r}")
+    if not is_user_data(name):
+        return
     kind, _, where = name.partition(":")
     if kind == "npz":
         _check(where.endswith(".npz"), "data.dataset", f"= {name!r}: name an .npz file (npz:PATH.npz)")
@@ -166,11 +171,7 @@ def _check_text(c) -> None:
 def check_values(c) -> None:
     """Raise ConfigError naming the first key of the config ``c`` (an ExperimentConfig) with a bad value."""
     text = is_text_dataset(c.data.dataset)
-    _check(c.data.dataset in DATASETS or text or is_user_data(c.data.dataset), "data.dataset",
-           f"must be one of {sorted(DATASETS)}, a text corpus ({sorted(TEXT_CORPORA)}), text:PATH, or your own "
-           f"images (npz:PATH, folder:PATH, module:callable), got {c.data.dataset!r}")
-    if is_user_data(c.data.dataset):
-        _check_user_data(c.data.dataset)
+    _check_dataset(c.data.dataset, text)
     _check_model(c)
     _check_text(c) if text else _check(c.model.name != "gpt" and not c.loss.fused_linear, "model.name",
                                        "gpt (and loss.fused_linear) are for text corpora: set data.dataset to "

@@ -19,8 +19,9 @@ resume, TensorBoard), and reports its validation value after every epoch to a me
 Workers (processes, or machines that see the same out folder) share the study through its
 storage. A trial whose worker was killed is found at the next start (its run's lock is no longer
 held), marked failed, and its parameters are enqueued again under the same run directory, which
-resumes from its checkpoint. The ``val_ece`` objective first trains the reference run
-(``OUT/NAME/reference``, the config with β = 1) whose validation accuracy bounds the search.
+resumes from its checkpoint. Every study first trains the reference run (``OUT/NAME/reference``, the
+config with β = 1): the report sets each trial beside it, and for the ``val_ece`` objective its
+validation accuracy bounds the search.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -43,114 +44,20 @@ from gdsoftmax.engine.checkpoint import atomic_write_bytes
 from gdsoftmax.engine.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.config import ConfigError, ExperimentConfig, apply_assignments, config_to_toml, parse_config
 from gdsoftmax.engine.pidlock import is_stale, read_lock
-from gdsoftmax.engine.rundir.records import LOCK_FILE, RunMismatchError, identity, identity_differences
+from gdsoftmax.engine.rundir.records import LOCK_FILE, RunLockedError, RunMismatchError, identity, identity_differences
 from gdsoftmax.engine.rundir.view import RunView, differences_shown
 from gdsoftmax.engine.trainer import TrainingDiverged, run_experiment
+from gdsoftmax.engine.tune_spec import OBJECTIVES, SearchKey, TuneSpec, parse_tune
 
 __all__ = ["OBJECTIVES", "SearchKey", "TuneSpec", "parse_tune", "run_tune"]
 
-OBJECTIVES = {"val_nll": "minimize", "val_ece": "minimize", "val_accuracy": "maximize"}
 PER_EPOCH = {"val_nll": "val_ce", "val_ece": "val_ece", "val_accuracy": "val_acc"}  # what the pruner sees
 N_BINS = 15
 OPEN_ATTEMPTS = 5
 # the [tune] keys that may change between runs of one study: how many trials, and where the study lives
 NOT_STUDY_IDENTITY = ("trials", "storage")
 STUDY_IDENTITY_ATTR = "gdsoftmax.identity"
-OUTPUTS = ("trials.csv", "best.toml", "report.md", "objective.png")
-
-
-@dataclass(frozen=True)
-class SearchKey:
-    key: str
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: tuple = ()
-    integer: bool = False  # the config key takes whole numbers (train.batch_size): searched as integers
-
-    def suggest(self, trial):
-        if self.choices:
-            return trial.suggest_categorical(self.key, list(self.choices))
-        if self.integer:
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(self.key, self.low, self.high, log=self.log)
-
-
-@dataclass(frozen=True)
-class TuneSpec:
-    objective: str
-    trials: int
-    space: tuple[SearchKey, ...]
-    storage: str
-    seed: int
-    max_accuracy_drop: float
-    prune_after: int = 1
-
-    @property
-    def direction(self) -> str:
-        return OBJECTIVES[self.objective]
-
-
-def _search_key(key: str, spec, config: ExperimentConfig) -> SearchKey:
-    where = f"tune.space.{key}"
-    if not isinstance(spec, dict) or not (set(spec) <= {"low", "high", "log", "choices"}):
-        raise ConfigError(f"{where} must be {{low = ..., high = ..., log = true}} or {{choices = [...]}}, got {spec!r}")
-    if "choices" in spec:
-        if not isinstance(spec["choices"], list) or not spec["choices"]:
-            raise ConfigError(f"{where}.choices must be a non-empty list")
-        return SearchKey(key, choices=tuple(spec["choices"]))
-    low, high, log = spec.get("low"), spec.get("high"), bool(spec.get("log", False))
-    if not all(isinstance(v, int | float) and math.isfinite(v) for v in (low, high)) or not low < high:
-        raise ConfigError(f"{where} needs numbers low < high, got low = {low!r}, high = {high!r}")
-    if log and low <= 0:
-        raise ConfigError(f"{where}: a log-uniform range needs low > 0, got {low!r}")
-    current = identity(config).get(key)
-    if isinstance(current, int) and not isinstance(current, bool):  # a whole-number key is searched as one
-        if not all(float(v).is_integer() for v in (low, high)):
-            raise ConfigError(f"{where}: {key} takes whole numbers, so low and high must be whole numbers too, got "
-                              f"low = {low!r}, high = {high!r}")
-        return SearchKey(key, float(low), float(high), log, integer=True)
-    return SearchKey(key, float(low), float(high), log)
-
-
-def parse_tune(config: ExperimentConfig) -> TuneSpec:
-    """The ``[tune]`` table checked: every key of the space is a config key that takes its range's values."""
-    raw = dict(config.tune)
-    known = {"objective", "trials", "storage", "seed", "max_accuracy_drop", "space", "prune_after"}
-    if not raw:
-        raise ConfigError("the config has no [tune] table; add one with an objective and a [tune.space]")
-    if set(raw) - known:
-        raise ConfigError(f"unknown key tune.{sorted(set(raw) - known)[0]}; valid keys in [tune]: {sorted(known)}")
-    objective = raw.get("objective", "val_nll")
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"tune.objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
-    space = raw.get("space", {})
-    if not isinstance(space, dict) or not space:
-        raise ConfigError("tune.space is empty: give each searched key a range, e.g. "
-                          '"loss.beta" = { low = 0.05, high = 20.0, log = true }')
-    keys = tuple(_search_key(key, spec, config) for key, spec in space.items())
-    for key in keys:  # both ends (or every choice) must make a valid config
-        for value in key.choices or (key.low, key.high):
-            parse_config(apply_assignments(config, {key.key: int(value) if key.integer else value}))
-    trials = raw.get("trials", 20)
-    if not isinstance(trials, int) or trials < 1:
-        raise ConfigError(f"tune.trials must be a whole number >= 1, got {trials!r}")
-    # an early epoch's value says little of the last one's (ECE in particular): prune after a third by default
-    prune_after = raw.get("prune_after", config.train.epochs // 3)
-    if not isinstance(prune_after, int) or not 0 <= prune_after < config.train.epochs:
-        raise ConfigError(f"tune.prune_after must be a whole number of epochs in [0, train.epochs = "
-                          f"{config.train.epochs}), got {prune_after!r}")
-    seed, drop, storage = raw.get("seed", 0), raw.get("max_accuracy_drop", 0.01), raw.get("storage", "")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-        raise ConfigError(f"tune.seed must be a whole number in [0, 2**31), got {seed!r}")
-    if isinstance(drop, bool) or not isinstance(drop, int | float) or not 0 <= drop < 1:
-        raise ConfigError(f"tune.max_accuracy_drop is a fraction of accuracy in [0, 1), got {drop!r}")
-    if not isinstance(storage, str):
-        raise ConfigError(f'tune.storage is an RDB URL, or "" for SQLite in the out folder, got {storage!r}')
-    if not config.data.val_size:
-        raise ConfigError("data.val_size = 0 leaves no validation split, and the search is judged on it (never on "
-                          "test): set data.val_size, e.g. --set data.val_size=0.1")
-    return TuneSpec(objective, trials, keys, storage, seed, float(drop), prune_after)
+OUTPUTS = ("trials.csv", "best.toml", "report.md", "objective.png", "reference.json")
 
 
 def study_identity(config: ExperimentConfig) -> dict[str, object]:
@@ -296,13 +203,10 @@ def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, 
             discard_study(config, spec, root, storage)
         elif config.name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
             _check_study(optuna.load_study(study_name=config.name, storage=storage), config, root)
-    reference = None
-    if spec.objective == "val_ece":
-        raw = apply_assignments(config, {"loss.beta": 1.0})
-        raw.update(name="reference", tune={})
-        reference = _trained(parse_config(raw), root / "reference", progress=progress)["val_accuracy"]
-        log(f"reference (β = 1): validation accuracy {reference:.4f}; trials below "
-            f"{reference - spec.max_accuracy_drop:.4f} are infeasible")
+    reference = _reference_values(config, root, spec.objective, progress, log)
+    floor = reference["val_accuracy"] if spec.objective == "val_ece" else None
+    if floor is not None:
+        log(f"trials below a validation accuracy of {floor - spec.max_accuracy_drop:.4f} are infeasible")
     study = optuna.create_study(study_name=config.name, storage=storage, load_if_exists=True,
                                 direction=spec.direction,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3,
@@ -317,7 +221,7 @@ def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, 
     done = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
     finished = sum(t.state in done and not t.user_attrs.get("surplus") for t in study.trials)
     if finished < spec.trials:  # a finished study rewrites its files without a trial more
-        study.optimize(lambda trial: _objective(trial, config, spec, root, reference),
+        study.optimize(lambda trial: _objective(trial, config, spec, root, floor),
                        callbacks=[optuna.study.MaxTrialsCallback(spec.trials, states=done)],
                        show_progress_bar=False)
     _refuse_if_all_diverged(study, spec)
@@ -325,6 +229,26 @@ def run_tune(config: ExperimentConfig, out_dir: str | Path, *, worker: int = 0, 
     write_trials(study, root, spec, number)
     atomic_write_bytes(root / "best.toml", config_to_toml(best).encode())
     return best, root
+
+
+def _reference_values(config: ExperimentConfig, root: Path, objective: str, progress: bool, log) -> dict[str, float]:
+    """β = 1 with everything else as the config says, trained once in ``root/reference``: the search is read
+    against it (the report sets every trial beside it), and for val_ece it sets the accuracy floor."""
+    raw = apply_assignments(config, {"loss.beta": 1.0})
+    raw.update(name="reference", tune={})
+    while True:
+        try:
+            values = _trained(parse_config(raw), root / "reference", progress=progress)
+            break
+        except RunLockedError:  # another worker of the study trains it: its result is ours when it is done
+            time.sleep(1.0)
+        except TrainingDiverged:  # the trials may still train (a larger β damps the gradient): searched all the same
+            values = {"val_accuracy": math.nan, "val_nll": math.nan, "val_ece": math.nan}
+            break
+    atomic_write_bytes(root / "reference.json", json.dumps({**values, "objective": objective}).encode())
+    log(f"reference (β = 1): validation accuracy {values['val_accuracy']:.4f}, NLL {values['val_nll']:.4f}, "
+        f"ECE {values['val_ece']:.4f}")
+    return values
 
 
 def _diverged(study) -> list:

@@ -97,8 +97,9 @@ def _import(module_name: str, key: str, path: str):
         return importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):
+            builtin = " (or name a built-in model, timm:NAME or torchvision:NAME)" if key == "model.name" else ""
             raise UserCodeError(f"{key} = {path!r}: no module named {module_name!r} on the Python path (run "
-                                "from the folder that holds it, or pip install -e your package)") from error
+                                f"from the folder that holds it, or pip install -e your package){builtin}") from error
         raise UserCodeError(f"{key} = {path!r}: importing {module_name} failed: it needs {error.name!r}, which is "
                             "not installed") from error
     except Exception as error:  # the user's module raised while it was imported
