@@ -14,6 +14,8 @@
   two numbers per token instead of the (tokens x vocabulary) logits.
 * :class:`FusedBetaLossTrainer`: a Trainer whose training loss is :func:`~gdsoftmax.integrations.hf.fused_lm_loss`
   (the LM head and the β-loss in one pass, the logits never held whole); evaluation keeps the model's logits.
+* :func:`save_trainer_predictions`: after ``trainer.train()``, a sequence classifier's logits on a validation
+  and a test set, saved as one seed's file for ``gdsoftmax compare`` (``SETTING/SEED.npz``).
 
 Needs transformers (``pip install 'gdsoftmax[hf]'``).
 
@@ -41,10 +43,12 @@ import numpy as np
 import torch
 
 from gdsoftmax.analysis.binned import bin_sums
+from gdsoftmax.analysis.predictions import save_predictions
 from gdsoftmax.integrations.hf import BetaLossForTrainer, fused_lm_loss
 from gdsoftmax.loss.adaptive import PIDController, schedule_or_controller
 
-__all__ = ["FusedBetaLossTrainer", "GradientDecayBetaCallback", "next_token_metrics", "top1_of_logits"]
+__all__ = ["FusedBetaLossTrainer", "GradientDecayBetaCallback", "next_token_metrics", "save_trainer_predictions",
+           "top1_of_logits"]
 
 
 class GradientDecayBetaCallback(TrainerCallback, ExportableState):
@@ -181,3 +185,18 @@ class FusedBetaLossTrainer(Trainer):
         return fused_lm_loss(unwrapped, inputs["input_ids"], inputs["labels"], beta=self.beta_loss.beta,
                              tau=self.beta_loss.tau, attention_mask=inputs.get("attention_mask"),
                              num_items_in_batch=num_items_in_batch)
+
+
+def save_trainer_predictions(trainer: Trainer, path, val_dataset, test_dataset):
+    """The logits ``trainer.predict`` gives on ``val_dataset`` and ``test_dataset`` (a classifier's: one row of
+    class logits per example, with its label), saved to ``path`` for ``gdsoftmax compare``; returns the path."""
+    arrays = []
+    for dataset in (val_dataset, test_dataset):
+        output = trainer.predict(dataset)
+        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+        if output.label_ids is None or np.ndim(logits) != 2:
+            raise ValueError("save_trainer_predictions needs a classifier's (examples, classes) logits and the "
+                             f"datasets' labels; got logits of shape {np.shape(logits)} and labels "
+                             f"{'none' if output.label_ids is None else np.shape(output.label_ids)}")
+        arrays += [logits, output.label_ids]
+    return save_predictions(path, *arrays)

@@ -15,6 +15,10 @@ The controller needs the validation predictions: ``validation_step`` returns a d
 ``"logits"`` (N, K) and ``"target"`` (N,). The controller's state and the learning-rate factor are
 saved in Lightning's checkpoints (``state_dict``) and restored on resume.
 
+:class:`SavePredictions` writes, at the end of ``fit``, the model's logits on a validation and a test
+DataLoader as one seed's file for ``gdsoftmax compare`` (``SETTING/SEED.npz``): the verdict for a model
+trained in Lightning, with the same tests the engine's reports use.
+
 Needs Lightning (``pip install 'gdsoftmax[lightning]'``).
 
 >>> from gdsoftmax.loss import GradientDecayLoss
@@ -34,14 +38,17 @@ except ImportError as error:  # an optional extra: one line that names the fix
     raise ImportError("gdsoftmax.integrations.lightning needs Lightning: pip install 'gdsoftmax[lightning]' "
                       "(or pip install lightning)") from error
 
+from pathlib import Path
+
 import torch
 from torchmetrics import CatMetric
 
 from gdsoftmax.analysis.calibration_metrics import ReliabilityBins
+from gdsoftmax.analysis.predictions import save_predictions
 from gdsoftmax.loss.adaptive import PIDController, gradient_scale_of, schedule_or_controller
 from gdsoftmax.loss.module import GradientDecayLoss
 
-__all__ = ["GradientDecayBeta"]
+__all__ = ["GradientDecayBeta", "SavePredictions"]
 
 
 class GradientDecayBeta(Callback):
@@ -137,3 +144,40 @@ class GradientDecayBeta(Callback):
         if self.adaptive and "controller" in state_dict:
             self.schedule.load_state_dict(state_dict["controller"])
 
+
+
+class SavePredictions(Callback):
+    """At the end of ``fit``, save the model's logits on ``val`` and ``test`` (DataLoaders of ``(inputs,
+    targets)`` batches; the logits are ``pl_module(inputs)``) to ``path``, ``SETTING/SEED.npz`` under the folder
+    that ``gdsoftmax compare`` reads. The validation split fits temperature scaling there; test is scored.
+
+    >>> callback = SavePredictions("predictions/beta=2/0.npz", val=[], test=[])
+    >>> str(callback.path)
+    'predictions/beta=2/0.npz'
+    """
+
+    def __init__(self, path, val, test):
+        self.path, self.val, self.test = Path(path), val, test
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:  # every process holds the whole loaders: one writes
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            (val_logits, val_labels), (test_logits, test_labels) = (_logits_of(pl_module, loader)
+                                                                    for loader in (self.val, self.test))
+        finally:
+            pl_module.train(was_training)
+        save_predictions(self.path, val_logits, val_labels, test_logits, test_labels)
+
+
+@torch.no_grad()
+def _logits_of(module, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    logits, labels = [], []
+    for inputs, targets in loader:
+        logits.append(module(inputs.to(module.device)).float().cpu())
+        labels.append(targets.cpu())
+    if not logits:
+        raise ValueError("SavePredictions: a DataLoader gave no batches; pass the validation and test loaders")
+    return torch.cat(logits), torch.cat(labels)
