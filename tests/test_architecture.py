@@ -255,3 +255,11 @@ def test_the_loss_runs_without_the_experiment_extras():
     assert "engine needs the extras" in out.stdout
     assert "pip install 'gdsoftmax[experiments]'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_trackers_a_config_accepts_are_the_registry():
+    """A tracker is one module and one registry entry; the config's list of names must follow the registry."""
+    from gdsoftmax.engine.config_checks import LOGGERS
+    from gdsoftmax.engine.loggers import TRACKERS
+
+    assert sorted(LOGGERS) == sorted(TRACKERS)

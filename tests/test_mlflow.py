@@ -84,8 +84,9 @@ def test_an_unreachable_store_costs_one_line_and_the_run_keeps_its_files(store, 
 
 
 def test_unknown_logger_and_missing_extra_name_the_fix(monkeypatch):
-    with pytest.raises(ValueError, match=r"train.log entries must be among \('tensorboard', 'mlflow'\), got 'wandb'"):
-        parse_config({"train": {"log": ["wandb"]}})
+    with pytest.raises(ValueError, match=r"train.log entries must be among \('tensorboard', 'mlflow', 'wandb'\), "
+                                         "got 'comet'"):
+        parse_config({"train": {"log": ["comet"]}})
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(ValueError, match=r"needs the mlflow package, .*: pip install 'gdsoftmax\[mlflow\]'"):
         require_mlflow()

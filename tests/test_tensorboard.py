@@ -58,8 +58,9 @@ def test_tags_and_errors(monkeypatch):
     assert scalar_tag("test_acc") == "test/acc"
     assert scalar_tag("train_loss") == "train/loss"
     assert scalar_tag("beta") == "schedule/beta"
-    with pytest.raises(ValueError, match=r"train.log entries must be among \('tensorboard', 'mlflow'\), got 'wandb'"):
-        parse_config({"train": {"log": ["wandb"]}})
+    with pytest.raises(ValueError, match=r"train.log entries must be among \('tensorboard', 'mlflow', 'wandb'\), "
+                                         "got 'comet'"):
+        parse_config({"train": {"log": ["comet"]}})
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     from gdsoftmax.engine.tensorboard import TensorBoardLog
 

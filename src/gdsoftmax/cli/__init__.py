@@ -286,13 +286,12 @@ def _next_steps(folder: str, config) -> str:
     if config.model.name == "gpt":  # a language model: its own study
         lines[-1] = (f"  {prog} study lm {folder} --out {folder}/report    # loss, perplexity, calibration, samples, "
                      "each setting against β = 1")
-    if "tensorboard" in config.train.log:
-        lines.append(f"  tensorboard --logdir {folder}    # the curves of every run, side by side")
-    if "mlflow" in config.train.log and not os.environ.get("MLFLOW_TRACKING_URI"):
-        store = Path(folder).parent / "mlflow.db"
-        lines.append(f"  mlflow ui --backend-store-uri sqlite:///{store}    # the sweep's runs in MLflow")
+    from gdsoftmax.engine.loggers import next_steps  # the trackers' own lines
+
+    lines += next_steps(config, folder, Path(folder).parent)
     if not config.train.log:
-        lines.append("  (add --set 'train.log=[\"tensorboard\"]' or '[\"mlflow\"]' to follow runs in a tracker)")
+        lines.append("  (add --set 'train.log=[\"tensorboard\"]', '[\"mlflow\"]' or '[\"wandb\"]' to follow runs in a "
+                     "tracker)")
     return "\n".join(lines)
 
 

@@ -116,7 +116,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format for convolutional models and their inputs
     compile: bool = False  # torch.compile the model (the loss runs eagerly: beta changes never recompile)
     deterministic: bool = False  # deterministic algorithms only (and no cuDNN autotuning)
-    log: list[str] = field(default_factory=list)  # trackers fed from the metric rows: "tensorboard", "mlflow"
+    log: list[str] = field(default_factory=list)  # trackers fed from the metric rows: "tensorboard", "mlflow", "wandb"
 
     def schedule_text(self) -> str:
         """The learning-rate schedule in words, as reports print it.

@@ -31,7 +31,7 @@ __all__ = ["INPUT_SCALINGS", "LOGGERS", "LR_SCHEDULES", "PRECISIONS", "RUN_NAME_
 MAX_VOCABULARY = 2**20
 FLOAT32_MAX = 3.4028234663852886e38  # parameters are float32: a larger rate overflows in the optimizer step
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-LOGGERS = ("tensorboard", "mlflow")
+LOGGERS = ("tensorboard", "mlflow", "wandb")  # the names of gdsoftmax.engine.loggers.TRACKERS
 LR_SCHEDULES = ("step", "cosine", "constant")
 INPUT_SCALINGS = ("standardize", "unit", "raw")
 

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.grid import MAX_CELLS, sweep_cells
-from gdsoftmax.engine.mlflow_log import finish_sweep
+from gdsoftmax.engine.loggers import finish_sweep_trackers
 from gdsoftmax.engine.rundir.records import CONFIG_FILE
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.stacked import plan_stacks
@@ -105,7 +105,7 @@ def run_sweep(config: ExperimentConfig, out_dir: str | Path, *, shard: tuple[int
     if failures:
         raise SweepIncomplete(results, failures)
     if len(results) == len(grid):  # the whole grid, not one shard's part of it
-        finish_sweep(config, out_dir)
+        finish_sweep_trackers(config, out_dir)
     return results
 
 
