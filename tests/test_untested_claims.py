@@ -223,8 +223,9 @@ def test_a_regime_study_that_falls_short_says_so_in_its_first_lines(tmp_path):
     assert main(["study", "regime", str(tmp_path / "runs" / "cifar10_overconfident"), "--out", str(out),
                  "--reference", str(reference)]) == 0
     lines = (out / "report.md").read_text(encoding="utf-8").splitlines()
-    assert lines[2].startswith("**The regime was NOT reached")
-    assert "training accuracy" in lines[2]
+    assert lines[2] == "## Verdict"
+    assert lines[4].startswith("**The regime was NOT reached")  # it leads the verdict it qualifies
+    assert "training accuracy" in lines[4]
     text = "\n".join(lines)
     assert "## The regime beside the paper and beside a short run" in text
     assert "ECE % (10 bins)" in text

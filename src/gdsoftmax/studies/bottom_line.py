@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from gdsoftmax.analysis.stats import SIGNIFICANCE, Comparison, format_p
 
-__all__ = ["Setting", "delta_text", "verdict_lines"]
+__all__ = ["Setting", "claims_verdict", "delta_text", "verdict_lines"]
 
 Tested = tuple[Comparison, float]  # a paired test and its Holm-corrected p
 
@@ -88,3 +88,36 @@ def verdict_lines(settings: list[Setting], reference: str, scaled_ece: float | N
     else:
         summary += " " + nothing
     return [*lines, summary]
+
+
+def claims_verdict(verdicts) -> list[str]:
+    """One to three sentences from a study's claim verdicts (each with ``claim``, ``verdict``, ``n`` and ``p``
+    fields, as :class:`~gdsoftmax.studies.verdicts.Verdict` has): per claim, how many of its tests confirm,
+    refute or found nothing significant; MCE tests, from near-empty bins, never lead.
+
+    >>> from types import SimpleNamespace as V
+    >>> claims_verdict([V(claim="c", verdict="confirmed", n=3), V(claim="c", verdict="inconclusive", n=3)])
+    ['`c`: 1 of 2 tests confirm it, none refutes it, 1 is not significant at n = 3 (not evidence of no effect).']
+    """
+    if not verdicts:
+        return ["No test could be made here (see the sections below for why)."]
+    lines, claims = [], list(dict.fromkeys(v.claim for v in verdicts))
+    claims.sort(key=lambda claim: "mce" in claim)  # MCE, from near-empty bins, never leads
+    for claim in claims[:3]:
+        tests = [v for v in verdicts if v.claim == claim]
+        confirm = sum(v.verdict == "confirmed" for v in tests)
+        refute = sum(v.verdict == "refuted" for v in tests)
+        silent = [v for v in tests if v.verdict not in ("confirmed", "refuted")]
+        seeds = sorted({v.n for v in silent})
+        parts = [f"{confirm} of {len(tests)} test{'s' if len(tests) != 1 else ''} confirm"
+                 f"{'s' if confirm == 1 and len(tests) == 1 else ''} it",
+                 "none refutes it" if not refute else f"{refute} refute{'s' if refute == 1 else ''} it"]
+        if silent:
+            at = " or ".join(str(n) for n in seeds)
+            parts.append(f"{len(silent)} {'is' if len(silent) == 1 else 'are'} not significant at n = {at} "
+                         "(not evidence of no effect)")
+        marked = " Its MCE tests rest on near-empty bins." if "mce" in claim else ""
+        lines.append(f"`{claim}`: {', '.join(parts)}.{marked}")
+    if len(claims) > 3:
+        lines[-1] += f" And {len(claims) - 3} more claim(s) in the table below."
+    return lines

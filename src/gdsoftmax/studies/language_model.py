@@ -25,6 +25,7 @@ from gdsoftmax.analysis.estimators import binned_ece, smooth_ece
 from gdsoftmax.analysis.metrics import BinStats
 from gdsoftmax.analysis.stats import format_mean_std, format_p
 from gdsoftmax.engine.rundir.view import RunView
+from gdsoftmax.studies.bottom_line import claims_verdict
 from gdsoftmax.studies.claims import Families, group_rows, verdicts_from_runs_csv
 from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.run_table import RunRow, read_runs_csv, write_runs_csv
@@ -115,7 +116,9 @@ def build_lm_study(sweep_dir: str | Path, out_dir: str | Path, *, command: str =
     groups, baseline = group_rows(rows)
     families = Families(groups, baseline)
     figures = _figures(runs, out)
-    lines = [*_header(runs, command), *_anchor(groups, baseline, runs), *_tables(groups, families),
+    header = _header(runs, command)
+    lines = [*header[:2], "## Verdict", "", *claims_verdict(verdicts), "", *header[2:],
+             *_anchor(groups, baseline, runs), *_tables(groups, families),
              *_verdict_table(groups, families), *_claims(verdicts), *figures, *_samples(runs),
              *_compute(runs)]
     path = out / "report.md"

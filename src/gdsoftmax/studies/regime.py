@@ -68,7 +68,11 @@ def build_regime_study(sweep_dir: str | Path, out_dir: str | Path, *, command: s
     sections = _beside(rows, coarse, other, Path(reference_report).name if reference_report else "")
     sections += _minimum(rows)
     claims_at = next((i for i, line in enumerate(rest) if line == "## Claims"), len(rest))
-    text = "\n".join([title, "", *header, *rest[:claims_at], *sections, *rest[claims_at:]])
+    start = rest.index("## Verdict") + 2
+    end = rest.index("", start)  # the report's verdict: its lines up to the first blank one
+    lead = header[:1] if shortfalls else []  # a regime not reached qualifies every verdict: it leads
+    text = "\n".join([title, "", "## Verdict", "", *lead, *rest[start:end], "", *header[len(lead):],
+                      *rest[end + 1 : claims_at], *sections, *rest[claims_at:]])
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text, encoding="utf-8")
     temporary.replace(path)

@@ -97,6 +97,25 @@ def _first_row_tests(cells, betas, epoch) -> list[tuple[float, object, float]]:
     return [(beta, c, p) for (beta, c), p in zip(tests, adjusted, strict=True)]
 
 
+def _lead(cells, betas, epochs) -> list[str]:
+    """The report's opening verdict: the first row's claim at the last epoch, counted over the over-small βs."""
+    last = epochs[-1]
+    tests = [(b, c, p) for b, c, p in _first_row_tests(cells, betas, last) if b <= OVER_SMALL]
+    if not tests:
+        return [f"No over-small β (≤ {OVER_SMALL:g}) was trained here: the first row's claim is not tested."]
+    outcome = {b: verdict(c, +1, p) for b, c, p in tests}
+    said = [f"{sum(v == 'confirmed' for v in outcome.values())} confirm it",
+            f"{sum(v == 'refuted' for v in outcome.values())} refute it"]
+    silent = [b for b, v in outcome.items() if v not in ("confirmed", "refuted")]
+    if silent:
+        seeds = min(len(cells[(REFERENCE_ARM, b)].runs) for b in silent)
+        said.append(f"{len(silent)} {'is' if len(silent) == 1 else 'are'} not significant at n = {seeds} (not "
+                    "evidence of no effect)")
+    return [f"Table 1's first row, at epoch {last}: of {len(tests)} over-small β (≤ {OVER_SMALL:g}) set against "
+            f"β = 1 on the count of training samples at p_c <= 0.2, {', '.join(said)} (Holm-corrected paired tests, "
+            "below)."]
+
+
 def _verdict_section(cells, betas, epochs) -> list[str]:
     last = epochs[-1]
     paper_base = paper_count("(0, 0.2]", 1.0)
@@ -219,6 +238,7 @@ def build_table1_report(recipe_dir: str | Path, out_dir: str | Path, *, factors_
     first = recipe[0].config
     n_seeds = min(len(c.runs) for c in cells.values())
     lines = ["# The paper's MNIST section: Table 1, its first row, and what moves it", "",
+             "## Verdict", "", *_lead(cells, betas, epochs), "",
              *([*preamble, ""] if preamble else []),
              f"## Table 1 beside the paper's (epoch {epochs[-1]}, {n_seeds} seeds, all "
              f"{len(recipe[0].samples['p_true'][-1]):,} training samples)", "",

@@ -17,6 +17,7 @@ import numpy as np
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.paper_claims import claim_by_id
 from gdsoftmax.engine.rundir.view import RunView, failed_runs
+from gdsoftmax.studies.bottom_line import claims_verdict
 from gdsoftmax.studies.factorial import regime_line
 from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.report import measure, runs_to_know_about
@@ -92,7 +93,8 @@ def build_study(kind: str, sweep_dir: str | Path, out_dir: str | Path, *, comman
     sections, verdicts = ANALYSES[kind](rows)
     out.mkdir(parents=True, exist_ok=True)
     figure = _FIGURES[kind](runs, out / f"{kind}.png")
-    lines = _preamble(kind, sweep_dir, runs, rows, command) + sections
+    preamble = _preamble(kind, sweep_dir, runs, rows, command)
+    lines = [*preamble[:2], "## Verdict", "", *claims_verdict(verdicts), "", *preamble[2:], *sections]
     lines += [f"![{TITLES[kind]}]({figure.name})", "", *_claims(verdicts), *_compute(runs)]
     write_runs_csv(out / "runs.csv", rows)
     write_verdicts(out / "claims.csv", verdicts)
@@ -130,7 +132,7 @@ def _preamble(kind: str, sweep_dir: Path, runs: list[Run], rows: list[RunRow], c
 
 
 def _claims(verdicts) -> list[str]:
-    return ["## Verdict", "",
+    return ["## Claims", "",
             "The rows the claims ledger reads: *confirmed* when Δ has the claimed sign with a Holm-corrected "
             "p < 0.05, *refuted* when it has the other sign with a corrected p < 0.05, otherwise *inconclusive*.", "",
             markdown_table(["claim", "comparison", "ours", "baseline", "Δ [95 % CI]", "d_z", "p", "Holm p",
