@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["BinStats", "Reliability", "bin_index", "bin_sums", "binned_calibration_error", "reliability", "top1",
-           "top1_of_logits"]
+__all__ = ["ECE_BINS", "BinStats", "Reliability", "bin_index", "bin_sums", "binned_calibration_error", "reliability",
+           "top1", "top1_of_logits"]
+
+ECE_BINS = 15  # equal-width bins of every ECE and MCE gdsoftmax prints (Guo et al.'s 15); the paper's tables use 10
 
 
 @dataclass

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from gdsoftmax.analysis import plots
-from gdsoftmax.analysis.binned import reliability
+from gdsoftmax.analysis.binned import ECE_BINS, reliability
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.rundir.records import CONFIG_FILE
 from gdsoftmax.engine.tracking import RunLabels, tracked_params
@@ -185,7 +185,7 @@ class MLflowLog:
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
 
     def finish(self, config: ExperimentConfig, result: dict, test_logits: np.ndarray, test_labels: np.ndarray,
-               n_bins: int = 10) -> None:
+               n_bins: int = ECE_BINS) -> None:
         """The final metrics, the reliability diagram and the config as artifacts; the run marked finished."""
         self._safely("finish the run", self._finish, config, result, test_logits, test_labels, n_bins)
 

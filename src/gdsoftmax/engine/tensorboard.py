@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gdsoftmax.analysis import plots
-from gdsoftmax.analysis.binned import reliability
+from gdsoftmax.analysis.binned import ECE_BINS, reliability
 from gdsoftmax.engine.config import ExperimentConfig, config_to_toml
 from gdsoftmax.engine.tracking import RunLabels, compared_params, run_labels
 
@@ -73,7 +73,7 @@ class TensorBoardLog:
         self.writer.flush()
 
     def finish(self, config: ExperimentConfig, result: dict, test_logits: np.ndarray, test_labels: np.ndarray,
-               n_bins: int = 10) -> None:
+               n_bins: int = ECE_BINS) -> None:
         """The hyperparameters with the final metrics, and the reliability diagram; then close. A language
         model has no test logits (None): its hyperparameters go with its last validation metrics."""
         if test_logits is None:

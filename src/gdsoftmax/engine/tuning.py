@@ -38,6 +38,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from gdsoftmax.analysis.binned import ECE_BINS
 from gdsoftmax.analysis.estimators import binned_ece
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.engine.checkpoint import atomic_write_bytes
@@ -52,7 +53,7 @@ from gdsoftmax.engine.tune_spec import OBJECTIVES, SearchKey, TuneSpec, parse_tu
 __all__ = ["OBJECTIVES", "SearchKey", "TuneSpec", "parse_tune", "run_tune"]
 
 PER_EPOCH = {"val_nll": "val_ce", "val_ece": "val_ece", "val_accuracy": "val_acc"}  # what the pruner sees
-N_BINS = 15
+N_BINS = ECE_BINS
 OPEN_ATTEMPTS = 5
 # the [tune] keys that may change between runs of one study: how many trials, and where the study lives
 NOT_STUDY_IDENTITY = ("trials", "storage")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gdsoftmax.analysis.binned import reliability
+from gdsoftmax.analysis.binned import ECE_BINS, reliability
 from gdsoftmax.engine.checkpoint import atomic_write_bytes
 from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.tracking import RunLabels, tracked_params
@@ -110,7 +110,7 @@ class WandbLog:
         self._safely("log epoch metrics", lambda: self.run.log(values, step=row["epoch"]))
 
     def finish(self, config: ExperimentConfig, result: dict, test_logits: np.ndarray, test_labels: np.ndarray,
-               n_bins: int = 10) -> None:
+               n_bins: int = ECE_BINS) -> None:
         """The final metrics in the run's summary; the run finished."""
         self._safely("finish the run", self._finish, result, test_logits, test_labels, n_bins)
 

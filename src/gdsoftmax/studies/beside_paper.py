@@ -113,6 +113,9 @@ def beside_the_paper(groups: dict[str, list], config: ExperimentConfig, n_bins: 
                     add(f"β = 1, then {method} scaling", metric, [r.values[f"{method} {key}"] for r in group],
                         1.0, fmt, f"{method} scaling")
     lines = ["## Beside the paper", ""]
+    if n_bins != 10:  # the paper's ECE and MCE are of 10 bins: ours of another count do not stand beside them
+        lines += [f"The paper's ECE and MCE use 10 bins and ours here {n_bins}, so they are left out of this "
+                  "section: `gdsoftmax report --bins 10` sets them side by side.", ""]
     if not rows:
         return [*lines, f"The paper reports no numbers for {dataset} with {model}.", ""]
     train_size = len(next(iter(groups.values()))[0].samples["labels"])

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gdsoftmax.analysis.binned import top1_of_logits
+from gdsoftmax.analysis.binned import ECE_BINS, top1_of_logits
 from gdsoftmax.analysis.estimators import smooth_ece
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.predictions import load_predictions, save_predictions
@@ -45,7 +45,7 @@ from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
 
 __all__ = ["N_BINS", "CompareResult", "compare", "save_predictions", "write_compare_report"]
 
-N_BINS = 15
+N_BINS = ECE_BINS
 # (key, column, scale, lower is better)
 METRICS = [("accuracy", "accuracy %", 100, False), ("ece", "ECE %", 100, True), ("smece", "smECE %", 100, True),
            ("nll", "NLL", 1, True), ("brier", "Brier", 1, True), ("ts ece", "ECE after TS %", 100, True),

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gdsoftmax.analysis import plots
+from gdsoftmax.analysis.binned import ECE_BINS
 from gdsoftmax.analysis.calibration_metrics import bin_sums
 from gdsoftmax.analysis.estimators import binned_ece, smooth_ece
 from gdsoftmax.analysis.metrics import BinStats
@@ -37,7 +38,7 @@ __all__ = ["NANOGPT_VAL_LOSS", "build_lm_study", "lm_row", "lm_values"]
 # nanoGPT's README: the character-level baby GPT on a CPU (4 layers, 4 heads, 128 wide, context 64, batch 12,
 # 2,000 iterations, no dropout) reaches a validation loss of about 1.88; the anchor asks for it within 0.05
 NANOGPT_VAL_LOSS, ANCHOR_TOLERANCE = 1.88, 0.05
-N_BINS = 15
+N_BINS = ECE_BINS
 # (runs.csv column, table header, scale, digits): the whole validation split, then the unseen half
 SPLIT_COLUMNS = [("val loss", "val loss (nats/token)", 1, 4), ("nats per character", "nats/char", 1, 4),
                  ("val accuracy", "accuracy %", 100, 2), ("val ece", "ECE %", 100, 2), ("val smece", "smECE %", 100, 2),

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from gdsoftmax.analysis import plots
+from gdsoftmax.analysis.binned import ECE_BINS
 from gdsoftmax.analysis.calibration import compare_post_hoc
 from gdsoftmax.analysis.estimators import calibration_estimates, debiased_l2_ece, smooth_ece, smooth_reliability, top1
 from gdsoftmax.analysis.metrics import calibration_metrics
@@ -137,7 +138,7 @@ def claims_section(verdicts: list[Verdict], families: Families, heading: str = "
               for c in dict.fromkeys(claim_by_id(v.claim) for v in verdicts)), ""]
 
 
-def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_bins: int = 10,
+def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_bins: int = ECE_BINS,
                  command: str = "") -> Path:
     """Write ``report.md`` and its PNGs into ``out_dir`` (default: the sweep directory)."""
     sweep_dir = Path(sweep_dir)

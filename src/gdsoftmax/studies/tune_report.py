@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 
 from gdsoftmax.analysis import plots
+from gdsoftmax.analysis.binned import ECE_BINS
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.studies.markdown import markdown_table
 
 __all__ = ["build_tune_report", "confirmation_commands", "searched_keys"]
 
-N_BINS = 15
+N_BINS = ECE_BINS
 HIGHER_IS_BETTER = ("val_accuracy",)
 
 

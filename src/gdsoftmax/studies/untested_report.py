@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gdsoftmax.analysis import plots
+from gdsoftmax.analysis.binned import ECE_BINS
 from gdsoftmax.analysis.paper_claims import claim_by_id
 from gdsoftmax.engine.rundir.view import RunView, failed_runs
 from gdsoftmax.studies.bottom_line import claims_verdict
@@ -28,7 +29,7 @@ from gdsoftmax.studies.verdicts import write_verdicts
 
 __all__ = ["STUDY_CLAIMS", "build_study", "oscillation"]
 
-N_BINS = 15
+N_BINS = ECE_BINS
 STUDY_CLAIMS = {"oscillation": "large-beta-oscillation", "tau": "tau-beta-complementary",
                 "capacity": "capacity-dependence", "warmup-margin": "warmup-vs-asoftmax-center",
                 "lr": "small-beta-larger-lr"}
