@@ -22,6 +22,7 @@ from gdsoftmax.engine.rundir.records import RunMismatchError
 from gdsoftmax.engine.text import TextData, load_text, train_bpe
 from gdsoftmax.engine.trainer import run_experiment
 from gdsoftmax.engine.transformer import gpt
+from recompute import paired_p_values, paired_verdicts
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tinyshakespeare" / "input.txt"
 CORPUS = "".join(f"{who}: the {what} is {how}.\n" for who in ("ROMEO", "JULIET", "NURSE", "FRIAR")
@@ -255,7 +256,16 @@ def test_the_lm_study_reports_every_setting_against_beta_1(tmp_path, corpus):
         last = _rows(tmp_path / "runs" / "lm" / row.run)[-1]
         assert row.values["val loss"] == pytest.approx(last["val_ce"], rel=1e-6)
         assert row.values["val ece"] == pytest.approx(last["val_ece"], rel=1e-6)
-    assert read_verdicts(tmp_path / "report" / "claims.csv") == verdicts_from_runs_csv(tmp_path / "report" / "runs.csv")
+    committed = read_verdicts(tmp_path / "report" / "claims.csv")
+    assert committed == verdicts_from_runs_csv(tmp_path / "report" / "runs.csv")
+    # and recomputed by code that did not write them (scipy's paired t-test, Holm written out in the tests)
+    pairs = paired_verdicts(committed)
+    recomputed = paired_p_values(tmp_path / "report" / "runs.csv", {v.claim for v in pairs})
+    assert pairs
+    for v in pairs:
+        p, holm_p = recomputed[(v.claim, v.setting)]
+        assert v.p == pytest.approx(p, rel=1e-9, nan_ok=True)
+        assert v.holm_p == pytest.approx(holm_p, rel=1e-9, nan_ok=True)
     for heading in ("## The whole validation split", "## Temperature scaling", "## Each setting against β = 1",
                     "## Samples", "## Compute"):
         assert heading in text
