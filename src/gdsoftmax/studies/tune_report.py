@@ -215,6 +215,7 @@ def _objective_figure(trials: list[dict], keys: list[str], objective: str, path:
         from matplotlib import ticker  # loaded with pyplot above
 
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # a few labelled values per decade
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set(xlabel=keys[0], ylabel=f"{objective} (validation split)",
