@@ -168,3 +168,34 @@ def test_a_resumed_trainer_gets_its_controller_back(tmp_path, restore_states):
     resumed = fit(resume=str(tmp_path / "t" / "checkpoint-2"))  # train 3, train 4, evaluate
     assert whole[3] != 1.0
     assert resumed[0] == pytest.approx(whole[3], rel=1e-6)  # not the controller's start again
+
+
+def test_a_classifiers_trainer_predictions_are_saved_for_compare(tmp_path):
+    from gdsoftmax.analysis.predictions import load_predictions
+    from gdsoftmax.integrations.hf_trainer import save_trainer_predictions
+
+    class Classifier(torch.nn.Module):  # the Trainer's contract: keyword inputs, a dict with the loss and logits
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+
+        def forward(self, x, labels=None):
+            logits = self.linear(x)
+            loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
+            return {"loss": loss, "logits": logits}
+
+    torch.manual_seed(0)
+    model = Classifier()
+    x, y = torch.randn(20, 4), torch.arange(20) % 3
+    val = [{"x": x[i], "labels": y[i]} for i in range(12)]
+    test = [{"x": x[i], "labels": y[i]} for i in range(12, 20)]
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "t"), per_device_eval_batch_size=5,
+                                          report_to=[], use_cpu=True)
+    trainer = transformers.Trainer(model=model, args=args)
+    path = save_trainer_predictions(trainer, tmp_path / "preds" / "beta=1" / "0.npz", val, test)
+    saved = load_predictions(tmp_path / "preds")["beta=1"]["0"]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(saved["val_logits"]), model(x[:12])["logits"])
+        torch.testing.assert_close(torch.from_numpy(saved["test_logits"]), model(x[12:])["logits"])
+    assert saved["test_labels"].tolist() == y[12:].tolist()
+    assert path.name == "0.npz"
