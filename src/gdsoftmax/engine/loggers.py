@@ -82,8 +82,11 @@ def _mlflow_next_step(folder: str, out_dir: Path) -> str:
 
 
 def _wandb_next_step(folder: str, out_dir: Path) -> str:
-    if os.environ.get("WANDB_MODE", "offline") != "offline":
-        return "  the runs are in Weights & Biases (WANDB_MODE is not offline)"
+    mode = os.environ.get("WANDB_MODE", "offline")
+    if mode in ("online", "run", "shared"):
+        return f"  the runs are in Weights & Biases (WANDB_MODE={mode})"
+    if mode not in ("offline", "dryrun"):  # disabled, or no mode W&B knows: it logged nothing
+        return f"  (WANDB_MODE={mode}: W&B logged nothing)"
     return f"  wandb sync {out_dir / WANDB_DIR / 'wandb'}/offline-run-*    # upload the offline runs to W&B"
 
 

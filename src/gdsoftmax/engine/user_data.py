@@ -179,6 +179,9 @@ def _from_callable(name: str):
 
 
 def _stacked(dataset, name: str, which: str):
+    if hasattr(dataset, "__len__") and len(dataset) == 0:
+        raise DataIntegrityError(f"data.dataset = {name!r}: its {which} split is empty; it needs at least one "
+                                 "(image, label) pair")
     try:
         pairs = [dataset[i] for i in range(len(dataset))]
         images = [_chw(image) for image, _ in pairs]
