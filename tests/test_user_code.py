@@ -245,3 +245,19 @@ def test_the_module_is_found_from_the_working_directory(tmp_path, monkeypatch, c
     monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
     config = write_config(tmp_path, f"{name}:build", "digits")
     assert main(["train", str(config), "--out", "runs", "--no-progress", "--set", "train.epochs=1"]) == 0
+
+
+def test_own_model_and_data_train_and_report_through_the_api_and_tune_through_the_cli(tmp_path, user_modules):
+    model, data = f"{user_modules['nets']}:build", f"{user_modules['data']}:load"
+    result = api.train(write_config(tmp_path, model, data), tmp_path / "one", overrides=["train.epochs=1"],
+                       progress=False)
+    assert result["cell"] == "own"
+    assert result["epochs"] == 1
+    api.sweep(write_config(tmp_path, model, data), tmp_path / "runs", progress=False)
+    assert api.report(tmp_path / "runs" / "own").read_text().splitlines()[2] == "## Verdict"
+    pytest.importorskip("optuna")
+    config = tmp_path / "tune.toml"
+    config.write_text(CONFIG.format(model=model, data=data).split("[sweep]")[0].replace('name = "own"', 'name = "t"')
+                      + '[tune]\ntrials = 2\n[tune.space]\n"loss.beta" = { low = 0.5, high = 5.0, log = true }\n')
+    assert main(["tune", str(config), "--out", str(tmp_path / "tuned"), "--no-progress"]) == 0
+    assert (tmp_path / "tuned" / "t" / "reference" / "result.json").is_file()
