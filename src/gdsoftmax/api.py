@@ -10,8 +10,10 @@ so that a notebook needs no module on disk:
   keywords), returning an ``nn.Module`` that maps images to logits;
 * ``data``: a callable without arguments returning ``(train, test)``, two Datasets of ``(image, label)``.
 
-Their source is part of the runs' identity (a changed function is a new run). Objects live in this process: a
-launcher that trains in other processes needs them by import path (``"mypkg.nets:build"``) instead.
+The factories' source is part of the runs' identity (a changed function is a new run). Objects live in this
+process: a launcher that trains in other processes needs them by import path (``"mypkg.nets:build"``) instead.
+``train`` and ``sweep`` import only the engine; ``tune``, ``report`` and ``compare`` import Optuna and the
+studies when they are called, so that a training pays for neither.
 
 >>> import tempfile, torch
 >>> def build(num_classes, image_shape):
@@ -43,12 +45,7 @@ from gdsoftmax.engine.config import (
 )
 from gdsoftmax.engine.sweep import holds_cells, run_sweep
 from gdsoftmax.engine.trainer import run_experiment
-from gdsoftmax.engine.tuning import parse_tune, run_tune
 from gdsoftmax.engine.user_code import register
-from gdsoftmax.studies.compare import compare as compare_predictions
-from gdsoftmax.studies.compare import write_compare_report
-from gdsoftmax.studies.report import build_report
-from gdsoftmax.studies.tune_report import build_tune_report
 
 __all__ = ["compare", "config", "report", "sweep", "train", "tune"]
 
@@ -120,6 +117,9 @@ def tune(source: ConfigLike, out: str | Path = "runs", *, overrides=(), model: C
          progress: bool = True, worker: int = 0, command: str = "") -> Path:
     """Search the config's [tune.space] on Optuna (trials in ``out/NAME/trial-NNNN``); returns the report's path.
     ``best.toml`` beside it is the chosen setting; confirm it with a seeded :func:`sweep` against β = 1."""
+    from gdsoftmax.engine.tuning import parse_tune, run_tune  # Optuna: imported when a search runs
+    from gdsoftmax.studies.tune_report import build_tune_report
+
     experiment = config(source, overrides, model=model, data=data)
     if data_dir:
         experiment.data.data_dir = str(data_dir)
@@ -130,6 +130,8 @@ def tune(source: ConfigLike, out: str | Path = "runs", *, overrides=(), model: C
 
 def report(sweep_dir: str | Path, out: str | Path | None = None, *, bins: int = 10, command: str = "") -> Path:
     """The report of a sweep's runs (``report.md``, tables and figures, its verdict first); returns its path."""
+    from gdsoftmax.studies.report import build_report  # the studies' imports, paid when a report is made
+
     return build_report(sweep_dir, out, n_bins=bins, command=command)
 
 
@@ -137,5 +139,8 @@ def compare(predictions: str | Path, out: str | Path | None = None, *, reference
             command: str = "") -> Path:
     """The verdict for predictions from any training loop, ``SETTING/SEED.npz`` under ``predictions`` (see
     ``gdsoftmax compare --help``); returns the report's path."""
+    from gdsoftmax.studies.compare import compare as compare_predictions
+    from gdsoftmax.studies.compare import write_compare_report
+
     result = compare_predictions(predictions, reference=reference)
     return write_compare_report(result, out or Path(predictions) / "report", command=command)
