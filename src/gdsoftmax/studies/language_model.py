@@ -203,7 +203,7 @@ def _verdict_table(groups, families: Families) -> list[str]:
             elif tested.adjusted < 0.05:
                 word = f"{'better' if math.copysign(1, c.difference) == direction else 'worse'} ({better} is better)"
             else:
-                word = "no difference detected"
+                word = f"not significant at n = {c.n}"
             rows.append([name, setting, str(c.n), f"{scale * tested.treatment:.4g}", f"{scale * tested.baseline:.4g}",
                          f"{scale * c.difference:+.3g} [{scale * c.ci_low:+.3g}, {scale * c.ci_high:+.3g}]",
                          format_p(c.p_value), format_p(tested.adjusted), word])
