@@ -112,14 +112,13 @@ def _study(args, command: str) -> int:
 
 
 def _compare(args, command: str) -> int:
-    from gdsoftmax.studies.compare import compare, write_compare_report
+    from gdsoftmax import api
 
     try:
-        result = compare(args.predictions, reference=args.reference)
+        path = api.compare(args.predictions, args.out, reference=args.reference, command=command)
     except ValueError as error:
         print(f"gdsoftmax compare: error: {error}", file=sys.stderr)
         return 2
-    path = write_compare_report(result, args.out or Path(args.predictions) / "report", command=command)
     print(f"wrote {path}")
     print(f"next: read its verdict; {path.parent / 'comparisons.csv'} holds every test")
     return 0
@@ -129,13 +128,13 @@ MAX_BINS = 1000  # more bins than this leaves most of them empty for any test se
 
 
 def _report(args, command: str) -> int:
-    from gdsoftmax.studies.report import build_report
+    from gdsoftmax import api
 
     if not 1 <= args.bins <= MAX_BINS:
         print(f"gdsoftmax report: error: --bins must be between 1 and {MAX_BINS}, got {args.bins}", file=sys.stderr)
         return 2
     try:
-        path = build_report(args.sweep_dir, args.out, n_bins=args.bins, command=command)
+        path = api.report(args.sweep_dir, args.out, bins=args.bins, command=command)
     except (FileNotFoundError, ValueError) as error:
         print(f"gdsoftmax report: error: {error}", file=sys.stderr)
         return 2

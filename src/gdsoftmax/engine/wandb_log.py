@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,10 @@ class WandbLog:
                 shutil.rmtree(folder, ignore_errors=True)
         marker.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(marker, self.id.encode())
+        # W&B names an offline run's folder by the second it starts and its id: a resume within the same second
+        # as the run it continues would write into that run's folder and replace its file
+        if any(time.time() - folder.stat().st_mtime < 1.5 for folder in (self.root / "wandb").glob(f"*-{self.id}")):
+            time.sleep(1.5)
         wandb = _wandb()
         self.run = wandb.init(
             project=self.labels.sweep, name=self.labels.cell, group=self.labels.setting, id=self.id,
