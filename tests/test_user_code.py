@@ -261,3 +261,10 @@ def test_own_model_and_data_train_and_report_through_the_api_and_tune_through_th
                       + '[tune]\ntrials = 2\n[tune.space]\n"loss.beta" = { low = 0.5, high = 5.0, log = true }\n')
     assert main(["tune", str(config), "--out", str(tmp_path / "tuned"), "--no-progress"]) == 0
     assert (tmp_path / "tuned" / "t" / "reference" / "result.json").is_file()
+
+
+def test_the_api_reads_overrides_as_the_command_line_does():
+    """A quoted sweep key (as a TOML file writes it) names the same key through a dict as through a file."""
+    config = api.config({"name": "q"}, ['sweep."loss.beta"=[1.0, 2.0]', "train.epochs=3"])
+    assert list(config.sweep) == ["loss.beta"]
+    assert config.train.epochs == 3

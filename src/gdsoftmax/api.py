@@ -38,9 +38,7 @@ from gdsoftmax.engine.config import (
     ConfigError,
     ExperimentConfig,
     load_config,
-    parse_config,
-    parse_override,
-    set_dotted,
+    parse_config_with,
     to_dict,
 )
 from gdsoftmax.engine.sweep import holds_cells, run_sweep
@@ -69,15 +67,7 @@ def config(source: ConfigLike, overrides: list[str] | tuple[str, ...] = (), *, m
     if not isinstance(source, dict | ExperimentConfig):
         raise ConfigError(f"a config is a TOML path, a dict or an ExperimentConfig, got {type(source).__name__}")
     raw = copy.deepcopy(source) if isinstance(source, dict) else to_dict(source)
-    for item in [*overrides, *extra]:
-        key, value = parse_override(item)
-        if key.startswith("sweep."):
-            raw.setdefault("sweep", {})[key.removeprefix("sweep.")] = value
-        else:
-            set_dotted(raw, key, value)
-    if without_sweep:
-        raw.pop("sweep", None)
-    return parse_config(raw)
+    return parse_config_with(raw, [*overrides, *extra], without_sweep=without_sweep)
 
 
 def _quoted(name: str) -> str:

@@ -40,7 +40,7 @@ from gdsoftmax.engine.config_checks import (  # re-exported: the names a config'
 
 __all__ = ["INPUT_SCALINGS", "LOGGERS", "LR_SCHEDULES", "PRECISIONS", "RUN_NAME_RULE", "ConfigError",
            "ExperimentConfig", "apply_assignments", "config_to_toml", "is_run_name", "load_config", "parse_config",
-           "to_dict"]
+           "parse_config_with", "to_dict"]
 
 
 @dataclass
@@ -207,6 +207,12 @@ def load_config(path: str | Path, overrides: list[str] = (), *, without_sweep: b
             from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from error
+    return parse_config_with(raw, overrides, without_sweep=without_sweep)
+
+
+def parse_config_with(raw: dict, overrides: list[str] = (), *, without_sweep: bool = False) -> ExperimentConfig:
+    """``raw`` (plain tables, as a TOML file reads) with ``key=value`` overrides applied, validated; ``raw`` is
+    changed in place. ``without_sweep`` drops the [sweep] table first (see :func:`load_config`)."""
     for item in overrides:
         key, value = parse_override(item)
         if key.startswith("sweep."):  # sweep keys are dotted paths themselves: sweep.loss.beta=[...]

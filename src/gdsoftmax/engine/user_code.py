@@ -90,9 +90,14 @@ def resolve(path: str, key: str) -> Callable:
     return target
 
 
-def _import(module_name: str, key: str, path: str):
-    if os.getcwd() not in sys.path and "" not in sys.path:  # `python -m` and notebooks import from here too
+def _with_working_directory_on_path() -> None:
+    """`python -m` and notebooks import from the folder they run in: so does a config's module path."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+
+
+def _import(module_name: str, key: str, path: str):
+    _with_working_directory_on_path()
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as error:
@@ -122,8 +127,7 @@ def source_fingerprint(path: str, key: str) -> str:
 
 
 def _module_source(module_name: str) -> bytes | None:
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _with_working_directory_on_path()
     try:
         spec = importlib.util.find_spec(module_name)
     except (ImportError, ValueError):  # a parent package that does not import
