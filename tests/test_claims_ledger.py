@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from gdsoftmax.analysis import theory_checks
-from gdsoftmax.analysis.paper_claims import UNTESTED_REASONS, claim_by_id, paper_claims
+from gdsoftmax.analysis.paper_claims import UNTESTED_REASONS, paper_claims
 from gdsoftmax.cli import main
 from gdsoftmax.studies.claims import verdicts_from_runs_csv
-from gdsoftmax.studies.ledger import build_ledger, claim_status, ledger_entries, report_regimes
+from gdsoftmax.studies.ledger import build_ledger, ledger_entries
 from gdsoftmax.studies.run_table import METRIC_COLUMNS, RunRow, write_runs_csv
 from gdsoftmax.studies.verdicts import Verdict, read_verdicts, write_verdicts
 from recompute import paired_p_values, paired_verdicts
@@ -88,48 +88,38 @@ def _verdict(claim: str, dataset: str, verdict: str) -> Verdict:
                    "test accuracy vs β = 1", 4, verdict)
 
 
+def _report_folder(root, name: str, dataset: str, verdicts: list[str], val_overconfidence: float = 0.1,
+                   first_seed_ece: float = 0.1) -> None:
+    """A report folder with β = 1 and β = 0.1 runs (its β = 1 values make its unit of evidence) and verdicts."""
+    (root / name).mkdir()
+    rows = [RunRow(f"beta={b}_seed={s}", f"beta={b}", f"β = {b:g}", b, False, s,
+                   {"test ece": first_seed_ece + s, "val overconfidence": val_overconfidence}, dataset, "fcnn", 10)
+            for b in (1.0, 0.1) for s in range(3)]
+    write_runs_csv(root / name / "runs.csv", rows)
+    write_verdicts(root / name / "claims.csv", [_verdict("small-beta-accuracy", dataset, v) for v in verdicts])
+
+
 @pytest.mark.parametrize(("verdicts", "status"), [
-    (["confirmed", "inconclusive"], "confirmed"),
-    (["refuted", "inconclusive"], "refuted"),
+    (["confirmed", "inconclusive"], "supported once"),
+    (["refuted", "inconclusive"], "refuted once"),
     (["confirmed", "refuted"], "mixed"),
     (["inconclusive", "undecided: fewer than 3 seeds"], "inconclusive"),
 ])
-def test_status_rule_counts_in_scope_tests_only(verdicts, status):
-    claim = claim_by_id("small-beta-accuracy")  # made on mnist, cifar10, svhn
-    tests = [_verdict(claim.id, "mnist", v) for v in verdicts]
-    elsewhere = [_verdict(claim.id, "fashion_mnist", "refuted" if status == "confirmed" else "confirmed")]
-    assert claim_status(claim, tests + elsewhere, None)[0] == status
+def test_status_rule_counts_in_scope_tests_only(tmp_path, verdicts, status):
+    # small-beta-accuracy is made on mnist, cifar10, svhn; the fashion_mnist report points the other way
+    _report_folder(tmp_path, "in_scope", "mnist", verdicts)
+    _report_folder(tmp_path, "elsewhere", "fashion_mnist", ["refuted" if "confirmed" in verdicts else "confirmed"],
+                   first_seed_ece=0.5)
+    entry = next(e for e in ledger_entries(tmp_path) if e.claim.id == "small-beta-accuracy")
+    assert entry.status == status
+    assert [entry.counted(t) for t in entry.tests if t.report == "elsewhere"] == ["no: other data set"]
 
 
-def test_a_claim_tested_only_elsewhere_is_untested_with_its_reason():
-    claim = claim_by_id("large-beta-beats-post-hoc")  # made on cifar100 and tiny_imagenet only
-    status, why = claim_status(claim, [_verdict(claim.id, "fashion_mnist", "refuted")], None)
-    assert (status, why) == ("untested", "no data here")
-
-
-def _report_folder(root, name: str, overconfidence: float, ece: float, verdict: str) -> None:
-    """A report folder whose β = 1 runs have this over-confidence and ECE, testing large-beta-ece on CIFAR-10."""
-    (root / name).mkdir()
-    rows = [RunRow(f"beta={b}_seed={s}", f"beta={b}", f"β = {b:g}", b, False, s,
-                   {"test ece": ece, "overconfidence": overconfidence}, "cifar10", "resnet9", 30)
-            for b in (1.0, 5.0) for s in range(3)]
-    write_runs_csv(root / name / "runs.csv", rows)
-    write_verdicts(root / name / "claims.csv", [_verdict("large-beta-ece", "cifar10", verdict)])
-
-
-def test_calibration_claims_count_only_reports_where_beta_1_is_over_confident(tmp_path):
-    _report_folder(tmp_path, "short", overconfidence=0.005, ece=0.013, verdict="refuted")  # CE calibrated already
-    _report_folder(tmp_path, "long", overconfidence=0.12, ece=0.12, verdict="confirmed")  # CE over-confident
-    assert report_regimes(tmp_path) == {"long": True, "short": False}
-    entry = next(e for e in ledger_entries(tmp_path) if e.claim.id == "large-beta-ece")
-    assert entry.status == "confirmed"
-    assert [entry.counted(r, v) for r, v in entry.tests] == ["yes", "no: β = 1 not over-confident"]
-    (tmp_path / "long" / "claims.csv").unlink()
-    entry = next(e for e in ledger_entries(tmp_path) if e.claim.id == "large-beta-ece")
-    assert entry.status == "untested"  # the short report's refutation does not speak for the regime
+def test_a_claim_tested_only_elsewhere_is_untested_with_its_reason(tmp_path):
+    _report_folder(tmp_path, "elsewhere", "fashion_mnist", ["refuted"])
+    entry = next(e for e in ledger_entries(tmp_path) if e.claim.id == "small-beta-accuracy")
+    assert entry.status == "untested"
     assert entry.why == "; ".join(sorted({u.reason for u in entry.claim.untested}))  # the registry's reasons
-    other = next(e for e in ledger_entries(tmp_path) if e.claim.id == "small-beta-accuracy")
-    assert other.claim.regime == ""  # claims without a regime count every in-scope report
 
 
 def test_ledger_refuses_verdicts_of_unregistered_claims(tmp_path):

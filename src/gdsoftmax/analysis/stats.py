@@ -70,12 +70,18 @@ def paired_comparison(treatment, baseline) -> Comparison:
     'fewer than 3 seeds'
     >>> paired_comparison([0.9, 0.8, 0.7], [0.8, 0.7, 0.6]).undecided
     'the same difference at every seed'
+    >>> paired_comparison([0.9, float("nan"), 0.7, 0.8], [0.8, 0.7, 0.6, 0.75]).n  # a seed without a value drops out
+    3
     """
     from scipy import stats
 
     if len(treatment) != len(baseline):
         raise ValueError(f"paired comparison needs equal numbers of seeds, got {len(treatment)} and {len(baseline)}")
-    diffs = [float(a) - float(b) for a, b in zip(treatment, baseline, strict=True)]
+    # a seed whose value is missing (NaN, e.g. a quantity a run could not measure) leaves the pairing
+    pairs = [(float(a), float(b)) for a, b in zip(treatment, baseline, strict=True)
+             if math.isfinite(float(a)) and math.isfinite(float(b))]
+    treatment, baseline = [a for a, _ in pairs], [b for _, b in pairs]
+    diffs = [a - b for a, b in pairs]
     n = len(diffs)
     if n == 0:
         return Comparison(0, math.nan, math.nan, math.nan)

@@ -10,7 +10,7 @@ __all__ = ["REPORT_COMMANDS", "add_report_commands", "run_report_command"]
 
 REPORT_COMMANDS = ("report", "compare", "table1", "study", "claims")
 # "regime" (gdsoftmax.studies.regime), then the kinds of gdsoftmax.studies.untested_claims.ANALYSES
-STUDY_KINDS = ("regime", "lm", "oscillation", "tau", "capacity", "lr", "warmup-margin")
+STUDY_KINDS = ("regime", "replication", "lm", "oscillation", "tau", "capacity", "lr", "warmup-margin")
 
 
 def add_report_commands(commands) -> None:
@@ -52,7 +52,10 @@ def add_report_commands(commands) -> None:
         description="Read the finished sweep of one study and write report.md, its figures, runs.csv and "
                     "claims.csv into --out: regime (a beta sweep trained until CE is over-confident, "
                     "configs/cifar10_overconfident.toml: the full report at 15 bins, whether the regime was reached, "
-                    "beside the paper and --reference), lm (a beta sweep of a language model on a text corpus, "
+                    "beside the paper and --reference), replication (one setting where CE is over-confident, "
+                    "configs/replication/: beta 1-50 against temperature scaling, label smoothing and FLSD-53, raw "
+                    "and after temperature scaling, the regime read on validation), lm (a beta sweep of a language "
+                    "model on a text corpus, "
                     "configs/shakespeare_char.toml: validation loss, perplexity, next-token accuracy and calibration "
                     "before and after temperature scaling, each setting against beta = 1, samples), oscillation "
                     "(beta x momentum, configs/fashion_mnist_oscillation.toml), tau (tau x beta), capacity (width x "
@@ -92,6 +95,7 @@ def run_report_command(args, command: str) -> int:
 def _study(args, command: str) -> int:
     from gdsoftmax.studies.language_model import build_lm_study
     from gdsoftmax.studies.regime import build_regime_study
+    from gdsoftmax.studies.replication import build_replication_study
     from gdsoftmax.studies.untested_report import build_study
 
     try:
@@ -99,6 +103,8 @@ def _study(args, command: str) -> int:
             raise FileNotFoundError(f"--reference {args.reference}: no runs.csv there; name a report folder")
         if args.kind == "lm":
             path = build_lm_study(args.sweep_dir, args.out, command=command)
+        elif args.kind == "replication":
+            path = build_replication_study(args.sweep_dir, args.out, command=command)
         elif args.kind == "regime":
             path = build_regime_study(args.sweep_dir, args.out, command=command, reference_report=args.reference)
         else:

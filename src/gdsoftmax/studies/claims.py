@@ -57,8 +57,8 @@ class Families:
         base = {r.seed: r for r in self.groups[self.baseline]}
         tests = {}
         for name, group in self.groups.items():
-            paired = [r for r in group if r.seed in base and metric in r.values
-                      and baseline_metric in base[r.seed].values]
+            paired = [r for r in group if r.seed in base and math.isfinite(r.values.get(metric, math.nan))
+                      and math.isfinite(base[r.seed].values.get(baseline_metric, math.nan))]
             if name == self.baseline or not paired:
                 continue
             treated = [r.values[metric] for r in paired]

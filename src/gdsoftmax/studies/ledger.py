@@ -1,19 +1,21 @@
 """The claims ledger (``docs/results/CLAIMS.md``): every registered claim of the paper, every place a
 report here tested it, and one status per claim derived by a stated rule, never written by hand.
 
-It reads each report folder's ``claims.csv`` (the verdicts its report printed) and runs the numerical
-checks of the theory claims. ``gdsoftmax claims`` writes it.
+It reads each report folder's ``claims.csv`` (the verdicts its report printed) and ``runs.csv`` (the β = 1 runs
+each test was compared with), and runs the numerical checks of the theory claims. ``gdsoftmax claims`` writes it.
 
-Status rule (:func:`claim_status`):
+Status rule (:func:`gdsoftmax.studies.evidence.claim_status`), counting independent settings, not tests:
 
 * a theory claim is *confirmed* when its numerical check holds, *refuted* when it does not;
-* an empirical claim counts only the tests on a data set the paper makes it on ("in scope"; all
-  tests when the paper names none), and for a claim about over-confidence (``regime``) only those
-  of reports whose β = 1 runs are over-confident (:data:`OVERCONFIDENT`, from the report's
-  runs.csv). With no such test it is *untested*, with the reason from the registry. Otherwise it
-  is *confirmed* when some counted test confirms it and none refutes it, *refuted* when some
-  refutes it and none confirms it, *mixed* when both happen, and *inconclusive* when no counted
-  test is decisive. Tests that do not count are shown (with the reason) but never move the status.
+* an empirical claim counts only the tests on a data set the paper makes it on ("in scope"; all tests when the
+  paper names none), and for a claim about over-confidence (``regime``) only those whose β = 1 runs are
+  over-confident on the *validation* split by the claim's registered threshold, read per factor level;
+* the counted tests are grouped into units of evidence (one setting with its own β = 1 runs,
+  :mod:`gdsoftmax.studies.evidence`); *confirmed* needs at least two units confirming and none refuting, one is
+  *supported once*; *refuted* / *refuted once* the other way; *mixed* both ways; *equivalent* only from
+  equivalence tests (TOST) against a margin registered in ``paper_claims.toml``; else *inconclusive*, "not
+  significant at n = k". Tests that do not count are shown as distinct settings with their direction but never
+  move the status.
 """
 
 from __future__ import annotations
@@ -28,39 +30,43 @@ from pathlib import Path
 from gdsoftmax.analysis.paper_claims import APPLIES, REGIMES, Claim, paper_claims
 from gdsoftmax.analysis.stats import format_p
 from gdsoftmax.analysis.theory_checks import TheoryCheck, run_check
+from gdsoftmax.studies.evidence import (
+    SPARSE_MCE_BIN,
+    STATUSES,
+    PlacedTest,
+    claim_status,
+    elsewhere_text,
+    place_tests,
+)
 from gdsoftmax.studies.markdown import markdown_table
-from gdsoftmax.studies.run_table import read_runs_csv
 from gdsoftmax.studies.verdicts import Verdict, read_verdicts
 
-__all__ = ["OVERCONFIDENT", "LedgerEntry", "build_ledger", "claim_status", "ledger_entries", "report_regimes",
-           "report_verdicts"]
+__all__ = ["LedgerEntry", "build_ledger", "counted", "ledger_entries", "report_verdicts"]
 
-STATUSES = ("confirmed", "refuted", "mixed", "inconclusive", "untested")
-# β = 1 is over-confident when its mean confidence − accuracy and its test ECE are both at least this
-# (the regime of issue 27; the paper's own ResNet18 CE has ECE 0.038, ICLR Table 3)
-OVERCONFIDENT = 0.03
+
+def counted(claim: Claim, test: PlacedTest) -> str:
+    """"yes" when the test counts for the claim's status, else why not."""
+    if claim.made_on and test.verdict.dataset not in claim.made_on:
+        return "no: other data set"
+    if claim.regime:
+        if math.isnan(test.overconfidence):
+            return "no: β = 1's validation over-confidence not recorded"
+        if test.overconfidence < claim.regime_threshold:
+            return f"no: β = 1 not over-confident on validation (< {100 * claim.regime_threshold:g} points)"
+    return "yes"
 
 
 @dataclass(frozen=True)
 class LedgerEntry:
     claim: Claim
-    tests: tuple[tuple[str, Verdict], ...]  # (report folder, verdict), every report that tested it
+    tests: tuple[PlacedTest, ...]  # every test a report made of it, placed in its unit of evidence
     check: TheoryCheck | None
     status: str
     why: str  # what the status rests on, in one line
-    regimes: dict = None  # report folder -> whether its β = 1 runs are over-confident
     anchors: dict = None  # report folder -> {"claim|setting": the anchor of the section printing that row}
 
-    def in_scope(self, verdict: Verdict) -> bool:
-        return not self.claim.made_on or verdict.dataset in self.claim.made_on
-
-    def counted(self, report: str, verdict: Verdict) -> str:
-        """"yes" when the test counts for the status, else why not."""
-        if not self.in_scope(verdict):
-            return "no: other data set"
-        if self.claim.regime and not (self.regimes or {}).get(report, False):
-            return "no: β = 1 not over-confident"
-        return "yes"
+    def counted(self, test: PlacedTest) -> str:
+        return counted(self.claim, test)
 
 
 def heading_anchor(heading: str) -> str:
@@ -89,41 +95,10 @@ def report_anchors(results_dir: str | Path) -> dict[str, dict[str, str]]:
     return anchors
 
 
-def report_regimes(results_dir: str | Path) -> dict[str, bool]:
-    """Per report folder with a runs.csv: whether its β = 1 runs are over-confident (mean confidence −
-    accuracy and mean test ECE both at least :data:`OVERCONFIDENT`)."""
-    regimes = {}
-    for path in sorted(Path(results_dir).glob("*/runs.csv")):
-        ones = [r for r in read_runs_csv(path) if r.constant_beta == 1.0 and "overconfidence" in r.values]
-        regimes[path.parent.name] = bool(ones) and all(
-            sum(r.values[k] for r in ones) / len(ones) >= OVERCONFIDENT for k in ("overconfidence", "test ece"))
-    return regimes
-
-
 def report_verdicts(results_dir: str | Path) -> list[tuple[str, Verdict]]:
     """(report folder name, verdict) for every ``*/claims.csv`` under ``results_dir``, in folder order."""
     found = sorted(Path(results_dir).glob("*/claims.csv"))
     return [(path.parent.name, v) for path in found for v in read_verdicts(path)]
-
-
-def claim_status(claim: Claim, tests: list[Verdict], check: TheoryCheck | None) -> tuple[str, str]:
-    """The status of one claim by the module's rule, and the counts it rests on."""
-    if claim.kind == "theory":
-        return ("confirmed" if check.holds else "refuted"), f"numerical check: {check.detail}"
-    scoped = [v for v in tests if not claim.made_on or v.dataset in claim.made_on]
-    if not scoped:
-        reasons = sorted({u.reason for u in claim.untested}) or ["not yet run"]
-        return "untested", "; ".join(reasons)
-    counts = Counter(v.verdict if v.verdict in ("confirmed", "refuted") else "inconclusive" for v in scoped)
-    why = (f"{counts['confirmed']} of {len(scoped)} in-scope tests confirm, {counts['refuted']} refute, "
-           f"{counts['inconclusive']} inconclusive")
-    if counts["confirmed"] and counts["refuted"]:
-        return "mixed", why
-    if counts["confirmed"]:
-        return "confirmed", why
-    if counts["refuted"]:
-        return "refuted", why
-    return "inconclusive", why
 
 
 def ledger_entries(results_dir: str | Path) -> list[LedgerEntry]:
@@ -134,14 +109,18 @@ def ledger_entries(results_dir: str | Path) -> list[LedgerEntry]:
     if stray:
         raise ValueError(f"reports under {results_dir} test claims that are not registered: {', '.join(stray)}; "
                          "regenerate those reports or register the claims in paper_claims.toml")
-    regimes, anchors = report_regimes(results_dir), report_anchors(results_dir)
+    margins = {c.id: c.test.margin for c in paper_claims() if c.test is not None}
+    placed = place_tests(results_dir, verdicts, margins)
+    anchors = report_anchors(results_dir)
     entries = []
     for claim in paper_claims():
-        tests = tuple((report, v) for report, v in verdicts if v.claim == claim.id)
+        tests = tuple(t for t in placed if t.verdict.claim == claim.id)
         check = run_check(claim.check) if claim.check else None
-        in_regime = [v for report, v in tests if not claim.regime or regimes.get(report, False)]
-        status, why = claim_status(claim, in_regime, check)
-        entries.append(LedgerEntry(claim, tests, check, status, why, regimes, anchors))
+        if claim.kind == "theory":
+            status, why = ("confirmed" if check.holds else "refuted"), f"numerical check: {check.detail}"
+        else:
+            status, why = claim_status(claim, [t for t in tests if counted(claim, t) == "yes"])
+        entries.append(LedgerEntry(claim, tests, check, status, why, anchors))
     return entries
 
 
@@ -157,21 +136,32 @@ def _counts_line(entries: list[LedgerEntry]) -> str:
 def _summary(entries: list[LedgerEntry]) -> list[str]:
     rows = []
     for e in entries:
-        elsewhere = Counter(v.verdict.split(":")[0] for r, v in e.tests if e.counted(r, v) != "yes")
+        elsewhere = [t for t in e.tests if e.counted(t) != "yes"]
         rows.append([f"[`{e.claim.id}`](#{e.claim.id})", e.claim.says, f"**{e.status}**", e.why,
-                     ", ".join(f"{n} {k}" for k, n in sorted(elsewhere.items())) or "—"])
-    return [markdown_table(["claim", "says (our words)", "status", "rests on",
-                            "tests not counted (other data set or regime)"], rows), ""]
+                     elsewhere_text(elsewhere)])
+    return [markdown_table(["claim", "says (our words)", "status", "rests on (counted)",
+                            "not counted (other data set or regime)"], rows), ""]
+
+
+def _regime_cell(test: PlacedTest) -> str:
+    return "not recorded" if math.isnan(test.overconfidence) else f"{100 * test.overconfidence:+.1f}"
+
+
+def _tost_cell(test: PlacedTest) -> str:
+    return "—" if test.equivalent is None else "equivalent" if test.equivalent else "no"
 
 
 def _test_rows(entry: LedgerEntry) -> list[list[str]]:
     rows = []
-    for report, v in entry.tests:
-        anchor = (entry.anchors or {}).get(report, {}).get(f"{v.claim}|{v.setting}")
-        link = f"{report}/report.md" + (f"#{anchor}" if anchor else "")
-        rows.append([f"[{report}]({link})", v.dataset, v.model, str(v.epochs), str(v.n), v.setting,
-                     v.delta_text(), format_p(v.holm_p) if not math.isnan(v.holm_p) else "—",
-                     f"{v.family} (k = {v.family_size})", v.verdict, entry.counted(report, v)])
+    for test in entry.tests:
+        v = test.verdict
+        anchor = (entry.anchors or {}).get(test.report, {}).get(f"{v.claim}|{v.setting}")
+        link = f"{test.report}/report.md" + (f"#{anchor}" if anchor else "")
+        sparse = "mce" in v.family and test.mce_bin < SPARSE_MCE_BIN
+        setting = v.setting + (f" (MCE from a bin of {test.mce_bin:.0f} samples)" if sparse else "")
+        rows.append([f"[{test.report}]({link})", test.unit, v.dataset, v.model, str(v.epochs), str(v.n), setting,
+                     _regime_cell(test), v.delta_text(), format_p(v.holm_p) if not math.isnan(v.holm_p) else "—",
+                     f"{v.family} (k = {v.family_size})", v.verdict, _tost_cell(test), entry.counted(test)])
     return rows
 
 
@@ -186,9 +176,11 @@ def _untested_lines(claim: Claim) -> list[str]:
 def _entry_section(entry: LedgerEntry) -> list[str]:
     claim = entry.claim
     lines = [f"## {claim.id}", "", f"**{claim.says}.** Status: **{entry.status}** ({entry.why}).", "",
+             *([f"Read with this caveat: {claim.caveat}.", ""] if claim.caveat else []),
              "Where the paper makes it: " + "; ".join(s.cite() for s in claim.sources) + ".",
              f"Made on: {', '.join(claim.made_on) or 'no particular data set'}"
-             + (f"; counted only {REGIMES[claim.regime]}." if claim.regime else ".")]
+             + (f"; counted only {REGIMES[claim.regime]} (β = 1's mean confidence − accuracy there ≥ "
+                f"{100 * claim.regime_threshold:g} points, per factor level)." if claim.regime else ".")]
     if claim.test is not None:
         t = claim.test
         lines.append(f"Test: {t.metric} at {APPLIES[t.applies]}, {'higher' if t.direction > 0 else 'lower'} than "
@@ -196,8 +188,12 @@ def _entry_section(entry: LedgerEntry) -> list[str]:
                      f"Test: the slope of {t.metric} over log10 β, {'rising' if t.direction > 0 else 'falling'}.")
     lines.append("")
     if entry.tests:
-        lines += [markdown_table(["report", "data set", "model", "epochs", "seeds", "setting", "Δ [95 % CI]",
-                                  "Holm p", "Holm family", "verdict", "counted"], _test_rows(entry)), ""]
+        margin = claim.test.margin if claim.test is not None else 0.0
+        equivalence = (f"TOST: two one-sided tests against ±{margin:g} (printed units), Bonferroni over the Holm "
+                       "family" if margin else "TOST: no margin registered for this claim")
+        lines += [markdown_table(["report", "evidence unit", "data set", "model", "epochs", "seeds", "setting",
+                                  "β = 1 val. over-conf. (points)", "Δ [95 % CI]", "Holm p", "Holm family",
+                                  "verdict", "TOST", "counted"], _test_rows(entry)), "", equivalence + ".", ""]
     lines += _untested_lines(claim)
     return [*lines, ""] if claim.untested else lines
 
@@ -213,11 +209,20 @@ def build_ledger(results_dir: str | Path) -> str:
              "*refuted* only when the Holm-corrected p is below 0.05 (the family is named in each row).", "",
              "**How a claim's status is derived.** A theory claim is *confirmed* when its numerical check on our "
              "loss (float64 autograd, `gdsoftmax.analysis.theory_checks`) holds. An empirical claim counts only "
-             "tests on a data set the paper makes it on (*in scope*): *untested* with none (the reason is given), "
-             "*confirmed* when some confirm and none refute, *refuted* when some refute and none confirm, *mixed* "
-             "when both, *inconclusive* when none is decisive. A claim that large β mitigates over-confidence "
-             "counts only reports whose β = 1 runs are over-confident (confidence − accuracy and ECE both ≥ "
-             f"{100 * OVERCONFIDENT:g} points). Tests that do not count are listed but never move the status.", "",
+             "tests on a data set the paper makes it on (*in scope*); a claim that large β mitigates "
+             "over-confidence counts only tests whose β = 1 runs (at the same factor level) are over-confident on "
+             "the *validation* split, by the threshold the claim registers (the column *β = 1 val. over-conf.* "
+             "prints it for every test; a report that did not record it cannot count). Counted tests are grouped "
+             "into **independent settings**: one data set, model and recipe with its own β = 1 runs, so that "
+             "reports sharing their β = 1 runs count once. A setting confirms when a test in it confirms and none "
+             "refutes (refutes the other way), is *equivalent* when every test in it is equivalent to β = 1 by two "
+             "one-sided tests against the margin `paper_claims.toml` registers, and is otherwise not significant. "
+             "Then: *confirmed* needs **two or more** settings confirming and none refuting; one alone is "
+             "*supported once*; *refuted* and *refuted once* the same the other way; *mixed* when settings "
+             "disagree; *equivalent* only from equivalence tests; *inconclusive* says at how many seeds nothing "
+             "was significant, which is not evidence of no effect; *untested* with no counted test (the reason "
+             "is given). Tests that do not count are shown as distinct settings with their direction, but never "
+             "move a status.", "",
              _counts_line(entries), "", *_summary(entries)]
     for entry in entries:
         lines += _entry_section(entry)

@@ -35,7 +35,10 @@ METRIC_COLUMNS = ["test accuracy", "test ece", "test mce", "test smece", "test a
                   # language models (gdsoftmax study lm): the whole validation split, where "test" columns hold the
                   # half of it that temperature scaling does not see
                   "val loss", "val accuracy", "val ece", "val smece", "val overconfidence", "nats per character",
-                  "temperature nll"]
+                  "temperature nll",
+                  # the replication study (gdsoftmax study replication): scores after temperature scaling, and the
+                  # test samples in the bin MCE is read from
+                  "temperature mce", "temperature smece", "temperature brier", "mce bin count"]
 FIXED_COLUMNS = ["run", "group", "label", "constant_beta", "warmup", "seed", "dataset", "model", "epochs"]
 SWEPT_PREFIX = "swept: "
 COUNT_PREFIX = "p_c<=0.2 @ epoch "
