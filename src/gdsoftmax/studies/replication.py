@@ -149,7 +149,8 @@ def _compute(runs: list[Run]) -> str:
     for run in runs:  # a stacked run's wall time is its group's: each of the group's runs carries its share
         result = json.loads((run.path / "result.json").read_text(encoding="utf-8"))
         seconds += float(result.get("wall_time") or 0.0) / max(1, int(result.get("stacked_runs", 1)))
-    return f"Training took {seconds / 60:.1f} minutes of wall time over {len(runs)} runs (stacked runs share theirs)"
+    took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
+    return f"Training took {took} of wall time over {len(runs)} runs (stacked runs share theirs)"
 
 
 def build_replication_study(sweep_dir: str | Path, out_dir: str | Path, *, command: str = "") -> Path:

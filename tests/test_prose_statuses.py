@@ -1,0 +1,55 @@
+"""Prose tied to the ledger (issue 40): every link to a claim's ledger row says that claim's status, and no
+sentence reads a result that was merely not significant as a match."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gdsoftmax.studies.evidence import STATUSES
+from gdsoftmax.studies.ledger import ledger_entries
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+PROSE = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+LINK = re.compile(r"\[([^\]]+)\]\((?:[./\w-]*/)?CLAIMS\.md#([\w-]+)\)")
+# words that claim two results are the same: only an equivalence test may say so (issue 40)
+SAMENESS = re.compile(r"\b(as well as|changes nothing|no difference|is level|are level|level for every)\b", re.I)
+
+
+def _prose_files() -> list[Path]:
+    # generated reports print their own verdicts from their runs; the ledger is generated too
+    return [p for p in PROSE if p.name not in ("CLAIMS.md", "report.md")]
+
+
+def test_every_status_link_says_the_ledgers_status():
+    statuses = {e.claim.id: e.status for e in ledger_entries(RESULTS)}
+    checked = 0
+    for path in _prose_files():
+        for text, claim in LINK.findall(path.read_text(encoding="utf-8")):
+            if claim not in statuses:
+                pytest.fail(f"{path.relative_to(ROOT)} links CLAIMS.md#{claim}, which is no claim")
+            words = [s for s in STATUSES if re.search(rf"\b{re.escape(s)}\b", text)]
+            if words:  # a link whose text names a status must name the ledger's
+                checked += 1
+                assert statuses[claim] in words, (
+                    f"{path.relative_to(ROOT)}: [{text}](CLAIMS.md#{claim}) but the ledger says {statuses[claim]}")
+    assert checked >= 10
+
+
+def test_the_check_can_fail():
+    text = "[confirmed](docs/results/CLAIMS.md#small-beta-accuracy)"
+    (words, claim), = LINK.findall(text)
+    statuses = {e.claim.id: e.status for e in ledger_entries(RESULTS)}
+    assert statuses[claim] != "confirmed"  # the README would be caught saying this
+
+
+def test_no_sentence_calls_not_significant_the_same():
+    found = []
+    for path in _prose_files():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if SAMENESS.search(line) and "equivalen" not in line:
+                found.append(f"{path.relative_to(ROOT)}:{number}: {SAMENESS.search(line).group(0)}")
+    assert not found, "say 'not significant at n = k', or link an equivalence test:\n" + "\n".join(found)
