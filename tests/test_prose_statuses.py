@@ -16,7 +16,10 @@ RESULTS = ROOT / "docs" / "results"
 PROSE = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LINK = re.compile(r"\[([^\]]+)\]\((?:[./\w-]*/)?CLAIMS\.md#([\w-]+)\)")
 # words that claim two results are the same: only an equivalence test may say so (issue 40)
-SAMENESS = re.compile(r"\b(as well as|changes nothing|no difference|is level|are level|level for every)\b", re.I)
+SAMENESS = re.compile(r"\b(as well as|changes nothing|no difference (?:between|from|in)|is level|are level|level for "
+                      r"every|did not change|does not change|made no difference)\b", re.I)
+# a line may use those words where it states what the paper claims, or says the difference was not significant
+HONEST = re.compile(r"claim|significant|survives|equivalen", re.I)
 
 
 def _prose_files() -> list[Path]:
@@ -41,7 +44,7 @@ def test_every_status_link_says_the_ledgers_status():
 
 def test_the_check_can_fail():
     text = "[confirmed](docs/results/CLAIMS.md#small-beta-accuracy)"
-    (words, claim), = LINK.findall(text)
+    (_words, claim), = LINK.findall(text)
     statuses = {e.claim.id: e.status for e in ledger_entries(RESULTS)}
     assert statuses[claim] != "confirmed"  # the README would be caught saying this
 
@@ -50,6 +53,6 @@ def test_no_sentence_calls_not_significant_the_same():
     found = []
     for path in _prose_files():
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if SAMENESS.search(line) and "equivalen" not in line:
+            if SAMENESS.search(line) and not HONEST.search(line):
                 found.append(f"{path.relative_to(ROOT)}:{number}: {SAMENESS.search(line).group(0)}")
     assert not found, "say 'not significant at n = k', or link an equivalence test:\n" + "\n".join(found)

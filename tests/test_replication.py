@@ -51,10 +51,12 @@ def test_the_report_opens_with_the_regime_read_on_validation(study):
     text = (out / "report.md").read_text(encoding="utf-8")
     lines = text.splitlines()
     assert lines[2] == "## Verdict"
-    assert lines[4].startswith("**Regime: ") and "on the validation split" in lines[4]
+    assert lines[4].startswith("**Regime: ")
+    assert "on the validation split" in lines[4]
     for section in ("## Calibration table", "## Against the calibration toolbox", "## Claims"):
         assert section in text
-    assert "label smoothing 0.1" in text and "focal, FLSD-53" in text
+    assert "label smoothing 0.1" in text
+    assert "focal, FLSD-53" in text
     assert "Holm family: every row of this table (k = 9)." in text  # β = 5 × 3 tools × ECE, NLL, Brier
 
 

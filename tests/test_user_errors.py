@@ -154,3 +154,20 @@ def test_train_and_sweep_of_one_config_do_not_mix_their_folders(tmp_path, capsys
     assert main(["report", str(tmp_path / "single" / "c"), "--out", str(tmp_path / "r")]) == 0  # one run reports
     assert main(["sweep", str(config), "--out", str(tmp_path / "single"), "--no-progress"]) == 2
     assert "holds a single run (gdsoftmax train)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "tune"])
+def test_a_missing_or_malformed_config_is_refused_before_torch_is_imported(tmp_path, command):
+    """The command line reads the file with the standard library first: no engine, no torch, one line."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[train\n')
+    for path, says in ((tmp_path / "none.toml", "does not exist"), (bad, "is not valid TOML")):
+        code = (f"import sys; from gdsoftmax.cli import main; status = main([{command!r}, {str(path)!r}]); "
+                "sys.exit(10 if 'torch' in sys.modules else status)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"gdsoftmax {command}: error: ")
+        assert says in done.stderr

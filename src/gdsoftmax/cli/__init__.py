@@ -166,6 +166,8 @@ def _main(argv: list[str] | None) -> int:
         return theory_table()
     if args.command in (*REPORT_COMMANDS, "lab", "train", "sweep", "tune") and not _experiments_installed(args.command):
         return 2
+    if args.command in ("train", "sweep", "tune") and not _config_readable(args):
+        return 2
     if args.command == "tune":
         return run_tune_command(args, "gdsoftmax " + " ".join(sys.argv[1:] if argv is None else argv))
     if args.command in REPORT_COMMANDS:
@@ -188,6 +190,18 @@ def _experiments_installed(command: str) -> bool:
         print(f"gdsoftmax {command}: error: this command needs the experiment extras ({', '.join(missing)} "
               "missing); install them with: pip install 'gdsoftmax[experiments]'", file=sys.stderr)
     return not missing
+
+
+def _config_readable(args) -> bool:
+    """A missing or malformed config file is refused in one line before the engine (and torch) is imported."""
+    from gdsoftmax.engine.config_file import ConfigFileError, read_config_file
+
+    try:
+        read_config_file(args.config)
+    except ConfigFileError as error:
+        print(f"gdsoftmax {args.command}: error: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 def _importable(name: str) -> bool:

@@ -37,6 +37,7 @@ from gdsoftmax.engine.config_checks import (  # re-exported: the names a config'
     check_values,
     is_run_name,
 )
+from gdsoftmax.engine.config_file import ConfigFileError, read_config_file
 
 __all__ = ["INPUT_SCALINGS", "LOGGERS", "LR_SCHEDULES", "PRECISIONS", "RUN_NAME_RULE", "ConfigError",
            "ExperimentConfig", "apply_assignments", "config_to_toml", "is_run_name", "load_config", "parse_config",
@@ -195,18 +196,10 @@ def load_config(path: str | Path, overrides: list[str] = (), *, without_sweep: b
     """Read a TOML file, apply ``key=value`` overrides (TOML values), validate. ``without_sweep``: the [sweep]
     table is dropped before validation (``gdsoftmax train`` trains the config itself, never its grid's cells,
     so a cell it will not train cannot refuse it)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder, not a config file; name a TOML file, e.g. configs/digits_sweep.toml")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8") \
-            from error
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}") from error
+        raw = read_config_file(path)
+    except ConfigFileError as error:
+        raise ConfigError(str(error)) from error
     return parse_config_with(raw, overrides, without_sweep=without_sweep)
 
 

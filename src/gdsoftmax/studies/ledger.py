@@ -120,8 +120,18 @@ def ledger_entries(results_dir: str | Path) -> list[LedgerEntry]:
             status, why = ("confirmed" if check.holds else "refuted"), f"numerical check: {check.detail}"
         else:
             status, why = claim_status(claim, [t for t in tests if counted(claim, t) == "yes"])
+            if claim.test is not None and "mce" in claim.test.metric and status != "untested":
+                why += _mce_basis([t for t in tests if counted(claim, t) == "yes"])
         entries.append(LedgerEntry(claim, tests, check, status, why, anchors))
     return entries
+
+
+def _mce_basis(tests: list[PlacedTest]) -> str:
+    """What an MCE status rests on: one bin per run, and how many counted tests read it from a sparse bin."""
+    recorded = [t for t in tests if not math.isnan(t.mce_bin)]
+    sparse = sum(t.mce_bin < SPARSE_MCE_BIN for t in recorded)
+    return (f"; MCE is one bin's gap: {sparse} of {len(recorded)} tests that recorded it read a bin of fewer than "
+            f"{SPARSE_MCE_BIN} test samples, {len(tests) - len(recorded)} did not record the bin")
 
 
 def _counts_line(entries: list[LedgerEntry]) -> str:
