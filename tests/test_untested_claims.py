@@ -83,19 +83,24 @@ def test_oscillation_study_refuses_runs_too_short_to_measure():
         analyse_oscillation(rows)
 
 
-def test_tau_verdicts_read_beta_effect_on_confidence_at_every_tau():
+def test_tau_one_knob_test_tells_one_knob_from_two():
+    """β = 0.1 at τ = 1 is made the same as τ = 2 at β = 1 on every quantity (one knob: refuted); β = 10 matches
+    τ = 0.5 in confidence and margin but costs 2 points of accuracy that no τ costs (two knobs: confirmed)."""
     rows = []
-    for tau in (0.5, 1.0, 2.0):
-        for beta, shift in ((0.1, +0.05), (1.0, 0.0), (10.0, -0.04)):
+    for tau in (0.5, 1.0, 2.0, 4.0):
+        for beta in (0.1, 1.0, 10.0):
+            knob = tau / beta ** 0.30103  # log10(2): β = 0.1 acts as τ = 2, β = 10 as τ = 0.5
             for seed in SEEDS:
+                jitter = 0.05 * _jitter(tau, beta, seed)
                 rows.append(_row(seed, beta, {"loss.tau": tau, "loss.beta": beta},
-                                 {"test accuracy": 0.9, "overconfidence": 0.02 + shift + _jitter(tau, beta, seed),
-                                  "test ece": 0.03, "margin": 5.0 + _jitter(beta, seed), "train accuracy": 0.95}))
+                                 {"test accuracy": 0.9 - (0.02 if beta == 10 else 0.0) + jitter,
+                                  "overconfidence": 0.02 * knob + jitter, "test ece": 0.03,
+                                  "margin": 5.0 * knob + jitter, "train accuracy": 0.95}))
     lines, verdicts = analyse_tau(rows)
-    assert len(verdicts) == 6
-    assert {v.verdict for v in verdicts} == {"confirmed"}
-    assert {v.claim for v in verdicts} == {"tau-beta-complementary"}
-    assert any(line.startswith("### confidence") for line in lines)
+    assert [(v.claim, v.verdict) for v in verdicts] == [("tau-beta-complementary", "refuted"),
+                                                        ("tau-beta-complementary", "confirmed")]
+    assert "## One knob or two?" in lines
+    assert any("equivalent on all three" in line for line in lines)
 
 
 def _capacity_rows(slope: float) -> list[RunRow]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from gdsoftmax.analysis.stats import linear_trend
 from gdsoftmax.studies import factorial as fx
 from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.one_knob import one_knob
 from gdsoftmax.studies.run_table import RunRow, read_runs_csv
 from gdsoftmax.studies.verdicts import Verdict
 
@@ -100,7 +101,6 @@ def analyse_tau(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
                             for t in taus for b in betas])
     lines = ["## τ and β", "", "Mean ± std over seeds. The test metrics read the network's raw logits (τ divides "
              "them inside the loss only).", "", table, ""]
-    verdicts = []
     for metric, name, scale in TAU_METRICS:
         compared = [(t, b) for t in taus for b in betas if b != 1.0]
         beta_effects = fx.corrected([fx.paired_effect(f"{_beta_text(b)} vs β = 1, τ = {t:g}", groups[t, b],
@@ -112,13 +112,9 @@ def analyse_tau(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
                   *fx.effects_table(beta_effects, beta_family, ""),
                   "τ against τ = 1 at β = 1:", "",
                   *fx.effects_table(tau_effects, f"{metric}: every τ ≠ 1 against τ = 1 at β = 1", "")]
-        if metric == "overconfidence":
-            # The claim's testable part: β keeps its own effect on confidence whatever τ is (small β more
-            # confident, large β less), so τ cannot stand in for it.
-            claimed = [(e, +1 if b < 1 else -1) for e, (_, b) in zip(beta_effects, compared, strict=True)]
-            verdicts = fx.claim_rows("tau-beta-complementary", claimed, beta_family, fx.family_size(beta_effects),
-                                  _meta(rows, "τ and β"))
-    return lines, verdicts
+    # The claim's test: can a τ at β = 1 reproduce a β cell on every quantity at once (gdsoftmax.studies.one_knob)?
+    knob_lines, verdicts = one_knob(groups, taus, betas, _meta(rows, "one knob or two"))
+    return lines + knob_lines, verdicts
 
 
 # ---- capacity × β ---------------------------------------------------------------------------------------
