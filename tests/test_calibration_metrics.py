@@ -19,6 +19,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 from gdsoftmax.analysis.calibration_metrics import (
     AdaptiveCalibrationError,
     BrierScore,
+    CalibrationMetrics,
     ClasswiseCalibrationError,
     DebiasedL2CalibrationError,
     NegativeLogLikelihood,
@@ -26,7 +27,7 @@ from gdsoftmax.analysis.calibration_metrics import (
     SmoothCalibrationError,
     TopLabelCalibrationError,
 )
-from gdsoftmax.analysis.metrics import CalibrationMetrics, calibration_metrics
+from gdsoftmax.analysis.metrics import calibration_metrics
 
 
 def predictions(n=600, k=7, scale=3.0, seed=0):
@@ -224,3 +225,34 @@ def test_the_engines_binned_error_is_torchmetrics_to_the_last_bit(norm):
         ours = binned_calibration_error(confidence, correct, n_bins, norm)
         theirs = float(binary_calibration_error(confidence, correct, n_bins=n_bins, norm=norm))
         assert ours == theirs
+
+
+@pytest.mark.parametrize(("n", "k", "n_bins", "scale"), [(500, 10, 15, 3.0), (64, 3, 10, 0.5), (1000, 100, 15, 8.0),
+                                                       (7, 2, 1, 1.0)])
+def test_the_function_and_the_metric_collection_give_the_same_report(n, k, n_bins, scale):
+    """calibration_metrics computes without torchmetrics; CalibrationMetrics accumulates through it. Every field
+    of the report must agree (to the last bits, up to summation order), on logits and on probabilities."""
+    generator = torch.Generator().manual_seed(n + k)
+    logits = scale * torch.randn(n, k, generator=generator, dtype=torch.float64)
+    labels = torch.randint(k, (n,), generator=generator)
+    for scores, from_logits in ((logits, True), (logits.softmax(1), False)):
+        collection = CalibrationMetrics(k, n_bins, from_logits)
+        for chunk in range(0, n, 97):  # in batches, as a loop would feed it
+            collection.update(scores[chunk:chunk + 97], labels[chunk:chunk + 97])
+        got, want = calibration_metrics(scores, labels, n_bins, from_logits), collection.report()
+        for field in ("n", "accuracy", "top5_accuracy", "ece", "mce", "adaptive_ece", "classwise_ece", "nll", "brier",
+                      "mean_confidence"):
+            assert getattr(got, field) == pytest.approx(getattr(want, field), rel=1e-12, abs=1e-15), field
+        assert torch.equal(got.bins.counts, want.bins.counts)
+        torch.testing.assert_close(got.bins.accuracy, want.bins.accuracy, equal_nan=True)
+
+
+def test_the_functional_report_does_not_import_torchmetrics():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from gdsoftmax.analysis.metrics import calibration_metrics; "
+            "calibration_metrics(torch.randn(5, 3), torch.tensor([0, 1, 2, 0, 1])); "
+            "from gdsoftmax.studies import report, replication, compare; "
+            "sys.exit(3 if 'torchmetrics' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=300).returncode == 0

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from gdsoftmax.analysis.calibration import compare_post_hoc, fit_temperature, fit_vector_scaling
-from gdsoftmax.analysis.metrics import CalibrationMetrics, calibration_metrics
+from gdsoftmax.analysis.calibration_metrics import CalibrationMetrics
+from gdsoftmax.analysis.metrics import calibration_metrics
 
 
 def random_predictions(n=2000, k=10, scale=3.0, seed=0):

@@ -58,8 +58,8 @@ def test_report_has_every_section_and_figure(built):
     claims = text.split("## Claims")[1]
     rows = [line for line in claims.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
     verdicts = [row.rsplit("|", 2)[-2].strip() for row in rows]
-    # 7 claims about β < 1 (6 small, 1 over-small), 5 about β > 1, 3 about the warm-up, 3 trends over constant β
-    assert len(verdicts) == 7 + 5 + 3 + 3
+    # 8 claims about β < 1 (7 small, 1 over-small), 5 about β > 1, 4 about the warm-up, 3 trends over constant β
+    assert len(verdicts) == 8 + 5 + 4 + 3
     assert "Table 1's first row along training" in text
     assert sum("slope per decade of β, 9 runs" in row for row in rows) == 3
     assert {v.split(":")[0] for v in verdicts} <= {"confirmed", "refuted", "inconclusive", "undecided"}
@@ -231,3 +231,16 @@ def test_a_report_made_while_cells_are_unfinished_names_them(sweep, tmp_path):
     (unfinished / "result.json").unlink()  # stopped after its last checkpoint, before its result
     text = "\n".join(runs_to_know_about(copy, load_runs(copy)))
     assert f"**1 cell(s) have not finished and are in no table below:** {unfinished.name} (stopped; rerun" in text
+
+
+def test_every_entry_point_defaults_to_the_same_bins():
+    """The command line, gdsoftmax.api and the report builder all bin ECE alike unless told otherwise."""
+    import inspect
+
+    from gdsoftmax import api
+    from gdsoftmax.analysis.binned import ECE_BINS
+    from gdsoftmax.cli import build_parser
+
+    assert inspect.signature(api.report).parameters["bins"].default == ECE_BINS
+    assert inspect.signature(build_report).parameters["n_bins"].default == ECE_BINS
+    assert build_parser().parse_args(["report", "runs/x"]).bins == ECE_BINS

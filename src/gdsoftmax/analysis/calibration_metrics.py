@@ -22,89 +22,26 @@ so the two differ only for a confidence exactly on an edge.
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
-from torchmetrics import Metric
-from torchmetrics.classification import BinaryCalibrationError
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import BinaryCalibrationError, MulticlassAccuracy
 from torchmetrics.utilities import dim_zero_cat
 
 from gdsoftmax.analysis.binned import bin_index, bin_sums, top1
+from gdsoftmax.analysis.calibration_compute import (
+    adaptive_ece,
+    classwise_sums,
+    debiased_l2_ece,
+    debiased_l2_from_bins,
+    log_probabilities,
+    probabilities,
+)
+from gdsoftmax.analysis.metrics import BinStats, CalibrationReport
 
-__all__ = ["AdaptiveCalibrationError", "BrierScore", "ClasswiseCalibrationError", "DebiasedL2CalibrationError",
-           "NegativeLogLikelihood", "ReliabilityBins", "SmoothCalibrationError", "TopKAccuracy",
-           "TopLabelCalibrationError", "adaptive_ece", "bin_index", "bin_sums", "debiased_l2_ece", "log_probabilities",
-           "probabilities", "top1"]
-
-
-def _checked(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``preds`` as float64 after checking shapes, and that every score is finite: a NaN or infinite logit
-    would otherwise give finite, wrong binned metrics (its row's confidence lands in some bin)."""
-    if preds.dim() != 2:
-        raise ValueError(f"expected preds of shape (N, K), got {tuple(preds.shape)}")
-    if target.shape != preds.shape[:1]:
-        raise ValueError(f"expected target of shape ({preds.shape[0]},), got {tuple(target.shape)}")
-    finite = torch.isfinite(preds)
-    if not bool(finite.all()):
-        rows = (~finite).any(1).nonzero().flatten()
-        raise ValueError(f"preds holds {int((~finite).sum())} non-finite value(s) (NaN or infinity) in "
-                         f"{len(rows)} row(s), the first row {int(rows[0])}: calibration metrics need finite "
-                         "scores; find where the model's outputs overflow, or leave those rows out")
-    return preds.detach().double()
-
-
-def log_probabilities(preds: torch.Tensor, target: torch.Tensor, from_logits: bool = True) -> torch.Tensor:
-    """Log-probabilities (N, K), float64, of logits (or probabilities); checks shapes.
-
-    >>> log_probabilities(torch.zeros(1, 2), torch.tensor([0])).exp().tolist()
-    [[0.5, 0.5]]
-    """
-    preds = _checked(preds, target)
-    return F.log_softmax(preds, 1) if from_logits else preds.clamp_min(torch.finfo(torch.float64).tiny).log()
-
-
-def probabilities(preds: torch.Tensor, target: torch.Tensor, from_logits: bool = True) -> torch.Tensor:
-    """Probabilities (N, K), float64, of logits (or probabilities as they are); checks shapes.
-
-    >>> probabilities(torch.zeros(2, 4), torch.tensor([0, 3]))[0].tolist()
-    [0.25, 0.25, 0.25, 0.25]
-    """
-    preds = _checked(preds, target)
-    return preds.softmax(1) if from_logits else preds
-
-
-def debiased_l2_from_bins(counts: torch.Tensor, confidence_sums: torch.Tensor, correct_sums: torch.Tensor) -> float:
-    """sqrt(max(0, sum_b (n_b / N) [(acc_b - conf_b)^2 - acc_b (1 - acc_b) / (n_b - 1)])); a bin with one
-    sample contributes its plain squared error (its variance cannot be estimated)."""
-    conf = confidence_sums / counts.clamp_min(1)
-    acc = correct_sums / counts.clamp_min(1)
-    variance = torch.where(counts > 1, acc * (1 - acc) / (counts - 1).clamp_min(1), torch.zeros_like(acc))
-    squared = float((counts * ((acc - conf).square() - variance)).sum() / counts.sum())
-    return math.sqrt(max(squared, 0.0))
-
-
-def debiased_l2_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> float:
-    """Debiased L2 ECE (Kumar, Liang & Ma, 2019) of top-1 confidences and correctness (N,).
-
-    >>> confidence = torch.full((100,), 0.9, dtype=torch.float64)
-    >>> round(debiased_l2_ece(confidence, (torch.arange(100) % 2).double(), 10), 3)
-    0.397
-    """
-    return debiased_l2_from_bins(*bin_sums(confidence, correct, n_bins))
-
-
-def adaptive_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int) -> float:
-    """ECE over ``n_bins`` equal-mass bins of the sorted confidences (N,), correctness (N,) in {0, 1}.
-
-    >>> # sorted: (0.5 wrong, 0.6 right) | (0.9, 0.9: one right); gaps |1 - 1.1| + |1 - 1.8| over 4 samples
-    >>> f64 = torch.float64
-    >>> round(adaptive_ece(torch.tensor([0.9, 0.9, 0.6, 0.5], dtype=f64), torch.tensor([1, 0, 1, 0], dtype=f64), 2), 6)
-    0.225
-    """
-    order = confidence.argsort()
-    return float(sum((correct[chunk].sum() - confidence[chunk].sum()).abs()
-                     for chunk in order.tensor_split(n_bins) if len(chunk)) / len(confidence))
+__all__ = ["AdaptiveCalibrationError", "BrierScore", "CalibrationMetrics", "ClasswiseCalibrationError",
+           "DebiasedL2CalibrationError", "NegativeLogLikelihood", "ReliabilityBins", "SmoothCalibrationError",
+           "TopKAccuracy", "TopLabelCalibrationError", "adaptive_ece", "bin_index", "bin_sums", "debiased_l2_ece",
+           "log_probabilities", "probabilities", "top1"]
 
 
 class _ProbabilityMetric(Metric):
@@ -240,13 +177,10 @@ class ClasswiseCalibrationError(_ProbabilityMetric):
         if preds.dim() == 2 and preds.shape[1] != self.num_classes:
             raise ValueError(f"expected preds of shape (N, {self.num_classes}), got {tuple(preds.shape)}")
         probs = self._probabilities(preds, target)
-        onehot = F.one_hot(target.to(probs.device).long(), self.num_classes).double()
-        offsets = self.n_bins * torch.arange(self.num_classes, device=probs.device)
-        flat = (bin_index(probs, self.n_bins) + offsets).flatten()
-        size = self.num_classes * self.n_bins
-        self.counts += torch.bincount(flat, minlength=size).view(self.num_classes, self.n_bins)
-        self.prob_sums += torch.bincount(flat, weights=probs.flatten(), minlength=size).view_as(self.counts)
-        self.hit_sums += torch.bincount(flat, weights=onehot.flatten(), minlength=size).view_as(self.counts)
+        counts, prob_sums, hit_sums = classwise_sums(probs, target, self.num_classes, self.n_bins)
+        self.counts += counts
+        self.prob_sums += prob_sums
+        self.hit_sums += hit_sums
 
     def compute(self) -> torch.Tensor:
         n = self.counts[0].sum()
@@ -258,7 +192,7 @@ class NegativeLogLikelihood(_ProbabilityMetric):
 
     >>> metric = NegativeLogLikelihood()
     >>> metric.update(torch.zeros(3, 4), torch.tensor([0, 1, 2]))
-    >>> round(float(metric.compute()), 4) == round(math.log(4), 4)
+    >>> round(float(metric.compute()), 4) == round(float(torch.tensor(4.0).log()), 4)
     True
     """
 
@@ -292,7 +226,7 @@ class BrierScore(_ProbabilityMetric):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         probs = self._probabilities(preds, target)
-        onehot = F.one_hot(target.to(probs.device).long(), probs.shape[1]).double()
+        onehot = torch.nn.functional.one_hot(target.to(probs.device).long(), probs.shape[1]).double()
         self.total += (probs - onehot).square().sum()
         self.n += len(target)
 
@@ -350,3 +284,59 @@ class TopKAccuracy(_ProbabilityMetric):
 
     def compute(self) -> torch.Tensor:
         return self.hits / self.n
+
+
+class CalibrationMetrics(MetricCollection):
+    """Every metric of :class:`CalibrationReport`, as one ``MetricCollection``: ``update(preds, target)``
+    per batch with (N, K) logits (or probabilities if ``from_logits=False``) and (N,) labels, then
+    :meth:`report`. Adaptive ECE keeps the top-1 confidence and correctness of every sample (two
+    numbers each); the rest keep sums.
+
+    >>> metrics = CalibrationMetrics(num_classes=2, n_bins=10)
+    >>> metrics.update(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+    >>> metrics.report().accuracy
+    0.5
+    """
+
+    def __init__(self, num_classes: int, n_bins: int = 15, from_logits: bool = True):
+        if n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        # The members see probabilities (the softmax is taken once per batch, in update) and NLL sees
+        # log-probabilities, which its log-softmax leaves as they are: no precision lost in log(p).
+        super().__init__({
+            "accuracy": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+            "top5_accuracy": TopKAccuracy(5),
+            "ece": TopLabelCalibrationError(n_bins, "l1", from_logits=False),
+            "mce": TopLabelCalibrationError(n_bins, "max", from_logits=False),
+            "adaptive_ece": AdaptiveCalibrationError(n_bins, from_logits=False),
+            "classwise_ece": ClasswiseCalibrationError(num_classes, n_bins, from_logits=False),
+            "nll": NegativeLogLikelihood(from_logits=True), "brier": BrierScore(from_logits=False),
+            "bins": ReliabilityBins(n_bins, from_logits=False)}, compute_groups=False)
+        self.num_classes, self.n_bins, self.from_logits = num_classes, n_bins, from_logits
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
+        if preds.dim() != 2 or preds.shape[1] != self.num_classes:
+            raise ValueError(f"expected scores of shape (N, {self.num_classes}), got {tuple(preds.shape)}")
+        if target.shape != preds.shape[:1]:
+            raise ValueError(f"expected labels of shape ({preds.shape[0]},), got {tuple(target.shape)}")
+        target = target.detach().long().to(preds.device)
+        log_probs = log_probabilities(preds, target, self.from_logits)
+        probs = log_probs.exp() if self.from_logits else preds.detach().double()
+        for name, metric in self.items(keep_base=True, copy_state=False):
+            metric.update(log_probs if name == "nll" else probs, target)
+
+    def report(self) -> CalibrationReport:
+        """The metrics of everything accumulated (across processes, in a distributed run)."""
+        if not self["adaptive_ece"].update_called:
+            raise ValueError("no samples were accumulated")
+        values = self.compute()  # synced across processes; the local states stay as they were
+        # torchmetrics squeezes one-element results: keep the bins (n_bins,) even when n_bins = 1
+        counts, mean_confidence, accuracy = (tensor.reshape(-1) for tensor in values.pop("bins"))
+        n = int(counts.sum())
+        scalars = {key: float(value) for key, value in values.items()}
+        return CalibrationReport(
+            n=n, mean_confidence=float(torch.nansum(counts * mean_confidence) / n), **scalars,
+            bins=BinStats(edges=torch.linspace(0, 1, self.n_bins + 1, dtype=torch.float64), counts=counts.long(),
+                          mean_confidence=mean_confidence, accuracy=accuracy))

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from gdsoftmax.analysis import plots
-from gdsoftmax.analysis.binned import ECE_BINS
-from gdsoftmax.analysis.calibration_metrics import bin_sums
+from gdsoftmax.analysis.binned import ECE_BINS, bin_sums
 from gdsoftmax.analysis.estimators import binned_ece, smooth_ece
 from gdsoftmax.analysis.metrics import BinStats
 from gdsoftmax.analysis.stats import format_mean_std, format_p

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.binned import ECE_BINS
@@ -27,7 +28,7 @@ from gdsoftmax.studies.beside_paper import beside_the_paper
 from gdsoftmax.studies.bottom_line import Setting, verdict_lines
 from gdsoftmax.studies.claims import Families, claims_verdicts
 from gdsoftmax.studies.epochs import CURRICULUM_EPOCH, early_epoch
-from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
 from gdsoftmax.studies.run_table import RunRow, swept_keys, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs
 from gdsoftmax.studies.verdicts import Verdict, write_verdicts
@@ -139,8 +140,9 @@ def claims_section(verdicts: list[Verdict], families: Families, heading: str = "
 
 
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_bins: int = ECE_BINS,
-                 command: str = "") -> Path:
-    """Write ``report.md`` and its PNGs into ``out_dir`` (default: the sweep directory)."""
+                 command: str = "", progress: bool = True) -> Path:
+    """Write ``report.md`` and its PNGs into ``out_dir`` (default: the sweep directory); ``progress`` shows a bar
+    on stderr while the runs are measured and the bootstrap intervals drawn (the slow parts)."""
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir else sweep_dir
     runs = load_runs(sweep_dir)
@@ -154,7 +156,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
         raise ValueError(f"the runs under {sweep_dir} were trained on different data sets ({', '.join(data_sets)}); "
                          "their metrics do not compare: report each data set's sweep on its own")
     out.mkdir(parents=True, exist_ok=True)
-    for run in runs:
+    for run in tqdm(runs, desc="measuring runs", unit="run", disable=not progress, leave=False):
         measure(run, n_bins)
     groups = _groups(runs)
     baseline = next((g for g in groups.values() if g[0].constant_beta == 1.0), None)
@@ -184,7 +186,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     else:
         lines += ["## Post-hoc calibration", "", "None: the runs hold out no validation split (data.val_size = 0) to "
                   "fit temperature or vector scaling on, and test is never used for fitting.", ""]
-    lines += _estimators(groups, out, n_bins)
+    lines += _estimators(groups, out, n_bins, progress)
     lines += _confidence_intervals(groups, out)
     lines += _convergence(groups, families, out, first.data.dataset)
     lines += _figures(groups, runs, out)
@@ -192,9 +194,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     lines += claims_section(verdicts, families)
     write_runs_csv(out / "runs.csv", [r for g in rows.values() for r in g])
     write_verdicts(out / "claims.csv", verdicts)
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_text_atomically(out / "report.md", "\n".join(lines))
 
 
 def _cells(sweep_dir: Path) -> list[RunView]:
@@ -286,14 +286,17 @@ ESTIMATORS = [("binned ECE", "test ece"), ("adaptive ECE", "test adaptive_ece"),
               ("debiased L2 ECE", "test debiased_l2_ece"), ("smECE", "test smece")]
 
 
-def _estimators(groups: dict[str, list[Run]], out: Path, n_bins: int) -> list[str]:
+def _estimators(groups: dict[str, list[Run]], out: Path, n_bins: int, progress: bool = True) -> list[str]:
     """Every ECE estimator (mean ± std over seeds), the first seed's bootstrap intervals over test
     samples, and its smoothed reliability diagram."""
     rows, panels = [], []
-    for g in groups.values():
+    for g in tqdm(list(groups.values()), desc="bootstrap intervals", unit="setting", disable=not progress,
+                  leave=False):
         logits = torch.from_numpy(g[0].predictions["test_logits"]).double()
         labels = torch.from_numpy(g[0].predictions["test_labels"])
-        first = calibration_estimates(logits, labels, n_bins, n_resamples=BOOTSTRAP_RESAMPLES)
+        # only the two the table prints: each estimator draws its own resamples from the same seed
+        first = calibration_estimates(logits, labels, n_bins, n_resamples=BOOTSTRAP_RESAMPLES,
+                                      names=("binned ECE", "smECE"))
         rows.append([g[0].label, *(_cell(g, key) for _, key in ESTIMATORS),
                      first["binned ECE"].format(), first["smECE"].format()])
         panels.append((g[0].label, smooth_reliability(*top1(logits, labels))))
