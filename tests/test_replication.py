@@ -4,6 +4,7 @@ temperature scaling, the regime read on validation, verdicts that recompute from
 from __future__ import annotations
 
 import math
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ seed = [0, 1, 2]
 variants = [
   { label = "beta=1", "loss.beta" = 1.0 },
   { label = "beta=5", "loss.beta" = 5.0 },
+  { label = "beta=0.1", "loss.beta" = 0.1 },
   { label = "label-smoothing", "loss.name" = "label_smoothing", "loss.options" = { smoothing = 0.1 } },
   { label = "flsd53", "loss.name" = "flsd53" },
 ]
@@ -58,17 +60,21 @@ def test_the_report_opens_with_the_regime_read_on_validation(study):
     assert "label smoothing 0.1" in text
     assert "focal, FLSD-53" in text
     assert "Holm family: every row of this table (k = 9)." in text  # β = 5 × 3 tools × ECE, NLL, Brier
+    assert "| `small-beta-compact-features` | β = 0.1 |" in text  # NC1, measured from the models
 
 
 def test_runs_csv_holds_every_score_and_the_verdicts_recompute(study):
     _, out = study
     rows = read_runs_csv(out / "runs.csv")
-    assert len(rows) == 12
+    assert len(rows) == 15
     for row in rows:
         for key in ("test ece", "test smece", "test nll", "test brier", "temperature ece", "temperature smece",
                     "temperature nll", "temperature brier", "val overconfidence", "overconfidence", "mce bin count"):
             assert math.isfinite(row.values[key]), (row.run, key)
-    assert read_verdicts(out / "claims.csv") == verdicts_from_runs_csv(out / "runs.csv")
+    def plain(verdicts):  # NaN (a trend's treatment) never equals itself
+        return [tuple(None if isinstance(x, float) and math.isnan(x) else x for x in astuple(v)) for v in verdicts]
+
+    assert plain(read_verdicts(out / "claims.csv")) == plain(verdicts_from_runs_csv(out / "runs.csv"))
 
 
 def test_temperature_scaled_scores_match_a_fit_written_from_the_definition(study):
@@ -105,3 +111,31 @@ def test_a_sweep_without_beta_1_or_validation_is_refused_in_one_line(tmp_path, c
     capsys.readouterr()
     assert main(["study", "replication", str(tmp_path / "runs" / "one"), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.startswith("gdsoftmax study: error: ")
+
+
+def test_nc1_is_measured_from_each_model_as_written_from_the_definition(study):
+    """features.json holds NC1 of the final model's training features: tr(Σ_W Σ_B⁺) / K, recomputed here with numpy
+    from features taken out of the checkpointed model by hand."""
+    sweep, out = study
+    from gdsoftmax.engine.checkpoint import load_checkpoint
+    from gdsoftmax.engine.config import load_config
+    from gdsoftmax.engine.data import with_input_scaling
+    from gdsoftmax.engine.models import build_model
+    from gdsoftmax.engine.trainer import load_run_data
+
+    run = sweep / "beta=0.1_seed=1"
+    config = load_config(run / "config.toml")
+    data = with_input_scaling(load_run_data(config), config.data.input_scaling)
+    model = build_model(config.model.name, data.image_shape, data.num_classes, None, **config.model.options).eval()
+    model.load_state_dict(load_checkpoint(run / "checkpoint.pt")["model"])
+    with torch.no_grad():
+        h = model.body(data.normalize(data.train.images)).double().numpy()
+    y = data.train.labels.numpy()
+    means = np.stack([h[y == c].mean(0) for c in range(data.num_classes)])
+    within = h - means[y]
+    centred = means - means.mean(0)
+    sigma_w, sigma_b = within.T @ within / len(h), centred.T @ centred / data.num_classes
+    nc1 = np.trace(sigma_w @ np.linalg.pinv(sigma_b, hermitian=True)) / data.num_classes
+    rows = {r.run: r for r in read_runs_csv(out / "runs.csv")}
+    assert rows["beta=0.1_seed=1"].values["nc1"] == pytest.approx(nc1, rel=1e-6)
+    assert "nc1" not in rows["label-smoothing_seed=1"].values  # another loss: not a claim about β

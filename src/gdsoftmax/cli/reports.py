@@ -104,6 +104,11 @@ def _study(args, command: str) -> int:
         if args.kind == "lm":
             path = build_lm_study(args.sweep_dir, args.out, command=command)
         elif args.kind == "replication":
+            # NC1 needs the trained models, which a study never loads: the engine measures them first
+            from gdsoftmax.engine.features import record_sweep_features
+
+            if Path(args.sweep_dir).is_dir():
+                record_sweep_features(args.sweep_dir)
             path = build_replication_study(args.sweep_dir, args.out, command=command)
         elif args.kind == "regime":
             path = build_regime_study(args.sweep_dir, args.out, command=command, reference_report=args.reference)

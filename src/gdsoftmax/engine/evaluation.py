@@ -23,7 +23,7 @@ from gdsoftmax.engine.language import recorded_labels as text_labels
 from gdsoftmax.engine.language import text_predictions, text_record, text_scores
 from gdsoftmax.engine.text import TextData
 
-__all__ = ["evaluate", "evaluation_scores", "final_predictions", "fold_batch_norm", "per_sample_record",
+__all__ = ["evaluate", "evaluation_scores", "final_predictions", "fold_batch_norm", "forward_all", "per_sample_record",
            "recorded_labels"]
 
 
@@ -69,7 +69,7 @@ def evaluation_scores(model, data: Dataset, config: ExperimentConfig, test: bool
 
 
 @torch.inference_mode()
-def _forward_all(model, data: Dataset, split_name: str, config: ExperimentConfig, features: bool = False):
+def forward_all(model, data: Dataset, split_name: str, config: ExperimentConfig, features: bool = False):
     """Logits (N, K) (and features (N, D)) of a whole split in eval mode."""
     split = getattr(data, split_name)
     was_training = model.training
@@ -87,7 +87,7 @@ def _forward_all(model, data: Dataset, split_name: str, config: ExperimentConfig
 
 def evaluate(model, data: Dataset, split_name: str, config: ExperimentConfig) -> tuple[dict, torch.Tensor]:
     """Accuracy, plain cross-entropy and mean confidence of a split (NaN when empty), and its logits (N, K)."""
-    logits, _ = _forward_all(model, data, split_name, config)
+    logits, _ = forward_all(model, data, split_name, config)
     labels = getattr(data, split_name).labels
     if len(labels) == 0:
         return {"acc": float("nan"), "ce": float("nan"), "conf": float("nan")}, logits
@@ -107,7 +107,7 @@ def per_sample_record(model, data: Dataset, config: ExperimentConfig) -> dict:
     (for a language model: the tokens of the first training windows)."""
     if isinstance(data, TextData):
         return text_record(model, data, config)
-    logits, _ = _forward_all(model, data, "train", config)
+    logits, _ = forward_all(model, data, "train", config)
     labels = data.train.labels
     p_true = torch.softmax(logits / config.loss.tau, 1).gather(1, labels[:, None]).squeeze(1)
     return {"p_true": p_true.half().cpu(), "correct": (logits.argmax(1) == labels).cpu()}
@@ -120,7 +120,7 @@ def final_predictions(model, data: Dataset, config: ExperimentConfig) -> dict:
         return text_predictions(model, data, config)
     arrays = {}
     for split in ("val", "test"):
-        logits, feats = _forward_all(model, data, split, config, features=True)
+        logits, feats = forward_all(model, data, split, config, features=True)
         arrays[f"{split}_logits"] = logits.cpu().numpy()
         arrays[f"{split}_labels"] = getattr(data, split).labels.cpu().numpy()
         if feats is not None and feats.shape[1] <= 16:  # low-dimensional features are what plots need

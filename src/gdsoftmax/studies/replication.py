@@ -24,6 +24,7 @@ import torch
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.paper_claims import REGIME_THRESHOLD
 from gdsoftmax.analysis.stats import format_mean_std, holm, mean_std, paired_comparison
+from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.studies.bottom_line import claims_verdict
 from gdsoftmax.studies.claims import Families, claims_verdicts, group_rows
 from gdsoftmax.studies.compare import score
@@ -43,7 +44,7 @@ _COLUMNS = {"accuracy": "test accuracy", "ece": "test ece", "smece": "test smece
 TABLE = [("test accuracy", "accuracy %", 100), ("test ece", "ECE %", 100), ("test smece", "smECE %", 100),
          ("test nll", "NLL", 1), ("test brier", "Brier", 1), ("temperature ece", "ECE after TS %", 100),
          ("temperature smece", "smECE after TS %", 100), ("temperature nll", "NLL after TS", 1),
-         ("temperature brier", "Brier after TS", 1), ("T", "T", 1)]
+         ("temperature brier", "Brier after TS", 1), ("T", "T", 1), ("nc1", "NC1 (train)", 1)]
 # what a β > 1 run is set against: (name, the group's sweep label, its column per metric prefix)
 TOOLBOX = (("temperature scaling of β = 1", "beta=1", "temperature "), ("label smoothing 0.1", "label-smoothing",
            "test "), ("focal loss, FLSD-53", "flsd53", "test "))
@@ -66,6 +67,9 @@ def measure_replication(run: Run) -> dict[str, float]:
                    "overconfidence": test.mean_confidence - test.accuracy, "val ece": val.ece,
                    "val overconfidence": val.mean_confidence - val.accuracy,
                    "train accuracy": float(run.rows[-1]["train_acc"])})
+    features = RunView(run.path).features()  # measured from the checkpoint by gdsoftmax.engine.features
+    if features is not None:
+        values["nc1"] = float(features["nc1"])
     return values
 
 
@@ -131,9 +135,11 @@ def _toolbox_lines(tests) -> list[str]:
 
 
 def _table(groups: dict[str, list[RunRow]]) -> str:
+    columns = [(c, h, s) for c, h, s in TABLE if any(c in r.values for g in groups.values() for r in g)]
     rows = [[g[0].label, str(len(g)), *(format_mean_std([r.values[c] for r in g], s, 2 if s == 100 else 3)
-                                        for c, _, s in TABLE)] for g in groups.values()]
-    return markdown_table(["setting", "seeds", *(h for _, h, _ in TABLE)], rows)
+                                        if all(c in r.values for r in g) else "—" for c, _, s in columns)]
+            for g in groups.values()]
+    return markdown_table(["setting", "seeds", *(h for _, h, _ in columns)], rows)
 
 
 def _toolbox_table(tests) -> str:

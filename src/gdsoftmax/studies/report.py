@@ -156,7 +156,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
         raise ValueError(f"the runs under {sweep_dir} were trained on different data sets ({', '.join(data_sets)}); "
                          "their metrics do not compare: report each data set's sweep on its own")
     out.mkdir(parents=True, exist_ok=True)
-    for run in tqdm(runs, desc="measuring runs", unit="run", disable=not progress, leave=False):
+    for run in tqdm(runs, desc="measuring runs", unit="run", disable=None if progress else True, leave=False):
         measure(run, n_bins)
     groups = _groups(runs)
     baseline = next((g for g in groups.values() if g[0].constant_beta == 1.0), None)
@@ -290,7 +290,7 @@ def _estimators(groups: dict[str, list[Run]], out: Path, n_bins: int, progress: 
     """Every ECE estimator (mean ± std over seeds), the first seed's bootstrap intervals over test
     samples, and its smoothed reliability diagram."""
     rows, panels = [], []
-    for g in tqdm(list(groups.values()), desc="bootstrap intervals", unit="setting", disable=not progress,
+    for g in tqdm(list(groups.values()), desc="bootstrap intervals", unit="setting", disable=None if progress else True,
                   leave=False):
         logits = torch.from_numpy(g[0].predictions["test_logits"]).double()
         labels = torch.from_numpy(g[0].predictions["test_labels"])

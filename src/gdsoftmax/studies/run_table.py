@@ -38,7 +38,9 @@ METRIC_COLUMNS = ["test accuracy", "test ece", "test mce", "test smece", "test a
                   "temperature nll",
                   # the replication study (gdsoftmax study replication): scores after temperature scaling, and the
                   # test samples in the bin MCE is read from
-                  "temperature mce", "temperature smece", "temperature brier", "mce bin count"]
+                  "temperature mce", "temperature smece", "temperature brier", "mce bin count",
+                  # the final model's training features, within- against between-class variability (engine.features)
+                  "nc1"]
 FIXED_COLUMNS = ["run", "group", "label", "constant_beta", "warmup", "seed", "dataset", "model", "epochs"]
 SWEPT_PREFIX = "swept: "
 COUNT_PREFIX = "p_c<=0.2 @ epoch "

@@ -21,9 +21,9 @@ from pathlib import Path
 from gdsoftmax.engine.config import ExperimentConfig, to_dict
 from gdsoftmax.engine.user_code import is_import_path, source_fingerprint
 
-__all__ = ["CHECKPOINT_FILE", "CONFIG_FILE", "FAILURE_FILE", "IDENTITY_FILE", "LOCK_FILE", "METRICS_FILE",
-           "NOT_IDENTITY", "PREDICTIONS_FILE", "PREVIOUS_FILE", "RESULT_FILE", "RUN_FILES", "SAMPLES_FILE",
-           "TENSORBOARD_EVENTS",
+__all__ = ["CHECKPOINT_FILE", "CONFIG_FILE", "FAILURE_FILE", "FEATURES_FILE", "IDENTITY_FILE", "LOCK_FILE",
+           "METRICS_FILE", "NOT_IDENTITY", "PREDICTIONS_FILE", "PREVIOUS_FILE", "RESULT_FILE", "RUN_FILES",
+           "SAMPLES_FILE", "TENSORBOARD_EVENTS",
            "Checkpoint", "DamagedRunError", "EpochRow", "RunLockedError", "RunMismatchError", "RunRecord",
            "RunResult", "checked_result", "fingerprint", "identity", "identity_differences", "read_or_explain",
            "to_json"]
@@ -33,11 +33,12 @@ FAILURE_FILE = "failure.txt"  # why the last attempt stopped with an error (clea
 PREVIOUS_FILE = "checkpoint.prev.pt"  # stacked runs keep the epoch before, to realign after a cut
 SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE = "samples.npz", "predictions.npz", "result.json"
 IDENTITY_FILE, LOCK_FILE = "run.json", "lock"
+FEATURES_FILE = "features.json"  # the final model's feature geometry, measured after training (engine.features)
 # TensorBoard event files mirrored from metrics.jsonl (train.log = ["tensorboard"]), in the run directory itself so
 # that TensorBoard names the run after its cell
 TENSORBOARD_EVENTS = "events.out.tfevents.*"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PREVIOUS_FILE, SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE,
-             IDENTITY_FILE)
+             IDENTITY_FILE, FEATURES_FILE)
 # keys that may change when a run is resumed: its length, where the data lives, which device trains it, what
 # it logs and how often it looks at the test split (neither changes what is trained)
 NOT_IDENTITY = ("train.epochs", "data.data_dir", "data.download", "train.device", "train.log", "train.test_every",

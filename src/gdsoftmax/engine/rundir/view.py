@@ -24,6 +24,7 @@ from gdsoftmax.engine.rundir.records import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     FAILURE_FILE,
+    FEATURES_FILE,
     IDENTITY_FILE,
     LOCK_FILE,
     METRICS_FILE,
@@ -146,6 +147,11 @@ class RunView(RunProgress):
     def predictions(self) -> dict[str, np.ndarray]:
         """predictions.npz: final validation and test logits and labels (and 2-D features if any)."""
         return read_or_explain(self.path / PREDICTIONS_FILE, _npz)
+
+    def features(self) -> dict | None:
+        """The final model's feature geometry (NC1, ...) if it was measured (``gdsoftmax.engine.features``)."""
+        path = self.path / FEATURES_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def read(self) -> RunRecord:
         """A finished run: config, rows, per-sample records, predictions and result."""
