@@ -7,6 +7,8 @@
 * ``predictions.npz``  final validation and test logits (and 2-D features when the model has them)
 * ``result.json``      a :class:`~gdsoftmax.engine.rundir.records.RunResult`; its presence marks the run finished
 * ``run.json``         the run's identity: a fingerprint of its resolved config
+* ``features.json``    after training, on request: the final model's feature geometry (NC1, ...), measured from
+  its checkpoint by :mod:`gdsoftmax.engine.features`
 * ``lock``             while a process writes the run: its pid, host and start time
 
 Three modules, imported by their full path (this package re-exports nothing, so that an import
