@@ -56,3 +56,10 @@ def test_no_sentence_calls_not_significant_the_same():
             if SAMENESS.search(line) and not HONEST.search(line):
                 found.append(f"{path.relative_to(ROOT)}:{number}: {SAMENESS.search(line).group(0)}")
     assert not found, "say 'not significant at n = k', or link an equivalence test:\n" + "\n".join(found)
+
+
+def test_the_theory_commands_closing_lines_quote_the_ledger():
+    from gdsoftmax.labs.theory_table import LEDGER
+
+    statuses = {e.claim.id: e.status for e in ledger_entries(RESULTS)}
+    assert {claim: statuses[claim] for claim in LEDGER} == LEDGER
