@@ -167,7 +167,8 @@ def claim_status(claim: Claim, counted: list[PlacedTest]) -> tuple[str, str]:
     n = Counter(units.values())
     seeds = sorted({t.verdict.n for t in counted})
     at = f"n = {seeds[0]}" if len(seeds) == 1 else f"n = {seeds[0]}-{seeds[-1]}"
-    why = (f"{len(units)} independent setting{'s' if len(units) != 1 else ''} ({len(counted)} tests): "
+    why = (f"{len(units)} independent setting{'s' if len(units) != 1 else ''} ({len(counted)} "
+           f"test{'s' if len(counted) != 1 else ''}): "
            f"{n['confirmed']} confirm, {n['refuted']} refute, {n['mixed']} mixed, {n['equivalent']} equivalent, "
            f"{n['inconclusive']} not significant at {at}")
     if n["mixed"] or (n["confirmed"] and n["refuted"]):
