@@ -155,6 +155,7 @@ def _report(args, command: str) -> int:
 
 def _claims(args) -> int:
     from gdsoftmax.studies.ledger import build_ledger
+    from gdsoftmax.studies.markdown import write_text_atomically
 
     results = Path(args.results)
     if not results.is_dir():
@@ -175,9 +176,7 @@ def _claims(args) -> int:
         same = out.is_file() and out.read_text(encoding="utf-8") == text
         print(f"{out} is {'up to date' if same else 'out of date: run gdsoftmax claims'}")
         return 0 if same else 1
-    temporary = out.with_name(f".{out.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(out)
+    write_text_atomically(out, text)
     counts = next((line for line in text.splitlines() if line.endswith(").") and " claims: " in line), "")
     print(f"wrote {out}. {counts}")
     print(f"next: read {out}, or open a claim's report from its table")

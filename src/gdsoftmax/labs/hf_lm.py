@@ -31,6 +31,7 @@ from gdsoftmax.engine.config import ExperimentConfig
 from gdsoftmax.engine.text import TextData, is_text_dataset, load_text
 from gdsoftmax.integrations.hf import BetaLossForTrainer
 from gdsoftmax.integrations.hf_trainer import FusedBetaLossTrainer, GradientDecayBetaCallback
+from gdsoftmax.studies.markdown import write_text_atomically
 
 __all__ = ["gpt2_like", "run_hf_lm", "validation_metrics"]
 
@@ -130,8 +131,4 @@ def run_hf_lm(config: ExperimentConfig, out_dir: str | Path, *, fused: bool = Fa
               "parameters": sum(p.numel() for p in model.parameters()),
               **validation_metrics(model, data, d.context)}
     result["perplexity"] = math.exp(result["val_loss"])
-    path = folder / "result.json"
-    temporary = path.with_name(".result.json.tmp")
-    temporary.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    temporary.replace(path)
-    return path
+    return write_text_atomically(folder / "result.json", json.dumps(result, indent=1))

@@ -27,7 +27,7 @@ from gdsoftmax.analysis.stats import format_mean_std, format_p
 from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.studies.bottom_line import claims_verdict
 from gdsoftmax.studies.claims import Families, group_rows, verdicts_from_runs_csv
-from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
 from gdsoftmax.studies.run_table import RunRow, read_runs_csv, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs
 from gdsoftmax.studies.verdicts import write_verdicts
@@ -121,11 +121,7 @@ def build_lm_study(sweep_dir: str | Path, out_dir: str | Path, *, command: str =
              *_anchor(groups, baseline, runs), *_tables(groups, families),
              *_verdict_table(groups, families), *_claims(verdicts), *figures, *_samples(runs),
              *_compute(runs)]
-    path = out / "report.md"
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    temporary.replace(path)
-    return path
+    return write_text_atomically(out / "report.md", "\n".join(lines) + "\n")
 
 
 def _header(runs: list[Run], command: str) -> list[str]:

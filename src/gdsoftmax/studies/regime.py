@@ -20,7 +20,7 @@ from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.paper import lookup, setting_key
 from gdsoftmax.analysis.stats import format_mean_std
 from gdsoftmax.studies.factorial import mean_cell
-from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
 from gdsoftmax.studies.report import build_report
 from gdsoftmax.studies.run_table import RunRow, read_runs_csv
 from gdsoftmax.studies.runs import load_runs
@@ -73,10 +73,7 @@ def build_regime_study(sweep_dir: str | Path, out_dir: str | Path, *, command: s
     lead = header[:1] if shortfalls else []  # a regime not reached qualifies every verdict: it leads
     text = "\n".join([title, "", "## Verdict", "", *lead, *rest[start:end], "", *header[len(lead):],
                       *rest[end + 1 : claims_at], *sections, *rest[claims_at:]])
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
-    return path
+    return write_text_atomically(path, text)
 
 
 def _regime_lines(reference: list[RunRow], shortfalls: list[str]) -> list[str]:

@@ -18,11 +18,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdsoftmax.engine.config import to_dict
+from gdsoftmax.studies.markdown import write_text_atomically
 from gdsoftmax.studies.runs import Run
 
 __all__ = ["METRIC_COLUMNS", "RunRow", "read_runs_csv", "swept_keys", "write_csv", "write_runs_csv"]
@@ -108,10 +108,7 @@ def write_csv(path: str | Path, header: list[str], rows: list[list]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomically(path, buffer.getvalue())
 
 
 def read_runs_csv(path: str | Path) -> list[RunRow]:

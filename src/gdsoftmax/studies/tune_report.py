@@ -20,7 +20,7 @@ from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.binned import ECE_BINS
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.engine.rundir.view import RunView
-from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
 
 __all__ = ["build_tune_report", "confirmation_commands", "searched_keys"]
 
@@ -90,11 +90,7 @@ def build_tune_report(root: str | Path, objective: str, command: str = "", max_a
                f"Its test metrics, read once, after the search: accuracy {100 * test.accuracy:.2f} %, ECE ({N_BINS} "
                f"bins) {100 * test.ece:.2f} %, NLL {test.nll:.4f}.") + " One seed: to compare it with β = 1, train "
               "both over several seeds (a sweep) and report them.", ""]
-    path = root / "report.md"
-    temporary = root / ".report.md.tmp"
-    temporary.write_text("\n".join(lines), encoding="utf-8")
-    temporary.replace(path)
-    return path
+    return write_text_atomically(root / "report.md", "\n".join(lines))
 
 
 def _reference(root: Path) -> dict[str, float] | None:

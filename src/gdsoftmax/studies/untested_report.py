@@ -20,7 +20,7 @@ from gdsoftmax.analysis.paper_claims import claim_by_id
 from gdsoftmax.engine.rundir.view import RunView, failed_runs
 from gdsoftmax.studies.bottom_line import claims_verdict
 from gdsoftmax.studies.factorial import regime_line
-from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
 from gdsoftmax.studies.report import measure, runs_to_know_about
 from gdsoftmax.studies.run_table import RunRow, swept_keys, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs
@@ -99,11 +99,7 @@ def build_study(kind: str, sweep_dir: str | Path, out_dir: str | Path, *, comman
     lines += [f"![{TITLES[kind]}]({figure.name})", "", *_claims(verdicts), *_compute(runs)]
     write_runs_csv(out / "runs.csv", rows)
     write_verdicts(out / "claims.csv", verdicts)
-    path = out / "report.md"
-    temporary = out / ".report.md.tmp"
-    temporary.write_text("\n".join(lines), encoding="utf-8")
-    temporary.replace(path)
-    return path
+    return write_text_atomically(out / "report.md", "\n".join(lines))
 
 
 def _preamble(kind: str, sweep_dir: Path, runs: list[Run], rows: list[RunRow], command: str) -> list[str]:
