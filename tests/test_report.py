@@ -244,3 +244,14 @@ def test_every_entry_point_defaults_to_the_same_bins():
     assert inspect.signature(api.report).parameters["bins"].default == ECE_BINS
     assert inspect.signature(build_report).parameters["n_bins"].default == ECE_BINS
     assert build_parser().parse_args(["report", "runs/x"]).bins == ECE_BINS
+
+
+def test_the_recipe_table_prints_the_precision_the_runs_used():
+    from gdsoftmax.engine.config import parse_config
+    from gdsoftmax.studies.beside_paper import recipe_table
+
+    config = parse_config({"data": {"dataset": "mnist"}, "train": {"precision": "auto"}})
+    row = next(line for line in recipe_table(config, [], ["fp32", "fp32"]) if "| precision |" in line)
+    assert "| fp32 (requested: auto) |" in row
+    older = next(line for line in recipe_table(config, []) if "| precision |" in line)  # runs that did not record it
+    assert "auto (bf16 where the CPU has bf16 units)" in older

@@ -9,6 +9,7 @@ from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.paper import has_model, lookup, setting_key
 from gdsoftmax.analysis.stats import format_mean_std
 from gdsoftmax.engine.config import ExperimentConfig
+from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.studies.markdown import markdown_table
 
 __all__ = ["beside_the_paper"]
@@ -45,8 +46,10 @@ PAPER_RECIPES = {
 }
 
 
-def recipe_table(config: ExperimentConfig, warmup_epochs: list[int]) -> list[str]:
-    """Our recipe beside the one the paper states for the same data set, every row, differences marked."""
+def recipe_table(config: ExperimentConfig, warmup_epochs: list[int], used_precisions: list[str] = ()) -> list[str]:
+    """Our recipe beside the one the paper states for the same data set, every row, differences marked. The
+    precision row says what the runs *used* (``used_precisions``, from their run directories: "auto" resolves to
+    bf16 or fp32 by the device), and falls back to the requested one for runs that did not record it."""
     paper = PAPER_RECIPES.get(config.data.dataset)
     if paper is None:
         return []
@@ -59,7 +62,9 @@ def recipe_table(config: ExperimentConfig, warmup_epochs: list[int]) -> list[str
             "weight decay": f"{t.weight_decay:g}",
             "gradient clipping": f"norm {t.grad_clip:g}" if t.grad_clip else "none",
             "augmentation": "random crop + flip" if config.data.augment else "none",
-            "precision": t.precision if t.precision != "auto" else "auto (bf16 where the CPU has bf16 units)",
+            "precision": (", ".join(sorted(set(used_precisions))) + f" (requested: {t.precision})"
+                          if used_precisions else t.precision if t.precision != "auto"
+                          else "auto (bf16 where the CPU has bf16 units)"),
             "warm-up length": ", ".join(f"{e} epochs" for e in sorted(set(warmup_epochs))) or "no warm-up run"}
     rows = [[key, ours[key], value,
              "" if ours[key] == value else "paper silent" if "not stated" in value else "differs"]
@@ -128,4 +133,5 @@ def beside_the_paper(groups: dict[str, list], config: ExperimentConfig, n_bins: 
               "paper's setup differs, its numbers are context, not a replication target.", "",
               markdown_table(["setting", "metric", "ours", "paper model", "paper", "source"], rows), ""]
     warmups = [g[0].config.loss.beta.raw.get("epochs", config.train.epochs) for g in groups.values() if g[0].is_warmup]
-    return lines + recipe_table(config, warmups)
+    used = [p for g in groups.values() for r in g if (p := RunView(r.path).recorded_precision())]
+    return lines + recipe_table(config, warmups, used)
