@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from gdsoftmax.studies.registry import STUDIES  # a light module: the builders are imported when a study runs
+
 __all__ = ["REPORT_COMMANDS", "add_report_commands", "run_report_command"]
 
 REPORT_COMMANDS = ("report", "compare", "table1", "study", "claims")
-# "regime" (gdsoftmax.studies.regime), then the kinds of gdsoftmax.studies.untested_claims.ANALYSES
-STUDY_KINDS = ("regime", "replication", "lm", "oscillation", "tau", "capacity", "lr", "warmup-margin")
 
 
 def add_report_commands(commands) -> None:
@@ -50,18 +50,10 @@ def add_report_commands(commands) -> None:
         "study", help="write the report of a study: a claim no plain beta sweep decides (oscillation, tau, ...), "
                       "the over-confident regime, or a language model",
         description="Read the finished sweep of one study and write report.md, its figures, runs.csv and "
-                    "claims.csv into --out: regime (a beta sweep trained until CE is over-confident, "
-                    "configs/cifar10_overconfident.toml: the full report at 15 bins, whether the regime was reached, "
-                    "beside the paper and --reference), replication (one setting where CE is over-confident, "
-                    "configs/replication/: beta 1-50 against temperature scaling, label smoothing and FLSD-53, raw "
-                    "and after temperature scaling, the regime read on validation), lm (a beta sweep of a language "
-                    "model on a text corpus, "
-                    "configs/shakespeare_char.toml: validation loss, perplexity, next-token accuracy and calibration "
-                    "before and after temperature scaling, each setting against beta = 1, samples), oscillation "
-                    "(beta x momentum, configs/fashion_mnist_oscillation.toml), tau (tau x beta), capacity (width x "
-                    "beta), lr (learning rate x beta), warmup-margin (the warm-up against A-Softmax and Center loss). "
-                    "Each config's header names its two commands.")
-    study.add_argument("kind", choices=STUDY_KINDS, help="which study the sweep is")
+                    "claims.csv into --out. The studies: " + "; ".join(
+                        f"{s.kind} ({s.help}; {s.config})" for s in STUDIES.values())
+                    + ". Each config's header names its two commands.")
+    study.add_argument("kind", choices=tuple(STUDIES), help="which study the sweep is")
     study.add_argument("sweep_dir", help="the study's sweep directory, e.g. runs/fashion_mnist_oscillation")
     study.add_argument("--out", required=True, help="where to write, e.g. docs/results/fashion_mnist_oscillation")
     study.add_argument("--reference", help="regime only: a report folder of the same data set in another regime, set "
@@ -93,27 +85,20 @@ def run_report_command(args, command: str) -> int:
 
 
 def _study(args, command: str) -> int:
-    from gdsoftmax.studies.language_model import build_lm_study
-    from gdsoftmax.studies.regime import build_regime_study
-    from gdsoftmax.studies.replication import build_replication_study
-    from gdsoftmax.studies.untested_report import build_study
+    from gdsoftmax.studies.registry import build
 
     try:
         if args.reference and not (Path(args.reference) / "runs.csv").is_file():
             raise FileNotFoundError(f"--reference {args.reference}: no runs.csv there; name a report folder")
-        if args.kind == "lm":
-            path = build_lm_study(args.sweep_dir, args.out, command=command)
-        elif args.kind == "replication":
-            # NC1 needs the trained models, which a study never loads: the engine measures them first
+        if args.reference and not STUDIES[args.kind].reference:
+            raise ValueError(f"--reference is for the {', '.join(k for k, s in STUDIES.items() if s.reference)} "
+                             f"study, not {args.kind}")
+        if STUDIES[args.kind].features and Path(args.sweep_dir).is_dir():
+            # a feature geometry needs the trained models, which a study never loads: the engine measures it first
             from gdsoftmax.engine.features import record_sweep_features
 
-            if Path(args.sweep_dir).is_dir():
-                record_sweep_features(args.sweep_dir)
-            path = build_replication_study(args.sweep_dir, args.out, command=command)
-        elif args.kind == "regime":
-            path = build_regime_study(args.sweep_dir, args.out, command=command, reference_report=args.reference)
-        else:
-            path = build_study(args.kind, args.sweep_dir, args.out, command=command)
+            record_sweep_features(args.sweep_dir)
+        path = build(args.kind, args.sweep_dir, args.out, command=command, reference=args.reference)
     except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"gdsoftmax study: error: {error}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from gdsoftmax.engine.rundir.view import RunView, failed_runs
 from gdsoftmax.studies.bottom_line import claims_verdict
 from gdsoftmax.studies.factorial import regime_line
 from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
+from gdsoftmax.studies.registry import STUDIES
 from gdsoftmax.studies.report import measure, runs_to_know_about
 from gdsoftmax.studies.run_table import RunRow, swept_keys, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs
@@ -30,12 +31,9 @@ from gdsoftmax.studies.verdicts import write_verdicts
 __all__ = ["STUDY_CLAIMS", "build_study", "oscillation"]
 
 N_BINS = ECE_BINS
-STUDY_CLAIMS = {"oscillation": "large-beta-oscillation", "tau": "tau-beta-complementary",
-                "capacity": "capacity-dependence", "warmup-margin": "warmup-vs-asoftmax-center",
-                "lr": "small-beta-larger-lr"}
-TITLES = {"oscillation": "Oscillation of test accuracy at large β and high momentum",
-          "tau": "Temperature τ and β", "capacity": "Capacity and β",
-          "warmup-margin": "The warm-up against A-Softmax and Center loss", "lr": "Learning rate and β"}
+# the registry names each kind's claim and title (gdsoftmax.studies.registry)
+STUDY_CLAIMS = {kind: STUDIES[kind].claims[0] for kind in ANALYSES}
+TITLES = {kind: STUDIES[kind].title for kind in ANALYSES}
 
 
 def oscillation(test_accuracy: list[float]) -> float:
