@@ -1,8 +1,8 @@
 """The package's layers: no import cycles, no upward imports, short engine functions, the loss alone.
 
-Layers, lowest first; each module may import only from its own layer and those below it:
-loss -> integrations -> baselines -> analysis -> engine -> studies -> labs -> the command line (and the
-package's face). The studies read runs through the engine's read-only view only: of the engine they may
+Layers, lowest first, as :data:`LAYERS` states them (the one place; the package docstring and
+docs/architecture.md are checked against it); each module may import only from its own layer and those below it.
+The studies read runs through the engine's read-only view only: of the engine they may
 import the run view and records, the config and the grid's labels, never the writer or the trainer.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 import subprocess
 import sys
 import textwrap
@@ -264,3 +265,22 @@ def test_the_trackers_a_config_accepts_are_the_registry():
     from gdsoftmax.engine.loggers import TRACKERS
 
     assert sorted(LOGGERS) == sorted(TRACKERS)
+
+
+def test_the_layer_order_is_stated_as_layers_states_it():
+    """The package docstring and docs/architecture.md name the layers in LAYERS' order."""
+    import gdsoftmax
+
+    named = [m for m in re.findall(r":mod:`gdsoftmax\.(\w+)`", gdsoftmax.__doc__) if m in LAYERS]
+    assert named == LAYERS[:-1]
+    doc = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    tree = doc[doc.index("```text"):doc.index("```", doc.index("```text") + 3)]
+    listed = [m for m in re.findall(r"^  (\w+)/", tree, re.M) if m in LAYERS]
+    assert listed == LAYERS[:-1]
+
+
+def test_docs_architecture_names_every_module():
+    doc = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing = [str(p.relative_to(PACKAGE)) for p in sorted(PACKAGE.rglob("*.py"))
+               if p.name not in ("__init__.py", "__main__.py") and not re.search(rf"\b{re.escape(p.stem)}\b", doc)]
+    assert not missing, f"docs/architecture.md does not name: {', '.join(missing)}"

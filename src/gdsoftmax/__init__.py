@@ -5,10 +5,9 @@
 >>> loss = gdsoftmax.gradient_decay_loss(logits, target, beta=0.1)
 
 The layers, each importing only from those before it: :mod:`gdsoftmax.loss` (the loss alone,
-torch only), :mod:`gdsoftmax.integrations`, :mod:`gdsoftmax.baselines`, :mod:`gdsoftmax.analysis`,
-:mod:`gdsoftmax.engine`,
-:mod:`gdsoftmax.studies`, :mod:`gdsoftmax.labs` and the command line; all but the first need
-``gdsoftmax[experiments]``.
+torch only), :mod:`gdsoftmax.baselines`, :mod:`gdsoftmax.analysis`, :mod:`gdsoftmax.integrations`,
+:mod:`gdsoftmax.engine`, :mod:`gdsoftmax.studies`, :mod:`gdsoftmax.labs` and the command line; all but the first
+need ``gdsoftmax[experiments]``.
 """
 
 __all__ = ["BACKENDS", "GradientDecayLoss", "gradient_decay_loss", "schedules", "supported_backends", "theory"]
