@@ -37,13 +37,17 @@ def paired_p_values(runs_csv: Path, claim_ids: set[str]) -> dict[tuple[str, str]
     for claim_id in claim_ids:
         test = claim_by_id(claim_id).test
         metric, baseline_metric = test.metric, test.baseline_metric or test.metric
-        raw = []
-        for label in labels:
-            paired = [r for r in rows if r["label"] == label and r["seed"] in base]
+        raw, tested = [], []
+        for label in labels:  # a setting without the value (another loss has no NC1) is not in the family
+            paired = [r for r in rows if r["label"] == label and r["seed"] in base
+                      and r.get(metric, "") not in ("", "nan") and base[r["seed"]].get(baseline_metric, "") != ""]
+            if not paired:
+                continue
             a = [float(r[metric]) for r in paired]
             b = [float(base[r["seed"]][baseline_metric]) for r in paired]
             raw.append(stats.ttest_rel(a, b).pvalue if len(a) >= 2 else math.nan)
-        for label, p, q in zip(labels, raw, holm(raw), strict=True):
+            tested.append(label)
+        for label, p, q in zip(tested, raw, holm(raw), strict=True):
             found[(claim_id, label)] = (p, q)
     return found
 

@@ -183,7 +183,9 @@ def _plain(verdict) -> tuple:
 
 
 @pytest.mark.parametrize("report", ["mnist_fcnn", "fashion_mnist_calibration", "cifar10_cpu", "cifar10_overconfident",
-                                    "shakespeare_char", "shakespeare_bpe", "digits_timm_confirm"])
+                                    "shakespeare_char", "shakespeare_bpe", "digits_timm_confirm",
+                                    "replication_mnist_fcnn", "replication_fashion_mnist_fcnn",
+                                    "replication_cifar10_fcnn", "replication_cifar10_mlp_adamw"])
 def test_a_committed_reports_verdicts_recompute_from_its_runs_csv(report):
     folder = RESULTS / report
     committed = read_verdicts(folder / "claims.csv")

@@ -62,10 +62,13 @@ def measure_replication(run: Run) -> dict[str, float]:
                                torch.from_numpy(arrays["test_labels"]).long())
     val = calibration_metrics(torch.from_numpy(arrays["val_logits"]).double(),
                               torch.from_numpy(arrays["val_labels"]).long())
+    logits, labels = torch.from_numpy(arrays["test_logits"]).double(), torch.from_numpy(arrays["test_labels"]).long()
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    margin = float((true - logits.scatter(1, labels[:, None], -torch.inf).amax(1)).mean())  # as the sweep report's
     gaps = (test.bins.accuracy - test.bins.mean_confidence).abs().nan_to_num(-1.0)
     values.update({"test mce": test.mce, "mce bin count": float(test.bins.counts[int(gaps.argmax())]),
                    "overconfidence": test.mean_confidence - test.accuracy, "val ece": val.ece,
-                   "val overconfidence": val.mean_confidence - val.accuracy,
+                   "val overconfidence": val.mean_confidence - val.accuracy, "margin": margin,
                    "train accuracy": float(run.rows[-1]["train_acc"])})
     features = RunView(run.path).features()  # measured from the checkpoint by gdsoftmax.engine.features
     if features is not None:
