@@ -189,4 +189,5 @@ def elsewhere_text(tests: list[PlacedTest]) -> str:
     n = Counter(units_of(tests).values())
     verbs = {"confirmed": "confirm", "refuted": "refute", "mixed": "mixed", "equivalent": "equivalent",
              "inconclusive": "not significant"}
-    return ", ".join(f"{n[k]} {v}" for k, v in verbs.items() if n[k]) + f" (of {sum(n.values())} settings)"
+    total = sum(n.values())
+    return ", ".join(f"{n[k]} {v}" for k, v in verbs.items() if n[k]) + f" (of {total} setting{'s' * (total != 1)})"
