@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["homogeneous_order", "margin_statistics"]
+__all__ = ["homogeneous_order", "logit_margins", "margin_statistics"]
 
 
 def homogeneous_order(model: nn.Module) -> int:
@@ -36,6 +36,16 @@ def homogeneous_order(model: nn.Module) -> int:
 
 
 @torch.no_grad()
+def logit_margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """q_i = z_{y_i} - max_{j != y_i} z_j for logits (N, K) and labels (N,): the margin of each sample.
+
+    >>> logit_margins(torch.tensor([[3.0, 1.0, 2.0]]), torch.tensor([0])).tolist()
+    [1.0]
+    """
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    return true - logits.scatter(1, labels[:, None], -math.inf).amax(1)
+
+
 def margin_statistics(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                       batch_size: int = 2048) -> dict[str, float]:
     """Minimum margin, normalized and smoothed margins, ||theta|| and L, over (inputs, labels)."""
@@ -44,8 +54,7 @@ def margin_statistics(model: nn.Module, inputs: torch.Tensor, labels: torch.Tens
     model.eval()
     logits = torch.cat([model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]).double()
     model.train(was_training)
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    margins = true - logits.scatter(1, labels[:, None], -math.inf).amax(1)
+    margins = logit_margins(logits, labels)
     norm = torch.sqrt(sum(p.double().square().sum() for p in model.parameters()))
     scale = norm**order
     total_ce = F.cross_entropy(logits, labels, reduction="sum")

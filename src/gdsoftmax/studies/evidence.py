@@ -39,15 +39,8 @@ from gdsoftmax.analysis.paper_claims import Claim
 from gdsoftmax.studies.run_table import RunRow, read_runs_csv
 from gdsoftmax.studies.verdicts import Verdict
 
-__all__ = [
-    "SPARSE_MCE_BIN",
-    "STATUSES",
-    "PlacedTest",
-    "claim_status",
-    "equivalence_p",
-    "place_tests",
-    "unit_outcome",
-]
+__all__ = ["SPARSE_MCE_BIN", "STATUSES", "PlacedTest", "claim_status", "elsewhere_text", "equivalence_p", "place_tests",
+           "unit_outcome", "units_of"]
 
 STATUSES = ("confirmed", "supported once", "mixed", "refuted once", "refuted", "equivalent", "inconclusive",
             "untested")

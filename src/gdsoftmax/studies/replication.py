@@ -15,12 +15,12 @@ from ``runs.csv`` alone.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 
+from gdsoftmax.analysis.margins import logit_margins
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.paper_claims import REGIME_THRESHOLD
 from gdsoftmax.analysis.stats import format_mean_std, holm, mean_std, paired_comparison
@@ -58,17 +58,15 @@ def measure_replication(run: Run) -> dict[str, float]:
         raise ValueError(f"{run.path} has no validation split; the replication study fits temperature scaling "
                          "and reads the regime there (set data.val_size)")
     values = {_COLUMNS[k]: float(v) for k, v in score(arrays).items()}
-    test = calibration_metrics(torch.from_numpy(arrays["test_logits"]).double(),
-                               torch.from_numpy(arrays["test_labels"]).long())
+    logits, labels = torch.from_numpy(arrays["test_logits"]).double(), torch.from_numpy(arrays["test_labels"]).long()
+    test = calibration_metrics(logits, labels)
     val = calibration_metrics(torch.from_numpy(arrays["val_logits"]).double(),
                               torch.from_numpy(arrays["val_labels"]).long())
-    logits, labels = torch.from_numpy(arrays["test_logits"]).double(), torch.from_numpy(arrays["test_labels"]).long()
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    margin = float((true - logits.scatter(1, labels[:, None], -torch.inf).amax(1)).mean())  # as the sweep report's
     gaps = (test.bins.accuracy - test.bins.mean_confidence).abs().nan_to_num(-1.0)
     values.update({"test mce": test.mce, "mce bin count": float(test.bins.counts[int(gaps.argmax())]),
                    "overconfidence": test.mean_confidence - test.accuracy, "val ece": val.ece,
-                   "val overconfidence": val.mean_confidence - val.accuracy, "margin": margin,
+                   "val overconfidence": val.mean_confidence - val.accuracy,
+                   "margin": float(logit_margins(logits, labels).mean()),
                    "train accuracy": float(run.rows[-1]["train_acc"])})
     features = RunView(run.path).features()  # measured from the checkpoint by gdsoftmax.engine.features
     if features is not None:
@@ -154,10 +152,9 @@ def _toolbox_table(tests) -> str:
 
 
 def _compute(runs: list[Run]) -> str:
-    seconds = 0.0
-    for run in runs:  # a stacked run's wall time is its group's: each of the group's runs carries its share
-        result = json.loads((run.path / "result.json").read_text(encoding="utf-8"))
-        seconds += float(result.get("wall_time") or 0.0) / max(1, int(result.get("stacked_runs", 1)))
+    # a stacked run's wall time is its group's: each of the group's runs carries its share
+    seconds = sum(float(result.get("wall_time") or 0.0) / max(1, int(result.get("stacked_runs", 1)))
+                  for result in (RunView(run.path).result() for run in runs))
     took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
     return f"Training took {took} of wall time over {len(runs)} runs (stacked runs share theirs)"
 

@@ -9,7 +9,6 @@ for a corrected p < 0.05). The claims checked are the paper's own statements
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.binned import ECE_BINS
 from gdsoftmax.analysis.calibration import compare_post_hoc
 from gdsoftmax.analysis.estimators import calibration_estimates, debiased_l2_ece, smooth_ece, smooth_reliability, top1
+from gdsoftmax.analysis.margins import logit_margins
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.paper_claims import claim_by_id
 from gdsoftmax.analysis.stats import format_mean_std, mean_std
@@ -52,9 +52,7 @@ def measure(run: Run, n_bins: int) -> None:
     run.values["test smece"] = smooth_ece(confidence, correct)
     run.values["test debiased_l2_ece"] = debiased_l2_ece(confidence, correct, n_bins)
     run.values["overconfidence"] = report.mean_confidence - report.accuracy
-    true = test_logits.gather(1, test_labels[:, None]).squeeze(1)
-    others = test_logits.scatter(1, test_labels[:, None], -math.inf).amax(1)
-    run.values["margin"] = float((true - others).mean())
+    run.values["margin"] = float(logit_margins(test_logits, test_labels.long()).mean())
     if len(run.predictions["val_labels"]):
         post = compare_post_hoc(run.predictions["val_logits"], run.predictions["val_labels"], test_logits,
                                 test_labels, n_bins)
