@@ -35,10 +35,11 @@ from pathlib import Path
 import torch
 from bench_gpu_engine import _first, cifar_like
 
-from gdsoftmax.engine.config import parse_config
-from gdsoftmax.engine.data import crop_and_flip, draw_augmentation, load_dataset
-from gdsoftmax.engine.evaluation import fold_batch_norm
-from gdsoftmax.engine.trainer import SingleRun, _Distributed
+from gdsoftmax.engine.config.schema import parse_config
+from gdsoftmax.engine.data.images import crop_and_flip, draw_augmentation, load_dataset
+from gdsoftmax.engine.loop.distributed import Distributed
+from gdsoftmax.engine.loop.one_model import OneModelRun
+from gdsoftmax.engine.tasks.images import ImageClassification, fold_batch_norm
 
 TRAIN_IMAGES, EVAL_IMAGES, RECORD_IMAGES = 45_000, 15_000, 45_000
 OPTION_STEPS = [  # cumulative: each row adds its option to the ones above
@@ -51,24 +52,24 @@ EVAL_VARIANTS = [("batch 1000 (default)", 1000, False), ("batch 250", 250, False
                  ("batch 250, batch norm folded", 250, True)]
 
 
-def make_run(data, args, **options) -> SingleRun:
+def make_run(data, args, **options) -> OneModelRun:
     config = parse_config({"model": {"name": args.model, "options": {"width": args.width}},
                            "data": {"augment": True},
                            "train": {"batch_size": args.batch, "lr": 0.05, "weight_decay": 5e-4, **options}})
-    run = SingleRun(config, _first(data, args.steps * args.batch), _Distributed(0, 1, torch.device("cpu")),
-                    args.steps)
+    run = OneModelRun(ImageClassification(), config, _first(data, args.steps * args.batch),
+                      Distributed(0, 1, torch.device("cpu")), args.steps)
     run.train_epoch(0)  # untimed: compilation, allocator, oneDNN primitive caches
     return run
 
 
-def train_pass_seconds(run: SingleRun, args) -> float:
+def train_pass_seconds(run: OneModelRun, args) -> float:
     """Seconds for a 45,000-image training pass, from ``args.steps`` steps of the engine's loop."""
     start = time.perf_counter()
     run.train_epoch(1)
     return (time.perf_counter() - start) * TRAIN_IMAGES / (args.steps * args.batch)
 
 
-def phase_seconds(run: SingleRun, args) -> dict[str, float]:
+def phase_seconds(run: OneModelRun, args) -> dict[str, float]:
     """The training step taken apart (the engine's step, phase by phase), scaled to a 45,000-image pass."""
     data, objective, generator = run.eval_data, run.objectives[0], torch.Generator().manual_seed(0)
     spent = dict.fromkeys(["batch + augmentation", "forward + loss", "backward", "gradient clipping", "optimizer"],
@@ -95,7 +96,7 @@ def phase_seconds(run: SingleRun, args) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def eval_pass_seconds(run: SingleRun, images: torch.Tensor, batch: int, fold: bool) -> float:
+def eval_pass_seconds(run: OneModelRun, images: torch.Tensor, batch: int, fold: bool) -> float:
     """Seconds to compute the logits of 15,000 images (validation + test) in eval mode."""
     model = run.members[0]
     model.eval()

@@ -31,10 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gdsoftmax.engine.config import parse_config
-from gdsoftmax.engine.data import Dataset, Split, load_dataset
-from gdsoftmax.engine.models import build_model
-from gdsoftmax.engine.trainer import SingleRun, _Distributed
+from gdsoftmax.engine.config.schema import parse_config
+from gdsoftmax.engine.data.images import Dataset, Split, load_dataset
+from gdsoftmax.engine.loop.distributed import Distributed
+from gdsoftmax.engine.loop.one_model import OneModelRun
+from gdsoftmax.engine.models.registry import build_model
+from gdsoftmax.engine.tasks.images import ImageClassification
 
 
 def cifar_like(n: int, seed: int = 0) -> Dataset:
@@ -97,11 +99,12 @@ def plain_loop(data: Dataset, model_name: str, device: torch.device, batch: int,
 
 def engine_loop(data: Dataset, model_name: str, device: torch.device, batch: int, warmup: int, steps: int,
                 **options) -> float:
-    """Images per second of gdsoftmax's training step (SingleRun.train_epoch) over ``steps`` steps."""
+    """Images per second of gdsoftmax's training step (OneModelRun.train_epoch) over ``steps`` steps."""
     config = parse_config({"model": {"name": model_name}, "data": {"augment": True},
                            "loss": {"beta": {"kind": "linear", "start": 0.1, "end": 1.0, "steps": 10_000}},
                            "train": {"batch_size": batch, "lr": 0.05, "weight_decay": 5e-4, **options}})
-    run = SingleRun(config, _first(data, max(1, warmup) * batch), _Distributed(0, 1, device), max(1, warmup))
+    run = OneModelRun(ImageClassification(), config, _first(data, max(1, warmup) * batch), Distributed(0, 1, device),
+                      max(1, warmup))
     run.train_epoch(0)  # warm-up: compilation, autotuning, the allocator
     run.eval_data, run.steps_per_epoch = _first(data, steps * batch), steps  # same model, optimizer, graph
     _synchronize(device)

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from gdsoftmax.engine.library_models import build_library_model
+from gdsoftmax.engine.models.library import build_library_model
 from gdsoftmax.loss import GradientDecayLoss
 
 CANDIDATES = [

@@ -1,8 +1,8 @@
 """Benchmark: the engine's language-model training against a plain loop, and the fused linear β-loss's memory.
 
-1. **Throughput.** The engine's step loop (:class:`gdsoftmax.engine.language.TokenStreamRun`, a round of
-   ``--steps`` steps) against a plain nanoGPT-style loop written here (random windows, the same GPT, AdamW,
-   ``F.cross_entropy``, clipping, the same learning-rate schedule by formula), at the anchor's settings
+1. **Throughput.** The engine's step loop (:class:`gdsoftmax.engine.loop.one_model.OneModelRun` of the next-token
+   task, a round of ``--steps`` steps) against a plain nanoGPT-style loop written here (random windows, the same
+   GPT, AdamW, ``F.cross_entropy``, clipping, the same learning-rate schedule by formula), at the anchor's settings
    (configs/shakespeare_char.toml: batch 12, context 64, 4 x 128). Each measurement runs in a fresh process;
    the two alternate for ``--repeats`` rounds; the table gives median tokens/s and the engine / plain ratio of
    each round (median, min, max).
@@ -28,8 +28,8 @@ import torch
 SETUP = """
 import math, sys, time, torch
 import torch.nn.functional as F
-from gdsoftmax.engine.config import load_config
-from gdsoftmax.engine.text import TextData
+from gdsoftmax.engine.config.schema import load_config
+from gdsoftmax.engine.data.text import TextData
 torch.manual_seed(0)
 config = load_config("configs/shakespeare_char.toml", ["train.iterations={steps}", "train.eval_every={steps}"])
 text = "".join(chr(65 + (i * 7919) % 58) for i in range(300_000))  # 58 symbols, deterministic
@@ -37,16 +37,17 @@ data = TextData.from_text(text, context=config.data.context)
 """
 
 ENGINE = SETUP + """
-from gdsoftmax.engine.language import TokenStreamRun
-from gdsoftmax.engine.trainer import _Distributed
-run = TokenStreamRun(config, data, _Distributed(0, 1, torch.device("cpu")), {steps}, "fp32")
+from gdsoftmax.engine.loop.distributed import Distributed
+from gdsoftmax.engine.loop.one_model import OneModelRun
+from gdsoftmax.engine.tasks.tokens import NextTokenPrediction
+run = OneModelRun(NextTokenPrediction(), config, data, Distributed(0, 1, torch.device("cpu")), {steps}, "fp32")
 start = time.perf_counter()
 run.train_epoch(0)
 print(time.perf_counter() - start)
 """
 
 PLAIN = SETUP + """
-from gdsoftmax.engine.transformer import gpt
+from gdsoftmax.engine.models.transformer import gpt
 t = config.train
 model = gpt((64,), data.num_classes)
 decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -77,9 +78,9 @@ print(time.perf_counter() - start)
 
 MEMORY = """
 import torch
-from gdsoftmax.engine.config import parse_config
-from gdsoftmax.engine.language import FlatTokens, _objective
-from gdsoftmax.engine.transformer import gpt
+from gdsoftmax.engine.config.schema import parse_config
+from gdsoftmax.engine.tasks.tokens import FlatTokens, _objective
+from gdsoftmax.engine.models.transformer import gpt
 def status(key):
     return int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1]) * 1024
 torch.manual_seed(0)
@@ -138,7 +139,7 @@ def table(result: dict) -> str:
         f"measurement, {t['repeats']} alternating fresh processes each):", "",
         "| loop | median tokens/s |", "|---|---|",
         f"| plain nanoGPT-style loop | {t['plain loop tokens/s']:.0f} |",
-        f"| engine (TokenStreamRun) | {t['engine tokens/s']:.0f} |", "",
+        f"| engine (OneModelRun, next-token task) | {t['engine tokens/s']:.0f} |", "",
         f"Engine / plain: **{t['ratio']:.3f}** (median of the rounds' ratios; min {t['ratio_min']:.3f}, max "
         f"{t['ratio_max']:.3f}).", "",
         f"**Memory of one training step** (GPT 4 x 128, vocabulary {m['vocab']:,}, {m['tokens']:,} tokens; peak "

@@ -2,7 +2,7 @@
 
 ``train.precision = "bf16"`` halves a training pass on a CPU with bf16 units (AMX or AVX512-BF16)
 and makes it many times slower where bf16 is emulated (AVX2 only). ``"auto"`` picks bf16 only where
-it is native. This script times the engine's own training step (``SingleRun.train_epoch``) for
+it is native. This script times the engine's own training step (``OneModelRun.train_epoch``) for
 ``configs/cifar10_cpu.toml``'s model (ResNet-9, width 16, batch 128, channels_last) at "fp32",
 "bf16" and "auto", interleaved over rounds, and prints each one's median seconds per step and its
 ratio to fp32 measured in the same round, with the min-max spread. The first line names the CPU
@@ -23,9 +23,11 @@ from pathlib import Path
 import torch
 from bench_gpu_engine import cifar_like
 
-from gdsoftmax.engine.acceleration import no_native_bf16, resolve_precision
-from gdsoftmax.engine.config import parse_config
-from gdsoftmax.engine.trainer import SingleRun, _Distributed
+from gdsoftmax.engine.config.schema import parse_config
+from gdsoftmax.engine.loop.distributed import Distributed
+from gdsoftmax.engine.loop.one_model import OneModelRun
+from gdsoftmax.engine.recipe.acceleration import no_native_bf16, resolve_precision
+from gdsoftmax.engine.tasks.images import ImageClassification
 
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -38,11 +40,11 @@ def cpu_kind() -> str:
             f"bf16 units: {', '.join(found) or 'none'}; native bf16: {'yes' if why is None else 'no (' + why + ')'}")
 
 
-def make_run(data, precision: str, args) -> SingleRun:
+def make_run(data, precision: str, args) -> OneModelRun:
     config = parse_config({"model": {"name": "resnet9", "options": {"width": 16}}, "data": {"augment": True},
                            "train": {"batch_size": args.batch, "lr": 0.05, "weight_decay": 5e-4,
                                      "channels_last": True, "precision": precision, "device": "cpu"}})
-    run = SingleRun(config, data, _Distributed(0, 1, torch.device("cpu")), args.steps)
+    run = OneModelRun(ImageClassification(), config, data, Distributed(0, 1, torch.device("cpu")), args.steps)
     run.train_epoch(0)  # untimed: allocator and oneDNN primitive caches
     return run
 

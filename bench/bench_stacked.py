@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from gdsoftmax.engine.config import load_config
-from gdsoftmax.engine.data import load_dataset
-from gdsoftmax.engine.grid import expand_sweep
-from gdsoftmax.engine.trainer import run_experiment, train
+from gdsoftmax.engine.config.schema import load_config
+from gdsoftmax.engine.data.images import load_dataset
+from gdsoftmax.engine.loop.trainer import run_experiment, train
+from gdsoftmax.engine.sweeps.grid import expand_sweep
 
 CONFIG = Path(__file__).parent / "mnist_six.toml"
 

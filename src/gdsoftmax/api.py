@@ -34,16 +34,16 @@ import copy
 from collections.abc import Callable
 from pathlib import Path
 
-from gdsoftmax.engine.config import (
+from gdsoftmax.engine.config.schema import (
     ConfigError,
     ExperimentConfig,
     load_config,
     parse_config_with,
     to_dict,
 )
-from gdsoftmax.engine.sweep import holds_cells, run_sweep
-from gdsoftmax.engine.trainer import run_experiment
-from gdsoftmax.engine.user_code import register
+from gdsoftmax.engine.config.user_code import register
+from gdsoftmax.engine.loop.trainer import run_experiment
+from gdsoftmax.engine.sweeps.sweep import holds_cells, run_sweep
 
 __all__ = ["compare", "config", "report", "sweep", "train", "tune"]
 
@@ -107,7 +107,7 @@ def tune(source: ConfigLike, out: str | Path = "runs", *, overrides=(), model: C
          progress: bool = True, worker: int = 0, command: str = "") -> Path:
     """Search the config's [tune.space] on Optuna (trials in ``out/NAME/trial-NNNN``); returns the report's path.
     ``best.toml`` beside it is the chosen setting; confirm it with a seeded :func:`sweep` against β = 1."""
-    from gdsoftmax.engine.tuning import parse_tune, run_tune  # Optuna: imported when a search runs
+    from gdsoftmax.engine.sweeps.tuning import parse_tune, run_tune  # Optuna: imported when a search runs
     from gdsoftmax.studies.tune_report import build_tune_report
 
     experiment = config(source, overrides, model=model, data=data)

@@ -14,6 +14,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from gdsoftmax.loss.schedules import describe_beta
+
 __all__ = ["PaperNumber", "has_model", "lookup", "paper_numbers", "setting_key"]
 
 SOURCE = Path(__file__).with_name("paper_numbers.toml")
@@ -59,7 +61,7 @@ def paper_numbers() -> tuple[PaperNumber, ...]:
 
 def setting_key(beta) -> str:
     """How a constant beta is written in the paper's columns: 0.1 -> "0.1", 5.0 -> "5"."""
-    return f"{float(beta):g}"
+    return describe_beta(beta, symbol=False)
 
 
 def lookup(dataset: str, model: str | None, metric: str, setting: str,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from gdsoftmax.loss import theory
+from gdsoftmax.loss.schedules import describe_beta
 
 __all__ = ["band", "calibration_trend", "confidence_dynamics", "feature_scatter", "gradient_curves", "interval_bars",
            "learning_curves", "low_confidence_curves", "reliability_diagrams"]
@@ -175,10 +176,10 @@ def gradient_curves(betas, path, num_classes=10):
     p = np.linspace(0, 1, 501)
     z = np.linspace(-5, 20, 501)
     for beta, color in zip(betas, palette(len(betas)), strict=True):
-        left.plot(p, theory.gradient_magnitude(p, beta), color=color, label=f"β = {beta:g}")
+        left.plot(p, theory.gradient_magnitude(p, beta), color=color, label=describe_beta(beta))
         left.axvline(theory.inflection_point(beta), color=color, ls=":", lw=1)
         _, g = theory.equal_logits_profile(z, num_classes, beta)
-        right.plot(z, g.numpy(), color=color, label=f"β = {beta:g}")
+        right.plot(z, g.numpy(), color=color, label=describe_beta(beta))
     left.set(xlabel="true-class probability p_c", ylabel="gradient magnitude G = -∂J/∂z_c",
              title="G against p_c (dotted: inflection 1/(1+β))")
     right.set(xlabel=f"true logit z_c ({num_classes} classes, other logits 0)", ylabel="G",

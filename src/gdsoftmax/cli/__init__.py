@@ -194,7 +194,7 @@ def _experiments_installed(command: str) -> bool:
 
 def _config_readable(args) -> bool:
     """A missing or malformed config file is refused in one line before the engine (and torch) is imported."""
-    from gdsoftmax.engine.config_file import ConfigFileError, read_config_file
+    from gdsoftmax.engine.config.file import ConfigFileError, read_config_file
 
     try:
         read_config_file(args.config)
@@ -224,8 +224,8 @@ def _output_folder(out: str, command: str) -> str | None:
 
 
 def _lab(args) -> int:
-    from gdsoftmax.engine.config import ConfigError, load_config
-    from gdsoftmax.engine.data import DataNotFoundError
+    from gdsoftmax.engine.config.schema import ConfigError, load_config
+    from gdsoftmax.engine.data.images import DataNotFoundError
     from gdsoftmax.labs.margin_lab import run_margin_lab
     from gdsoftmax.labs.peeled_lab import load_peeled_config, run_peeled_lab
 
@@ -251,11 +251,11 @@ def _lab(args) -> int:
 
 def _train_or_sweep(args) -> int:
     from gdsoftmax import api
-    from gdsoftmax.engine.config import ConfigError
-    from gdsoftmax.engine.data import DataNotFoundError
+    from gdsoftmax.engine.config.schema import ConfigError
+    from gdsoftmax.engine.data.images import DataNotFoundError
+    from gdsoftmax.engine.loop.trainer import TrainingDiverged
     from gdsoftmax.engine.rundir.records import RunLockedError
-    from gdsoftmax.engine.sweep import SweepIncomplete, format_summary, parse_shard
-    from gdsoftmax.engine.trainer import TrainingDiverged
+    from gdsoftmax.engine.sweeps.sweep import SweepIncomplete, format_summary, parse_shard
 
     if _output_folder(args.out, args.command) is None:
         return 2
@@ -300,7 +300,7 @@ def _next_steps(folder: str, config) -> str:
     if config.model.name == "gpt":  # a language model: its own study
         lines[-1] = (f"  {prog} study lm {folder} --out {folder}/report    # loss, perplexity, calibration, samples, "
                      "each setting against β = 1")
-    from gdsoftmax.engine.loggers import next_steps  # the trackers' own lines
+    from gdsoftmax.engine.tracking.registry import next_steps  # the trackers' own lines
 
     lines += next_steps(config, folder, Path(folder).parent)
     if not config.train.log:
@@ -310,7 +310,7 @@ def _next_steps(folder: str, config) -> str:
 
 
 def _status_or_launch(args, config) -> int:
-    from gdsoftmax.engine.launcher import format_status, grid_status, submit_sweep
+    from gdsoftmax.engine.sweeps.launcher import format_status, grid_status, submit_sweep
 
     if not args.status:
         if args.cluster == "slurm" and shutil.which("sbatch") is None:

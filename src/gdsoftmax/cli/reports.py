@@ -95,7 +95,7 @@ def _study(args, command: str) -> int:
                              f"study, not {args.kind}")
         if STUDIES[args.kind].features and Path(args.sweep_dir).is_dir():
             # a feature geometry needs the trained models, which a study never loads: the engine measures it first
-            from gdsoftmax.engine.features import record_sweep_features
+            from gdsoftmax.engine.tasks.features import record_sweep_features
 
             record_sweep_features(args.sweep_dir)
         path = build(args.kind, args.sweep_dir, args.out, command=command, reference=args.reference)

@@ -1,5 +1,5 @@
 """``gdsoftmax tune``: search β (and any other key) on Optuna, as the config's [tune] table says
-(:mod:`gdsoftmax.engine.tuning`), then write the study's report (:mod:`gdsoftmax.studies.tune_report`)."""
+(:mod:`gdsoftmax.engine.sweeps.tuning`), then write the study's report (:mod:`gdsoftmax.studies.tune_report`)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def run_tune_command(args, command: str) -> int:
               file=sys.stderr)
         return 2
     from gdsoftmax import api
-    from gdsoftmax.engine.config import ConfigError
-    from gdsoftmax.engine.data import DataNotFoundError
+    from gdsoftmax.engine.config.schema import ConfigError
+    from gdsoftmax.engine.data.images import DataNotFoundError
     from gdsoftmax.engine.rundir.records import RunLockedError, RunMismatchError
     from gdsoftmax.studies.tune_report import confirmation_commands
 

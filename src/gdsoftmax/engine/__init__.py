@@ -1,10 +1,12 @@
-"""The experiment engine: it trains and writes runs. Configs, data, models, objectives, the training
-loop and its stacked strategy, sweeps and launchers, run directories, checkpoints and adaptive β.
+"""The experiment engine: it trains and writes runs. Its folders follow a run's life: ``config`` (the file,
+its checks, β), ``data``, ``models``, ``recipe`` (objective, optimizer, learning rate, precision), ``rundir``
+(the run's files), ``tasks`` (what differs between images and token streams), ``tracking`` (TensorBoard,
+MLflow, W&B), ``loop`` (the one training loop) and ``sweeps`` (grids, launchers, the search).
 Needs ``gdsoftmax[experiments]``; imports from :mod:`gdsoftmax.loss`, :mod:`gdsoftmax.baselines`
 and :mod:`gdsoftmax.analysis`, never from the studies, the labs or the command line. Reports
 that read finished runs live in :mod:`gdsoftmax.studies`.
 
->>> from gdsoftmax.engine.config import parse_config
+>>> from gdsoftmax.engine.config.schema import parse_config
 >>> parse_config({"loss": {"beta": 0.1}}).loss.beta.describe()
 'β = 0.1'
 """

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from gdsoftmax.analysis.estimators import binned_ece
-from gdsoftmax.engine.config import ExperimentConfig
-from gdsoftmax.engine.text import TextData, is_text_dataset, load_text
+from gdsoftmax.engine.config.schema import ExperimentConfig
+from gdsoftmax.engine.data.text import TextData, is_text_dataset, load_text
 from gdsoftmax.integrations.hf import BetaLossForTrainer
 from gdsoftmax.integrations.hf_trainer import FusedBetaLossTrainer, GradientDecayBetaCallback
 from gdsoftmax.studies.markdown import write_text_atomically

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from gdsoftmax.analysis import plots
-from gdsoftmax.engine.config import load_config
-from gdsoftmax.engine.sweep import run_sweep, sweep_root
+from gdsoftmax.engine.config.schema import load_config
+from gdsoftmax.engine.sweeps.sweep import run_sweep, sweep_root
 from gdsoftmax.studies.runs import load_runs
 
 __all__ = ["run_margin_lab"]

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from gdsoftmax.analysis import plots
-from gdsoftmax.engine.config import RUN_NAME_RULE, ConfigError, build_dataclass, is_run_name
+from gdsoftmax.engine.config.schema import RUN_NAME_RULE, ConfigError, build_dataclass, is_run_name
 from gdsoftmax.labs.peeled import SETTINGS, PeeledRun, simulate
+from gdsoftmax.loss.schedules import describe_beta
 
 DIVERGENT_NORM = 1e6
 
@@ -66,7 +67,7 @@ def _check_run(run: PeeledRun) -> None:
 
 
 def _label(run: PeeledRun) -> str:
-    return "ASM" if run.loss == "asm" else ("CE (β = 1)" if run.beta == 1 else f"β = {run.beta:g}")
+    return "ASM" if run.loss == "asm" else ("CE (β = 1)" if run.beta == 1 else describe_beta(run.beta))
 
 
 def run_peeled_lab(config: PeeledConfig, out_dir: str | Path) -> Path:

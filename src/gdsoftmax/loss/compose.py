@@ -11,7 +11,7 @@ gradient, dJ/dCE = e^CE / (expm1(CE) + beta) times the CE gradient.
 
 The price is precision at tiny beta: where CE is about beta, the float32 CE's rounding (about
 6e-8 relative to 1 + CE) reaches J = log(expm1(CE) + beta) divided by beta. Measured in float32
-against the float64 reference (margins 2 to 25, ``tests/test_compose.py``): the composed loss and
+against the float64 reference (margins 2 to 25, ``tests/loss/test_compose.py``): the composed loss and
 its gradient are off by about 5e-7 / beta (5e-4 at beta = 1e-3, 5e-2 at 1e-5); the direct kernels
 by under 1e-6 at every beta. Compose where beta >= 0.01 or so; use the direct kernels below.
 

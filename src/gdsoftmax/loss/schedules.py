@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from gdsoftmax.loss.validation import check_positive, is_real
 
-__all__ = ["Constant", "Cosine", "Exponential", "Linear", "Schedule", "Step", "schedule_from_config"]
+__all__ = ["Constant", "Cosine", "Exponential", "Linear", "Schedule", "Step", "describe_beta", "schedule_from_config"]
 
 
 def _check_step(step: int) -> int:
@@ -177,3 +177,39 @@ def schedule_from_config(config: float | int | dict | Schedule) -> Schedule:
     if missing:
         raise ValueError(f"a {kind!r} schedule needs the key(s) {missing}")
     return cls(**config)
+
+
+def describe_beta(beta: float | int | dict, run_epochs: float | None = None, *, symbol: bool = True,
+                  detail: bool = False) -> str:
+    """β in words: the one description that report tables, legends, trackers and the paper's columns use.
+
+    ``beta`` is a number or a config's table (a schedule, a warm-up in ``epochs`` or ``steps``, the ``pid``
+    controller). A warm-up names its length unless it spans the whole run (``run_epochs``), so two warm-ups
+    that differ only in length never share a label. ``symbol=False`` leaves out the "β": the paper's column
+    heads and the trackers' parameters. ``detail=True`` names the controller's start and gains and the other
+    schedules' parameters, where a tracker shows one run.
+
+    >>> describe_beta(0.1), describe_beta(5.0, symbol=False)
+    ('β = 0.1', '5')
+    >>> warm = {"kind": "linear", "start": 0.01, "end": 0.1, "epochs": 50}
+    >>> describe_beta(warm, run_epochs=50), describe_beta(warm, run_epochs=100)
+    ('β linear 0.01→0.1', 'β linear 0.01→0.1 over 50 epochs')
+    >>> describe_beta({"kind": "pid", "start": 1.0, "kp": 1.0, "ki": 2.0}, symbol=False, detail=True)
+    'pid from 1 (kp 1, ki 2)'
+    """
+    if not isinstance(beta, dict):
+        value = f"{float(beta):g}"
+        return f"β = {value}" if symbol else value
+    kind = str(beta.get("kind", "?"))
+    if kind == "pid":
+        gains = ", ".join(f"{k} {beta[k]:g}" for k in ("kp", "ki", "kd") if beta.get(k))
+        text = f"pid from {beta.get('start', 1.0):g}" + (f" ({gains})" if gains else "") if detail else "pid"
+    elif "end" in beta:
+        text = f"{kind} {beta['start']:g}→{beta['end']:g}"
+        if "epochs" in beta and beta["epochs"] != run_epochs:
+            text += f" over {beta['epochs']:g} epochs"
+        elif "epochs" not in beta:
+            text += f" over {beta.get('steps', '?')} steps"
+    else:
+        text = kind + ("".join(f" {k} {v}" for k, v in beta.items() if k != "kind") if detail else "")
+    return f"β {text}" if symbol else text

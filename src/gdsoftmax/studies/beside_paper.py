@@ -8,7 +8,7 @@ from __future__ import annotations
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.paper import has_model, lookup, setting_key
 from gdsoftmax.analysis.stats import format_mean_std
-from gdsoftmax.engine.config import ExperimentConfig
+from gdsoftmax.engine.config.schema import ExperimentConfig
 from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.studies.markdown import markdown_table
 

@@ -1,6 +1,6 @@
 """``gdsoftmax study lm``: what β does to a language model (issue 28), read from a sweep of text runs.
 
-Per run it reads the engine's per-token validation arrays (:mod:`gdsoftmax.engine.language`) and
+Per run it reads the engine's per-token validation arrays (:mod:`gdsoftmax.engine.tasks.tokens`) and
 measures, on the whole validation split: the loss under plain cross-entropy (never the β-loss's value)
 in nats per token and per character, perplexity, next-token accuracy, the top-1 ECE at 15 bins,
 smECE and confidence − accuracy; and, on the half of the split that temperature scaling did not see,
@@ -84,7 +84,7 @@ def _label(run: Run) -> tuple[str, float | None]:
     """How tables name the run's setting, and its constant β (None for label smoothing, which is no β)."""
     loss = run.config.loss
     if loss.label_smoothing:
-        return f"label smoothing {loss.label_smoothing:g} (β = {loss.beta.describe().removeprefix('β = ')})", None
+        return f"label smoothing {loss.label_smoothing:g} ({loss.beta.describe()})", None
     return run.label + (" (fused linear)" if loss.fused_linear else ""), run.constant_beta
 
 

@@ -18,6 +18,7 @@ holds for the τ values run, not for every τ.
 
 from __future__ import annotations
 
+from gdsoftmax.loss.schedules import describe_beta
 from gdsoftmax.studies import factorial as fx
 from gdsoftmax.studies.evidence import equivalence_p
 from gdsoftmax.studies.markdown import markdown_table
@@ -42,7 +43,7 @@ def one_knob(groups: dict, taus: list[float], betas: list[float], meta: tuple) -
     """The section and the ledger rows of the one-knob test; ``groups`` maps (τ, β) to runs (factorial.by_level)."""
     cells = [b for b in betas if b != 1.0 and (1.0, b) in groups]
     others = [t for t in taus if t != 1.0 and (t, 1.0) in groups]
-    effects = fx.corrected([fx.paired_effect(f"β = {b:g} (τ = 1) − τ = {t:g} (β = 1): {name}", groups[1.0, b],
+    effects = fx.corrected([fx.paired_effect(f"{describe_beta(b)} (τ = 1) − τ = {t:g} (β = 1): {name}", groups[1.0, b],
                                              groups[t, 1.0], metric, scale=scale)
                             for b in cells for t in others for metric, name, scale in QUANTITIES])
     size = fx.family_size(effects)
@@ -53,7 +54,7 @@ def one_knob(groups: dict, taus: list[float], betas: list[float], meta: tuple) -
             mine = [next(at) for _ in QUANTITIES]
             differs = any(e.adjusted < 0.05 for e in mine)
             same = all(_equivalent(e, m, size) for e, (m, _, _) in zip(mine, QUANTITIES, strict=True))
-            rows.append([f"β = {b:g}", f"τ = {t:g}", *(e.cells()[3] for e in mine),
+            rows.append([describe_beta(b), f"τ = {t:g}", *(e.cells()[3] for e in mine),
                          "differs" if differs else "equivalent on all three" if same else "not decided"])
             if same:
                 outcome = "refuted"

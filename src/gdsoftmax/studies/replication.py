@@ -68,7 +68,7 @@ def measure_replication(run: Run) -> dict[str, float]:
                    "val overconfidence": val.mean_confidence - val.accuracy,
                    "margin": float(logit_margins(logits, labels).mean()),
                    "train accuracy": float(run.rows[-1]["train_acc"])})
-    features = RunView(run.path).features()  # measured from the checkpoint by gdsoftmax.engine.features
+    features = RunView(run.path).features()  # measured from the checkpoint by gdsoftmax.engine.tasks.features
     if features is not None:
         values["nc1"] = float(features["nc1"])
     return values

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gdsoftmax.engine.config import to_dict
+from gdsoftmax.engine.config.schema import to_dict
 from gdsoftmax.studies.markdown import write_text_atomically
 from gdsoftmax.studies.runs import Run
 

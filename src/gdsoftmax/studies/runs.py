@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gdsoftmax.engine.config import ExperimentConfig, to_dict
-from gdsoftmax.engine.grid import label
+from gdsoftmax.engine.config.schema import ExperimentConfig, to_dict
 from gdsoftmax.engine.rundir.records import EpochRow
 from gdsoftmax.engine.rundir.view import RunView, finished_runs
+from gdsoftmax.engine.sweeps.grid import label
 
 __all__ = ["Run", "load_runs"]
 

@@ -29,6 +29,7 @@ import numpy as np
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.stats import format_p, holm, paired_comparison, verdict
 from gdsoftmax.engine.rundir.view import RunView
+from gdsoftmax.loss.schedules import describe_beta
 from gdsoftmax.studies.claims import Families, claims_verdicts, group_rows
 from gdsoftmax.studies.epochs import early_epoch
 from gdsoftmax.studies.markdown import markdown_table
@@ -74,7 +75,7 @@ def _compute_minutes(runs: list[Run]) -> float:
 
 
 def _table1(cells, betas) -> list[str]:
-    header = ["p_c interval"] + [f"β = {b:g}: ours (paper)" for b in betas]
+    header = ["p_c interval"] + [f"{describe_beta(b)}: ours (paper)" for b in betas]
     rows = []
     for i, (a, b) in enumerate(plots.INTERVALS):
         interval = f"({a:g}, {b:g}]"
@@ -146,7 +147,7 @@ def _verdict_section(cells, betas, epochs) -> list[str]:
                             "paper's Δ"], rows), "",
             "Along training, mean Δ against β = 1 at each recorded epoch (↑ confirmed, ↓ refuted, Holm over the βs "
             "at that epoch):", "",
-            markdown_table(["epoch", "β = 1 count"] + [f"Δ β = {b:g}" for b in betas if b != 1.0], along), "",
+            markdown_table(["epoch", "β = 1 count"] + [f"Δ {describe_beta(b)}" for b in betas if b != 1.0], along), "",
             f"Epochs at which some β ≠ 1 confirms the claim: {sorted(confirmed) or 'none'}.", ""]
 
 
@@ -247,9 +248,9 @@ def build_table1_report(recipe_dir: str | Path, out_dir: str | Path, *, factors_
              *_not_mnist_warning(first),
              *_table1(cells, betas)]
     plots.low_confidence_curves(
-        [(f"β = {b:g}", epochs, np.array([cells[(REFERENCE_ARM, b)].low[e] for e in epochs]).T)  # (S, E)
+        [(describe_beta(b), epochs, np.array([cells[(REFERENCE_ARM, b)].low[e] for e in epochs]).T)  # (S, E)
          for b in betas],
-        [(f"β = {b:g}", paper_count("(0, 0.2]", b)) for b in betas], out / "low_confidence_along_training.png",
+        [(describe_beta(b), paper_count("(0, 0.2]", b)) for b in betas], out / "low_confidence_along_training.png",
         f"{first.data.dataset}, {first.model.name}: Table 1's first row along training")
     lines += [*_verdict_section(cells, betas, epochs),
               "![samples at p_c <= 0.2 along training](low_confidence_along_training.png)", "",

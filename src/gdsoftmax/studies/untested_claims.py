@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 
 from gdsoftmax.analysis.stats import linear_trend
+from gdsoftmax.loss.schedules import describe_beta
 from gdsoftmax.studies import factorial as fx
 from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.one_knob import one_knob
@@ -27,10 +28,6 @@ __all__ = ["ANALYSES", "analyse_capacity", "analyse_lr", "analyse_oscillation", 
 
 def _meta(rows: list[RunRow], section: str) -> tuple:
     return section, rows[0].dataset, rows[0].model, rows[0].epochs
-
-
-def _beta_text(beta: float) -> str:
-    return f"β = {beta:g}"
 
 
 # ---- oscillation × momentum ------------------------------------------------------------------------
@@ -46,15 +43,15 @@ def analyse_oscillation(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
     betas = sorted({b for _, b in groups if b != 1.0})
     low, high = momenta[0], momenta[-1]
     settings = [(m, b) for m in momenta for b in betas]
-    effects = [fx.paired_effect(f"{_beta_text(b)} vs β = 1, momentum {m:g}", groups[m, b], groups[m, 1.0],
+    effects = [fx.paired_effect(f"{describe_beta(b)} vs β = 1, momentum {m:g}", groups[m, b], groups[m, 1.0],
                              "oscillation", scale=100) for m, b in settings]
     effects = fx.corrected(effects + [_interaction(groups, b, low, high) for b in betas])
     family = (f"oscillation: every β > 1 against β = 1 at each momentum, and each β's effect at momentum {high:g} "
               f"against its effect at {low:g}")
-    table = markdown_table(["momentum", *(_beta_text(b) for b in [1.0, *betas])],
+    table = markdown_table(["momentum", *(describe_beta(b) for b in [1.0, *betas])],
                            [[f"{m:g}", *(fx.mean_cell(groups[m, b], "oscillation", 100) for b in [1.0, *betas])]
                             for m in momenta])
-    accuracy = markdown_table(["momentum", *(_beta_text(b) for b in [1.0, *betas])],
+    accuracy = markdown_table(["momentum", *(describe_beta(b) for b in [1.0, *betas])],
                               [[f"{m:g}", *(fx.mean_cell(groups[m, b], "test accuracy", 100) for b in [1.0, *betas])]
                                for m in momenta])
     lines = ["## Oscillation of test accuracy", "",
@@ -81,7 +78,7 @@ def _interaction(groups: dict, beta: float, low: float, high: float) -> fx.Effec
     seeds = sorted(set(at_high) & set(at_low))
     pseudo = [RunRow(f"{s}", "", "", None, False, s, {"effect": v}) for s, v in ((s, at_high[s]) for s in seeds)]
     reference = [RunRow(f"{s}", "", "", None, False, s, {"effect": at_low[s]}) for s in seeds]
-    return fx.paired_effect(f"{_beta_text(beta)}: effect at momentum {high:g} minus effect at {low:g}", pseudo,
+    return fx.paired_effect(f"{describe_beta(beta)}: effect at momentum {high:g} minus effect at {low:g}", pseudo,
                          reference, "effect", scale=100)
 
 
@@ -103,7 +100,7 @@ def analyse_tau(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
              "them inside the loss only).", "", table, ""]
     for metric, name, scale in TAU_METRICS:
         compared = [(t, b) for t in taus for b in betas if b != 1.0]
-        beta_effects = fx.corrected([fx.paired_effect(f"{_beta_text(b)} vs β = 1, τ = {t:g}", groups[t, b],
+        beta_effects = fx.corrected([fx.paired_effect(f"{describe_beta(b)} vs β = 1, τ = {t:g}", groups[t, b],
                                                 groups[t, 1.0], metric, scale=scale) for t, b in compared])
         tau_effects = fx.corrected([fx.paired_effect(f"τ = {t:g} vs τ = 1, β = 1", groups[t, 1.0], groups[1.0, 1.0],
                                                metric, scale=scale) for t in taus if t != 1.0])
@@ -128,7 +125,7 @@ def analyse_capacity(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
     groups = fx.by_level(rows, _width)
     widths = sorted({w for w, _ in groups})
     small = min(b for _, b in groups)
-    effects = [fx.paired_effect(f"{_beta_text(small)} vs β = 1, width {w}", groups[w, small], groups[w, 1.0],
+    effects = [fx.paired_effect(f"{describe_beta(small)} vs β = 1, width {w}", groups[w, small], groups[w, 1.0],
                              "test accuracy", scale=100) for w in widths]
     x, y = [], []
     for w in widths:
@@ -141,7 +138,7 @@ def analyse_capacity(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
     effects = fx.corrected([*effects, fx.Effect(f"slope of Δ per doubling of width, {len(x)} seed pairs", trend,
                                           math.nan, math.nan)])
     family = f"test accuracy: β = {small:g} against β = 1 at each width, and the slope of that Δ over log2 width"
-    table = markdown_table(["width", *(_beta_text(b) for b in (1.0, small)), "train acc % (β = 1)",
+    table = markdown_table(["width", *(describe_beta(b) for b in (1.0, small)), "train acc % (β = 1)",
                             f"train acc % (β = {small:g})"],
                            [[w, fx.mean_cell(groups[w, 1.0], "test accuracy", 100),
                              fx.mean_cell(groups[w, small], "test accuracy", 100),
@@ -223,9 +220,9 @@ def analyse_lr(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
 
     largest_rows = {b: _per_seed(groups, lrs, b, largest) for b in betas}
     fastest_rows = {b: _per_seed(groups, lrs, b, fastest) for b in betas}
-    stable = fx.corrected([fx.paired_effect(f"{_beta_text(b)} vs β = 1: log10 largest lr that trains",
+    stable = fx.corrected([fx.paired_effect(f"{describe_beta(b)} vs β = 1: log10 largest lr that trains",
                                             largest_rows[b], largest_rows[1.0], "value") for b in betas if b != 1.0])
-    speed = fx.corrected([fx.paired_effect(f"{_beta_text(b)} vs β = 1: fewest epochs to {TARGET_ACCURACY:.0%}",
+    speed = fx.corrected([fx.paired_effect(f"{describe_beta(b)} vs β = 1: fewest epochs to {TARGET_ACCURACY:.0%}",
                                            fastest_rows[b], fastest_rows[1.0], "value") for b in betas if b != 1.0])
     stable_family = "log10 largest lr that trains: every β ≠ 1 against β = 1"
     speed_family = f"fewest epochs to {TARGET_ACCURACY:.0%}: every β ≠ 1 against β = 1"
@@ -234,7 +231,7 @@ def analyse_lr(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
              f"Each cell: final test accuracy (%, mean ± std over the seeds that finished), how many seeds train "
              f"(loss finite and final test accuracy ≥ {TRAINS_AT:.0%}), and the mean epochs to "
              f"{TARGET_ACCURACY:.0%} test accuracy (— when no seed reached it in {epochs} epochs).", "",
-             markdown_table(["lr", *(_beta_text(b) for b in betas)], cells), "",
+             markdown_table(["lr", *(describe_beta(b) for b in betas)], cells), "",
              "Per seed, the largest rate of the grid at which the run trains (log10; half a decade below the grid "
              "when none does), each β against β = 1:", "",
              *fx.effects_table(stable, stable_family, "(decades)"),

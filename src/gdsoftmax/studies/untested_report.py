@@ -202,14 +202,14 @@ def _against(runs: list[Run], path: Path, x_of, line_of, metrics, xlabel: str, t
 def _tau_figure(runs: list[Run], path: Path) -> Path:
     metrics = (("test accuracy", "test accuracy (%)", 100), ("overconfidence", "confidence − accuracy (points)", 100),
                ("test ece", f"ECE (%, {N_BINS} bins)", 100))
-    return _against(runs, path, lambda r: r.config.loss.tau, lambda r: f"β = {r.config.loss.beta.constant:g}",
+    return _against(runs, path, lambda r: r.config.loss.tau, lambda r: r.config.loss.beta.describe(),
                     metrics, "τ", "Test metrics against the temperature τ")
 
 
 def _capacity_figure(runs: list[Run], path: Path) -> Path:
     metrics = (("test accuracy", "test accuracy (%)", 100), ("train accuracy", "training accuracy (%)", 100))
     return _against(runs, path, lambda r: r.config.model.options["hidden"][0],
-                    lambda r: f"β = {r.config.loss.beta.constant:g}", metrics, "width of each hidden layer",
+                    lambda r: r.config.loss.beta.describe(), metrics, "width of each hidden layer",
                     "Accuracy against width")
 
 

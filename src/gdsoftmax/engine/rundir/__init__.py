@@ -8,16 +8,19 @@
 * ``result.json``      a :class:`~gdsoftmax.engine.rundir.records.RunResult`; its presence marks the run finished
 * ``run.json``         the run's identity: a fingerprint of its resolved config
 * ``features.json``    after training, on request: the final model's feature geometry (NC1, ...), measured from
-  its checkpoint by :mod:`gdsoftmax.engine.features`
+  its checkpoint by :mod:`gdsoftmax.engine.tasks.features`
 * ``lock``             while a process writes the run: its pid, host and start time
 
-Three modules, imported by their full path (this package re-exports nothing, so that an import
-says whether it reads or writes):
+Imported by their full path (this package re-exports nothing, so that an import says whether it reads or
+writes):
 
 * :mod:`~gdsoftmax.engine.rundir.records`: the file names and the records written in them, and
   :func:`~gdsoftmax.engine.rundir.records.identity`;
 * :mod:`~gdsoftmax.engine.rundir.view`: :class:`~gdsoftmax.engine.rundir.view.RunView`, the
   read-only view that studies and status commands use;
 * :mod:`~gdsoftmax.engine.rundir.writer`: :class:`~gdsoftmax.engine.rundir.writer.RunWriter`, the
-  trainer's writer (claim, lock, open, append, finish), which can read as well.
+  trainer's writer (claim, lock, open, append, finish), which can read as well;
+* :mod:`~gdsoftmax.engine.rundir.checkpoint` (atomic writes, the RNG state a resume restores),
+  :mod:`~gdsoftmax.engine.rundir.pidlock` (the lock) and :mod:`~gdsoftmax.engine.rundir.cleanup` (a failed
+  command leaves nothing it created behind).
 """

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gdsoftmax.engine.checkpoint import load_checkpoint
-from gdsoftmax.engine.config import ExperimentConfig, load_config
-from gdsoftmax.engine.lr import schedule_changes
-from gdsoftmax.engine.pidlock import is_stale, read_lock
+from gdsoftmax.engine.config.schema import ExperimentConfig, load_config
+from gdsoftmax.engine.recipe.lr import schedule_changes
+from gdsoftmax.engine.rundir.checkpoint import load_checkpoint
+from gdsoftmax.engine.rundir.pidlock import is_stale, read_lock
 from gdsoftmax.engine.rundir.records import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -149,7 +149,7 @@ class RunView(RunProgress):
         return read_or_explain(self.path / PREDICTIONS_FILE, _npz)
 
     def features(self) -> dict | None:
-        """The final model's feature geometry (NC1, ...) if it was measured (``gdsoftmax.engine.features``)."""
+        """The final model's feature geometry (NC1, ...) if it was measured (``gdsoftmax.engine.tasks.features``)."""
         path = self.path / FEATURES_FILE
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gdsoftmax.engine.checkpoint import atomic_write_bytes, save_checkpoint
-from gdsoftmax.engine.config import ExperimentConfig, config_to_toml
-from gdsoftmax.engine.pidlock import hold_lock
+from gdsoftmax.engine.config.schema import ExperimentConfig, config_to_toml
+from gdsoftmax.engine.rundir.checkpoint import atomic_write_bytes, save_checkpoint
+from gdsoftmax.engine.rundir.pidlock import hold_lock
 from gdsoftmax.engine.rundir.records import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -95,7 +95,7 @@ class RunWriter(RunView):
     def open(self, config: ExperimentConfig, start_epoch: int, rows: list[dict] | None = None,
              precision: str | None = None, data: str | None = None) -> None:
         """Write the resolved config, the identity (with the precision the run trains in and the data's
-        fingerprint, :meth:`~gdsoftmax.engine.data.Dataset.fingerprint`) and the metric
+        fingerprint, :meth:`~gdsoftmax.engine.data.images.Dataset.fingerprint`) and the metric
         rows up to the checkpoint being resumed: ``rows`` (the checkpoint's own copy, which restores a
         line lost from metrics.jsonl) or, for a checkpoint from before checkpoints carried rows, the
         file's rows up to ``start_epoch``."""
