@@ -4,6 +4,7 @@ Layers, lowest first, as :data:`LAYERS` states them (the one place; the package 
 docs/architecture.md are checked against it); each module may import only from its own layer and those below it.
 The studies read runs through the engine's read-only view only: of the engine they may
 import the run view and records, the config and the grid's labels, never the writer or the trainer.
+Inside the engine, :data:`ENGINE_STAGES` orders its folders by a run's life in the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ LAYERS = ["loss", "baselines", "analysis", "integrations", "engine", "studies", 
 # what a study may import from the engine: reading runs and naming their settings, nothing that trains or writes
 STUDIES_MAY_IMPORT = {"gdsoftmax.engine.rundir.view", "gdsoftmax.engine.rundir.records",
                       "gdsoftmax.engine.config.schema", "gdsoftmax.engine.sweeps.grid"}
+# the engine's folders by a run's life, lowest first: each imports only from its own folder and those before it
+ENGINE_STAGES = ["workspace", "data", "models", "recipe", "config", "rundir", "tasks", "tracking", "loop", "sweeps"]
 SHORT_FUNCTION_LAYERS = ("engine", "studies")
 FUNCTION_LIMIT = 60  # lines, docstring included, in the engine and the studies
 CLASS_LIMIT = 80  # lines, for the run directory's reader and writer
@@ -118,6 +121,32 @@ def test_a_planted_violation_of_the_studies_layer_is_caught(importer, imported, 
     assert check(graph) == []
     assert len(check(planted)) == 1
     assert imported in check(planted)[0]
+
+
+def stage_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "engine" and parts[2] in ENGINE_STAGES else None
+
+
+def upward_stage_imports(graph) -> list[str]:
+    return [f"{a} ({stage_of(a)}) imports {b} ({stage_of(b)})" for a, targets in graph.items() if stage_of(a)
+            for b, _ in targets if stage_of(b) and ENGINE_STAGES.index(stage_of(b)) > ENGINE_STAGES.index(stage_of(a))]
+
+
+def test_every_engine_module_is_in_a_stage_folder():
+    """No flat modules in the engine: each lives in the folder of the stage of a run's life it serves."""
+    flat = sorted(p.name for p in (PACKAGE / "engine").glob("*.py") if p.name != "__init__.py")
+    folders = sorted(p.name for p in (PACKAGE / "engine").iterdir() if (p / "__init__.py").exists())
+    assert flat == []
+    assert folders == sorted(ENGINE_STAGES)
+
+
+def test_no_engine_stage_imports_a_later_one():
+    graph = import_graph()
+    assert upward_stage_imports(graph) == []
+    planted = {**graph, "gdsoftmax.engine.data.images": [("gdsoftmax.engine.loop.trainer", True)]}
+    assert upward_stage_imports(planted) == [
+        "gdsoftmax.engine.data.images (data) imports gdsoftmax.engine.loop.trainer (loop)"]
 
 
 def test_layer_of_knows_the_studies():

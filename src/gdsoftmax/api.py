@@ -41,9 +41,9 @@ from gdsoftmax.engine.config.schema import (
     parse_config_with,
     to_dict,
 )
-from gdsoftmax.engine.config.user_code import register
 from gdsoftmax.engine.loop.trainer import run_experiment
 from gdsoftmax.engine.sweeps.sweep import holds_cells, run_sweep
+from gdsoftmax.engine.workspace.user_code import register
 
 __all__ = ["compare", "config", "report", "sweep", "train", "tune"]
 

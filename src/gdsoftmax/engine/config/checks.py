@@ -14,7 +14,6 @@ import re
 import torch
 
 from gdsoftmax.baselines import LOGIT_LOSSES
-from gdsoftmax.engine.config.user_code import UserCodeError, is_import_path, resolve
 from gdsoftmax.engine.data.images import DATASETS
 from gdsoftmax.engine.data.text import TEXT_CORPORA, is_text_dataset
 from gdsoftmax.engine.data.user import is_user_data
@@ -22,6 +21,7 @@ from gdsoftmax.engine.models.library import is_library_model, library_model_prob
 from gdsoftmax.engine.models.registry import MODELS
 from gdsoftmax.engine.recipe.objectives import check_options
 from gdsoftmax.engine.recipe.optim import OPTIMIZERS, build_optimizer, optimizer_option_names
+from gdsoftmax.engine.workspace.user_code import UserCodeError, is_import_path, resolve
 from gdsoftmax.loss import BACKENDS
 from gdsoftmax.loss.literal import NUMERICS
 

@@ -22,7 +22,7 @@ import torch
 
 from gdsoftmax.engine.data.checks import DataIntegrityError, check_split, verify_files
 from gdsoftmax.engine.data.user import is_user_data, load_user_data, npz_arrays
-from gdsoftmax.engine.rundir.cleanup import folders_removed_on_failure
+from gdsoftmax.engine.workspace.cleanup import folders_removed_on_failure
 
 __all__ = ["DATASETS", "DataIntegrityError", "DataNotFoundError", "Dataset", "Split", "augment_batch",
            "crop_and_flip", "draw_augmentation", "load_dataset", "stratified_subset", "with_input_scaling"]

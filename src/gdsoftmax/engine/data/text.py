@@ -30,7 +30,7 @@ import torch
 
 from gdsoftmax.engine.data.checks import DataIntegrityError
 from gdsoftmax.engine.data.images import DataNotFoundError, default_data_dir
-from gdsoftmax.engine.rundir.cleanup import folders_removed_on_failure
+from gdsoftmax.engine.workspace.cleanup import folders_removed_on_failure
 
 __all__ = ["TEXT_CORPORA", "TextData", "TokenSplit", "is_text_dataset", "load_text", "train_bpe"]
 

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gdsoftmax.engine.config.user_code import described, is_import_path, resolve
 from gdsoftmax.engine.data.checks import DataIntegrityError
+from gdsoftmax.engine.workspace.user_code import described, is_import_path, resolve
 
 __all__ = ["is_user_data", "load_user_data", "npz_arrays"]
 

@@ -40,7 +40,6 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from gdsoftmax.engine.config.schema import ExperimentConfig, to_dict
-from gdsoftmax.engine.config.user_code import is_import_path
 from gdsoftmax.engine.data.images import Dataset, Split
 from gdsoftmax.engine.data.text import is_text_dataset
 from gdsoftmax.engine.models.registry import Classifier, build_model
@@ -50,6 +49,7 @@ from gdsoftmax.engine.recipe.optim import build_optimizer
 from gdsoftmax.engine.rundir.checkpoint import capture_rng_state, restore_rng_state, seed_everything
 from gdsoftmax.engine.rundir.records import Checkpoint
 from gdsoftmax.engine.rundir.view import RunView
+from gdsoftmax.engine.workspace.user_code import is_import_path
 from gdsoftmax.loss.fused import stacked_beta_loss
 from gdsoftmax.loss.literal import shifted_exp_loss
 

@@ -32,12 +32,12 @@ from gdsoftmax.engine.loop.stacked import StackedRuns
 from gdsoftmax.engine.recipe.acceleration import compiled_graphs, resolve_precision
 from gdsoftmax.engine.recipe.lr import learning_rate
 from gdsoftmax.engine.rundir.checkpoint import seed_everything
-from gdsoftmax.engine.rundir.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.rundir.records import Checkpoint, EpochRow, RunMismatchError, RunResult
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.tasks.base import Task
 from gdsoftmax.engine.tasks.registry import task_for
 from gdsoftmax.engine.tracking.registry import open_loggers, require_loggers
+from gdsoftmax.engine.workspace.cleanup import folders_removed_on_failure
 
 __all__ = ["TrainingDiverged", "learning_rate", "load_run_data", "run_experiment", "train"]
 

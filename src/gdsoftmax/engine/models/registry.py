@@ -19,11 +19,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from gdsoftmax.engine.config.user_code import is_import_path
 from gdsoftmax.engine.models.classifier import Classifier
 from gdsoftmax.engine.models.library import build_library_model, is_library_model
 from gdsoftmax.engine.models.transformer import gpt
 from gdsoftmax.engine.models.user import build_user_model
+from gdsoftmax.engine.workspace.user_code import is_import_path
 
 __all__ = ["MODELS", "Classifier", "build_model"]
 

@@ -25,7 +25,7 @@ import inspect
 import torch
 from torch import nn
 
-from gdsoftmax.engine.config.user_code import UserCodeError, described, resolve
+from gdsoftmax.engine.workspace.user_code import UserCodeError, described, resolve
 
 __all__ = ["UserModel", "build_user_model"]
 

@@ -7,7 +7,9 @@ or "constant"; ``train.warmup_epochs`` or ``train.warmup_steps`` put a linear wa
 (:func:`lr_multiplier`), driven by a ``LambdaLR`` whose state the checkpoint keeps, as Hugging Face's
 schedules are: the closed form gives the same rate at step s whether the run was resumed or not,
 and the step decay the very floats the engine gave before (``lr * gamma ** k``; chaining the factor,
-as ``MultiStepLR`` does, differs in the last bit for most rates).
+as ``MultiStepLR`` does, differs in the last bit for most rates). ``config`` is an
+:class:`~gdsoftmax.engine.config.schema.ExperimentConfig`, read for its ``train`` section; it is not imported
+here, because a config is checked against this package's catalogs and so stands above it.
 
 >>> from gdsoftmax.engine.config.schema import parse_config
 >>> config = parse_config({"train": {"epochs": 4, "lr": 0.1}})
@@ -25,13 +27,11 @@ from functools import partial
 
 import torch
 
-from gdsoftmax.engine.config.schema import ExperimentConfig
-
 __all__ = ["LearningRateSchedule", "learning_rate", "lr_multiplier", "milestone_epochs", "schedule_changes",
            "warmup_steps"]
 
 
-def milestone_epochs(config: ExperimentConfig) -> list[int]:
+def milestone_epochs(config) -> list[int]:
     """The epochs (0-based) at which the step decay steps down: each fraction of ``train.epochs``, rounded.
 
     A milestone never falls on epoch 0 (the first epoch runs at ``train.lr``), and two never fall on
@@ -50,11 +50,11 @@ def milestone_epochs(config: ExperimentConfig) -> list[int]:
     return epochs
 
 
-def warmup_steps(config: ExperimentConfig, steps_per_epoch: int) -> int:
+def warmup_steps(config, steps_per_epoch: int) -> int:
     return config.train.warmup_steps or round(config.train.warmup_epochs * steps_per_epoch)
 
 
-def lr_multiplier(config: ExperimentConfig, steps_per_epoch: int, step: int) -> float:
+def lr_multiplier(config, steps_per_epoch: int, step: int) -> float:
     """The factor of ``train.lr`` at optimizer step ``step`` (0-based)."""
     t = config.train
     warm = warmup_steps(config, steps_per_epoch)
@@ -71,12 +71,12 @@ def lr_multiplier(config: ExperimentConfig, steps_per_epoch: int, step: int) -> 
     return 1.0
 
 
-def learning_rate(config: ExperimentConfig, epoch: int, steps_per_epoch: int = 1) -> float:
+def learning_rate(config, epoch: int, steps_per_epoch: int = 1) -> float:
     """The rate of the first step of ``epoch`` (0-based)."""
     return config.train.lr * lr_multiplier(config, steps_per_epoch, epoch * steps_per_epoch)
 
 
-def schedule_changes(trained: ExperimentConfig, wanted: ExperimentConfig, epochs_done: int) -> list[int]:
+def schedule_changes(trained, wanted, epochs_done: int) -> list[int]:
     """The epochs (1-based) among the first ``epochs_done`` whose learning rates differ between two configs
     (a cosine schedule spans the whole run, so a run of another length differs from its second step on)."""
     t, w = trained.train, wanted.train
@@ -95,7 +95,7 @@ class LearningRateSchedule:
     optimizer step; ``used`` is the rate of the last step taken.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, config: ExperimentConfig, steps_per_epoch: int,
+    def __init__(self, optimizer: torch.optim.Optimizer, config, steps_per_epoch: int,
                  factor=lambda: 1.0):
         self.multiplier = partial(lr_multiplier, config, steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.multiplier)

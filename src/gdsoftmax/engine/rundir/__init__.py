@@ -21,6 +21,6 @@ writes):
 * :mod:`~gdsoftmax.engine.rundir.writer`: :class:`~gdsoftmax.engine.rundir.writer.RunWriter`, the
   trainer's writer (claim, lock, open, append, finish), which can read as well;
 * :mod:`~gdsoftmax.engine.rundir.checkpoint` (atomic writes, the RNG state a resume restores),
-  :mod:`~gdsoftmax.engine.rundir.pidlock` (the lock) and :mod:`~gdsoftmax.engine.rundir.cleanup` (a failed
+  :mod:`~gdsoftmax.engine.rundir.pidlock` (the lock) and :mod:`~gdsoftmax.engine.workspace.cleanup` (a failed
   command leaves nothing it created behind).
 """

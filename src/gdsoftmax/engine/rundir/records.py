@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdsoftmax.engine.config.schema import ExperimentConfig, to_dict
-from gdsoftmax.engine.config.user_code import is_import_path, source_fingerprint
+from gdsoftmax.engine.workspace.user_code import is_import_path, source_fingerprint
 
 __all__ = ["CHECKPOINT_FILE", "CONFIG_FILE", "FAILURE_FILE", "FEATURES_FILE", "IDENTITY_FILE", "LOCK_FILE",
            "METRICS_FILE", "NOT_IDENTITY", "PREDICTIONS_FILE", "PREVIOUS_FILE", "RESULT_FILE", "RUN_FILES",

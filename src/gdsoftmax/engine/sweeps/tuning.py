@@ -50,11 +50,11 @@ from gdsoftmax.engine.config.schema import (
 )
 from gdsoftmax.engine.loop.trainer import TrainingDiverged, run_experiment
 from gdsoftmax.engine.rundir.checkpoint import atomic_write_bytes
-from gdsoftmax.engine.rundir.cleanup import folders_removed_on_failure
 from gdsoftmax.engine.rundir.pidlock import is_stale, read_lock
 from gdsoftmax.engine.rundir.records import LOCK_FILE, RunLockedError, RunMismatchError, identity, identity_differences
 from gdsoftmax.engine.rundir.view import RunView, differences_shown
 from gdsoftmax.engine.sweeps.tune_spec import OBJECTIVES, SearchKey, TuneSpec, parse_tune
+from gdsoftmax.engine.workspace.cleanup import folders_removed_on_failure
 
 __all__ = ["OBJECTIVES", "SearchKey", "TuneSpec", "parse_tune", "run_tune"]
 
