@@ -67,16 +67,19 @@ def _check_optimizer(c) -> None:
         _check(key in accepted, f"train.optimizer_options.{key}",
                f"is not an argument of torch.optim.{OPTIMIZERS[t.optimizer].__name__} that a config sets; it takes "
                f"{accepted} (lr, weight_decay and momentum are train keys)")
-    try:  # the values too: torch checks some when the optimizer is built and others at its first step
-        probe = torch.zeros(1, requires_grad=True)
-        optimizer = build_optimizer([probe], t)
-        if t.optimizer_options and t.device in ("cpu", "auto") and not torch.cuda.is_available():  # as the run will
-            probe.grad = torch.zeros(1)
-            optimizer.step()
-    except Exception as error:  # IndexError, AssertionError, RuntimeError ...: torch's own checks
-        raise ConfigError(f"train.optimizer_options: torch.optim.{OPTIMIZERS[t.optimizer].__name__} refuses them "
-                          f"({type(error).__name__}: {(str(error).splitlines() or ['no detail'])[0][:160]}); "
-                          "correct or leave out the option it names") from error
+    # lr, momentum and weight_decay are checked with the train keys; torch's own checks matter for the options
+    # alone, and a config without any skips them (building an optimizer imports torch._dynamo: 3 s per process)
+    if t.optimizer_options:
+        try:  # the values too: torch checks some when the optimizer is built and others at its first step
+            probe = torch.zeros(1, requires_grad=True)
+            optimizer = build_optimizer([probe], t)
+            if t.device in ("cpu", "auto") and not torch.cuda.is_available():  # as the run will
+                probe.grad = torch.zeros(1)
+                optimizer.step()
+        except Exception as error:  # IndexError, AssertionError, RuntimeError ...: torch's own checks
+            raise ConfigError(f"train.optimizer_options: torch.optim.{OPTIMIZERS[t.optimizer].__name__} refuses them "
+                              f"({type(error).__name__}: {(str(error).splitlines() or ['no detail'])[0][:160]}); "
+                              "correct or leave out the option it names") from error
     _check(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", f"must be one of {LR_SCHEDULES}, got {t.lr_schedule!r}")
     _check(0 <= t.min_lr < t.lr, "train.min_lr", f"must be in [0, train.lr = {t.lr:g})")
     _check(t.warmup_epochs >= 0 and t.warmup_steps >= 0, "train.warmup_epochs/warmup_steps", "must be >= 0")
