@@ -20,10 +20,10 @@ from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.paper import lookup, setting_key
 from gdsoftmax.analysis.stats import format_mean_std
 from gdsoftmax.studies.factorial import mean_cell
-from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
-from gdsoftmax.studies.report import build_report
+from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.report import Additions, build_report
 from gdsoftmax.studies.run_table import RunRow, read_runs_csv
-from gdsoftmax.studies.runs import load_runs
+from gdsoftmax.studies.runs import Run
 
 __all__ = ["REGIME", "build_regime_study", "regime_shortfalls"]
 
@@ -51,29 +51,25 @@ def regime_shortfalls(reference: list[RunRow]) -> list[str]:
 
 def build_regime_study(sweep_dir: str | Path, out_dir: str | Path, *, command: str = "",
                        reference_report: str | Path | None = None) -> Path:
-    """Write the regime study into ``out_dir``; ``reference_report`` is a report folder of the same data set
-    in another regime (its runs.csv is read), set beside this one."""
-    path = build_report(sweep_dir, out_dir, n_bins=15, command=command)
-    rows = read_runs_csv(Path(out_dir) / "runs.csv")
-    coarse = {run.path.name: calibration_metrics(torch.from_numpy(run.predictions["test_logits"]).double(),
-                                                 torch.from_numpy(run.predictions["test_labels"]), 10).ece
-              for run in load_runs(sweep_dir)}
-    reference = [r for r in rows if r.constant_beta == 1.0]
-    if not reference:
-        raise ValueError(f"{sweep_dir} has no β = 1 runs: the regime is defined by them")
-    shortfalls = regime_shortfalls(reference)
-    title, *rest = path.read_text(encoding="utf-8").splitlines()
-    header = _regime_lines(reference, shortfalls)
+    """Write the regime study into ``out_dir``: the sweep's report with the regime's verdict, its table beside
+    the paper and where ECE is lowest; ``reference_report`` is a report folder of the same data set in another
+    regime (its runs.csv is read), set beside this one."""
     other = read_runs_csv(Path(reference_report) / "runs.csv") if reference_report else []
-    sections = _beside(rows, coarse, other, Path(reference_report).name if reference_report else "")
-    sections += _minimum(rows)
-    claims_at = next((i for i, line in enumerate(rest) if line == "## Claims"), len(rest))
-    start = rest.index("## Verdict") + 2
-    end = rest.index("", start)  # the report's verdict: its lines up to the first blank one
-    lead = header[:1] if shortfalls else []  # a regime not reached qualifies every verdict: it leads
-    text = "\n".join([title, "", "## Verdict", "", *lead, *rest[start:end], "", *header[len(lead):],
-                      *rest[end + 1 : claims_at], *sections, *rest[claims_at:]])
-    return write_text_atomically(path, text)
+    other_name = Path(reference_report).name if reference_report else ""
+
+    def additions(runs: list[Run], rows: list[RunRow]) -> Additions:
+        reference = [r for r in rows if r.constant_beta == 1.0]
+        if not reference:
+            raise ValueError(f"{sweep_dir} has no β = 1 runs: the regime is defined by them")
+        shortfalls = regime_shortfalls(reference)
+        header = _regime_lines(reference, shortfalls)
+        coarse = {run.path.name: calibration_metrics(torch.from_numpy(run.predictions["test_logits"]).double(),
+                                                     torch.from_numpy(run.predictions["test_labels"]), 10).ece
+                  for run in runs}
+        lead = header[:1] if shortfalls else []  # a regime not reached qualifies every verdict: it leads
+        return Additions(lead, header[len(lead):], _beside(rows, coarse, other, other_name) + _minimum(rows))
+
+    return build_report(sweep_dir, out_dir, n_bins=15, command=command, additions=additions)
 
 
 def _regime_lines(reference: list[RunRow], shortfalls: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ for a corrected p < 0.05). The claims checked are the paper's own statements
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -137,22 +138,25 @@ def claims_section(verdicts: list[Verdict], families: Families, heading: str = "
               for c in dict.fromkeys(claim_by_id(v.claim) for v in verdicts)), ""]
 
 
+@dataclass
+class Additions:
+    """What a study built on the sweep report adds to it: lines that open the verdict (``lead``), lines after it
+    (``after_verdict``) and sections before the claims (``sections``)."""
+
+    lead: list[str] = field(default_factory=list)
+    after_verdict: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)
+
+
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_bins: int = ECE_BINS,
-                 command: str = "", progress: bool = True) -> Path:
+                 command: str = "", progress: bool = True, additions=None) -> Path:
     """Write ``report.md`` and its PNGs into ``out_dir`` (default: the sweep directory); ``progress`` shows a bar
-    on stderr while the runs are measured and the bootstrap intervals drawn (the slow parts)."""
+    on stderr while the runs are measured and the bootstrap intervals drawn (the slow parts). ``additions(runs,
+    rows)`` (a study's, given the measured runs and their rows) returns the :class:`Additions` the report
+    carries, so that a study extends the report as it is written, never its markdown afterwards."""
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir else sweep_dir
-    runs = load_runs(sweep_dir)
-    text = [run for run in runs if "test_logits" not in run.predictions]
-    if text:
-        raise ValueError(f"{text[0].path} is a language model's run (a text corpus has no test split and no "
-                         f"per-class logits to report): use gdsoftmax study lm {sweep_dir} --out "
-                         f"{Path(sweep_dir) / 'report'}")
-    data_sets = sorted({run.config.data.dataset for run in runs})
-    if len(data_sets) > 1:
-        raise ValueError(f"the runs under {sweep_dir} were trained on different data sets ({', '.join(data_sets)}); "
-                         "their metrics do not compare: report each data set's sweep on its own")
+    runs = _reportable_runs(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     for run in tqdm(runs, desc="measuring runs", unit="run", disable=None if progress else True, leave=False):
         measure(run, n_bins)
@@ -162,9 +166,11 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     rows = {name: [RunRow.of(r, name, swept) for r in g] for name, g in groups.items()}
     families = Families(rows, next((n for n, g in groups.items() if g is baseline), None))
     verdicts = claims_verdicts(rows, families, "claims")  # made first: the tables above it share its families
+    added = additions(runs, [r for g in rows.values() for r in g]) if additions else Additions()
     first = runs[0].config
     n_seeds = max(len(g) for g in groups.values())
-    lines = [f"# Report: {sweep_dir.name}", "", "## Verdict", "", *_verdict(groups, families, runs, n_bins), "",
+    verdict = [*added.lead, *_verdict(groups, families, runs, n_bins), "", *added.after_verdict]
+    lines = [f"# Report: {sweep_dir.name}", "", "## Verdict", "", *verdict,
              f"{first.data.dataset}, model {first.model.name}, {first.train.epochs} epochs, {len(runs)} runs "
              f"({len(groups)} settings × up to {n_seeds} seeds). Mean ± std over seeds; Δ is paired by seed "
              f"against β = 1, with its 95 % t-interval in brackets and the paired t-test's p-value "
@@ -188,11 +194,26 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     lines += _confidence_intervals(groups, out)
     lines += _convergence(groups, families, out, first.data.dataset)
     lines += _figures(groups, runs, out)
-    lines += beside_the_paper(groups, first, n_bins)
+    lines += beside_the_paper(groups, first, n_bins) + added.sections
     lines += claims_section(verdicts, families)
     write_runs_csv(out / "runs.csv", [r for g in rows.values() for r in g])
     write_verdicts(out / "claims.csv", verdicts)
     return write_text_atomically(out / "report.md", "\n".join(lines))
+
+
+def _reportable_runs(sweep_dir: Path) -> list[Run]:
+    """The sweep's runs, refused when they are a language model's or span several data sets."""
+    runs = load_runs(sweep_dir)
+    text = [run for run in runs if "test_logits" not in run.predictions]
+    if text:
+        raise ValueError(f"{text[0].path} is a language model's run (a text corpus has no test split and no "
+                         f"per-class logits to report): use gdsoftmax study lm {sweep_dir} --out "
+                         f"{Path(sweep_dir) / 'report'}")
+    data_sets = sorted({run.config.data.dataset for run in runs})
+    if len(data_sets) > 1:
+        raise ValueError(f"the runs under {sweep_dir} were trained on different data sets ({', '.join(data_sets)}); "
+                         "their metrics do not compare: report each data set's sweep on its own")
+    return runs
 
 
 def _cells(sweep_dir: Path) -> list[RunView]:
