@@ -54,6 +54,22 @@ def test_a_resumed_run_draws_each_epoch_once(tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
+def test_a_restarted_run_loses_its_old_events_even_when_it_no_longer_logs_to_tensorboard(tmp_path):
+    """--restart discards what every tracker wrote into the folder (the tracker registry's discard), not only
+    the trackers the new config names; the run's own files go through the run directory's writer."""
+    from gdsoftmax.engine.loop.trainer import train
+
+    logged = parse_config({**_spec(epochs=1), "sweep": {}})
+    train([logged], [tmp_path / "run"], progress=False)
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+    quiet = parse_config({**_spec(epochs=1), "sweep": {}, "train": {**_spec()["train"], "epochs": 1, "log": []}})
+    train([quiet], [tmp_path / "run"], progress=False, restart=True)
+    assert not list((tmp_path / "run").glob("events.out.tfevents.*"))
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"  # nothing else in the folder is touched
+    assert (tmp_path / "run" / "result.json").exists()
+
+
 def test_tags_and_errors(monkeypatch):
     assert scalar_tag("test_acc") == "test/acc"
     assert scalar_tag("train_loss") == "train/loss"

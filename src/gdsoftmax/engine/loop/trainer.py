@@ -36,7 +36,7 @@ from gdsoftmax.engine.rundir.records import Checkpoint, EpochRow, RunMismatchErr
 from gdsoftmax.engine.rundir.writer import RunWriter
 from gdsoftmax.engine.tasks.base import Task
 from gdsoftmax.engine.tasks.registry import task_for
-from gdsoftmax.engine.tracking.registry import open_loggers, require_loggers
+from gdsoftmax.engine.tracking.registry import discard_tracked, open_loggers, require_loggers
 from gdsoftmax.engine.workspace.cleanup import folders_removed_on_failure
 
 __all__ = ["TrainingDiverged", "learning_rate", "load_run_data", "run_experiment", "train"]
@@ -72,6 +72,7 @@ def train(configs: list[ExperimentConfig], run_dirs: list[str | Path], *, data=N
             for run, config in zip(runs, configs, strict=True):
                 if restart:
                     run.restart()
+                    discard_tracked(run.path)
                 run.claim(config)
         tracking = (labels or [None] * len(configs), None if out_dir is None else Path(out_dir))
         return _train(configs, runs, world, data, progress, on_epoch, tracking)

@@ -23,7 +23,7 @@ from gdsoftmax.engine.workspace.user_code import is_import_path, source_fingerpr
 
 __all__ = ["CHECKPOINT_FILE", "CONFIG_FILE", "FAILURE_FILE", "FEATURES_FILE", "IDENTITY_FILE", "LOCK_FILE",
            "METRICS_FILE", "NOT_IDENTITY", "PREDICTIONS_FILE", "PREVIOUS_FILE", "RESULT_FILE", "RUN_FILES",
-           "SAMPLES_FILE", "TENSORBOARD_EVENTS",
+           "SAMPLES_FILE",
            "Checkpoint", "DamagedRunError", "EpochRow", "RunLockedError", "RunMismatchError", "RunRecord",
            "RunResult", "checked_result", "fingerprint", "identity", "identity_differences", "read_or_explain",
            "to_json"]
@@ -36,7 +36,6 @@ IDENTITY_FILE, LOCK_FILE = "run.json", "lock"
 FEATURES_FILE = "features.json"  # the final model's feature geometry, measured after training (engine.features)
 # TensorBoard event files mirrored from metrics.jsonl (train.log = ["tensorboard"]), in the run directory itself so
 # that TensorBoard names the run after its cell
-TENSORBOARD_EVENTS = "events.out.tfevents.*"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PREVIOUS_FILE, SAMPLES_FILE, PREDICTIONS_FILE, RESULT_FILE,
              IDENTITY_FILE, FEATURES_FILE)
 # keys that may change when a run is resumed: its length, where the data lives, which device trains it, what

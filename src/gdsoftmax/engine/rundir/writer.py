@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -42,7 +41,6 @@ from gdsoftmax.engine.rundir.records import (
     RESULT_FILE,
     RUN_FILES,
     SAMPLES_FILE,
-    TENSORBOARD_EVENTS,
     Checkpoint,
     EpochRow,
     RunLockedError,
@@ -55,13 +53,6 @@ from gdsoftmax.engine.rundir.records import (
 from gdsoftmax.engine.rundir.view import RunView
 
 __all__ = ["RunWriter"]
-
-
-def _remove_tensorboard_events(run_dir: Path) -> None:
-    """The run's TensorBoard event files, and the ``tensorboard`` folder where older runs kept them."""
-    for events in run_dir.glob(TENSORBOARD_EVENTS):
-        events.unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 
 class RunWriter(RunView):
@@ -77,11 +68,11 @@ class RunWriter(RunView):
             raise RunMismatchError(why)
 
     def restart(self) -> None:
-        """Delete this run's files and its TensorBoard events (nothing else in the folder), so that it
-        starts anew. Call it holding :meth:`lock`, so that a run another process writes is never touched."""
+        """Delete this run's files (nothing else in the folder), so that it starts anew; what trackers kept in
+        the folder is theirs to discard (:func:`gdsoftmax.engine.tracking.registry.discard_tracked`). Call it
+        holding :meth:`lock`, so that a run another process writes is never touched."""
         for name in (*RUN_FILES, FAILURE_FILE):
             (self.path / name).unlink(missing_ok=True)
-        _remove_tensorboard_events(self.path)
 
     @contextlib.contextmanager
     def lock(self):

@@ -8,7 +8,9 @@ predictions once the run finishes. Only the main process logs. A tracker kind is
   tracker's run when the run directory resumes (``done_rows``, the rows it holds) and discards what the tracker
   held for that directory when it starts anew (``--restart``);
 * ``finish_sweep(config, out_dir)`` closes what a sweep opened (MLflow's parent run), where there is such a thing;
-* ``next_step(folder, out_dir)`` is the line the command line prints to look at the runs.
+* ``next_step(folder, out_dir)`` is the line the command line prints to look at the runs;
+* ``discard(run_dir)`` removes what the tracker wrote into a run directory that starts anew (``--restart``),
+  where it writes there.
 
 A new tracker is one module and one entry here (and its name in ``config_checks.LOGGERS``, which a test keeps in
 step with this registry).
@@ -31,11 +33,11 @@ from gdsoftmax.engine.config.schema import ExperimentConfig
 from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.engine.tracking.labels import RunLabels, run_labels
 from gdsoftmax.engine.tracking.mlflow import TRACKING_DB, MLflowLog, finish_sweep, require_mlflow
-from gdsoftmax.engine.tracking.tensorboard import TensorBoardLog, require_tensorboard
+from gdsoftmax.engine.tracking.tensorboard import TensorBoardLog, discard_events, require_tensorboard
 from gdsoftmax.engine.tracking.wandb import WANDB_DIR, WandbLog, require_wandb
 
-__all__ = ["TRACKERS", "RunLoggers", "Tracker", "TrackerKind", "finish_sweep_trackers", "next_steps", "open_loggers",
-           "require_loggers"]
+__all__ = ["TRACKERS", "RunLoggers", "Tracker", "TrackerKind", "discard_tracked", "finish_sweep_trackers", "next_steps",
+           "open_loggers", "require_loggers"]
 
 
 class Tracker(Protocol):
@@ -53,6 +55,7 @@ class TrackerKind:
     open: Callable[[ExperimentConfig, Path, list[dict], RunLabels, Path], Tracker]
     next_step: Callable[[str, Path], str]
     finish_sweep: Callable[[ExperimentConfig, Path], None] | None = None
+    discard: Callable[[Path], None] | None = None
 
 
 def _tensorboard(config, run_dir, done_rows, labels, out_dir) -> Tracker:
@@ -91,10 +94,17 @@ def _wandb_next_step(folder: str, out_dir: Path) -> str:
 
 
 TRACKERS: dict[str, TrackerKind] = {
-    "tensorboard": TrackerKind(require_tensorboard, _tensorboard, _tensorboard_next_step),
+    "tensorboard": TrackerKind(require_tensorboard, _tensorboard, _tensorboard_next_step, discard=discard_events),
     "mlflow": TrackerKind(require_mlflow, _mlflow, _mlflow_next_step, finish_sweep),
     "wandb": TrackerKind(require_wandb, _wandb, _wandb_next_step),
 }
+
+
+def discard_tracked(run_dir: Path) -> None:
+    """What every tracker wrote into ``run_dir``, which starts anew: whichever trackers its earlier run used."""
+    for kind in TRACKERS.values():
+        if kind.discard is not None:
+            kind.discard(Path(run_dir))
 
 
 def require_loggers(configs: list[ExperimentConfig]) -> None:

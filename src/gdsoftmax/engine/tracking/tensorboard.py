@@ -17,6 +17,7 @@ Needs the ``tensorboard`` package (``pip install 'gdsoftmax[tensorboard]'``).
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from gdsoftmax.analysis.binned import ECE_BINS, reliability
 from gdsoftmax.engine.config.schema import ExperimentConfig, config_to_toml
 from gdsoftmax.engine.tracking.labels import RunLabels, compared_params, run_labels
 
-__all__ = ["TensorBoardLog", "require_tensorboard", "scalar_tag"]
+__all__ = ["EVENTS", "TensorBoardLog", "discard_events", "require_tensorboard", "scalar_tag"]
 
 SCHEDULE_FIELDS = {"beta": "schedule/beta", "lr": "schedule/lr", "wall_time": "time/wall_time_s"}
 
@@ -48,6 +49,16 @@ def _summary_writer():
         raise ValueError("train.log = ['tensorboard'] needs the tensorboard package, which cannot be imported "
                          f"here ({error}): pip install 'gdsoftmax[tensorboard]'") from error
     return SummaryWriter
+
+
+EVENTS = "events.out.tfevents.*"  # the event files TensorBoard writes into a run directory
+
+
+def discard_events(run_dir: Path) -> None:
+    """A restarted run's TensorBoard event files, and the ``tensorboard`` folder where older runs kept them."""
+    for events in Path(run_dir).glob(EVENTS):
+        events.unlink(missing_ok=True)
+    shutil.rmtree(Path(run_dir) / "tensorboard", ignore_errors=True)
 
 
 def require_tensorboard() -> None:
