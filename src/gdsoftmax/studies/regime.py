@@ -19,6 +19,7 @@ import torch
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.paper import lookup, setting_key
 from gdsoftmax.analysis.stats import format_mean_std
+from gdsoftmax.loss.schedules import describe_beta
 from gdsoftmax.studies.factorial import mean_cell
 from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.report import Additions, build_report
@@ -134,5 +135,5 @@ def _minimum(rows: list[RunRow]) -> list[str]:
     counts = Counter(lowest.values())
     return ["## Where ECE is lowest in β", "",
             "Per seed, the constant β whose test ECE (15 bins) is lowest: "
-            + ", ".join(f"seed {s}: β = {b:g}" for s, b in sorted(lowest.items()))
-            + f" ({'; '.join(f'β = {b:g} for {n} seed(s)' for b, n in counts.most_common())}).", ""]
+            + ", ".join(f"seed {s}: {describe_beta(b)}" for s, b in sorted(lowest.items()))
+            + f" ({'; '.join(f'{describe_beta(b)} for {n} seed(s)' for b, n in counts.most_common())}).", ""]

@@ -137,17 +137,18 @@ def analyse_capacity(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
     trend = linear_trend(x, y)
     effects = fx.corrected([*effects, fx.Effect(f"slope of Δ per doubling of width, {len(x)} seed pairs", trend,
                                           math.nan, math.nan)])
-    family = f"test accuracy: β = {small:g} against β = 1 at each width, and the slope of that Δ over log2 width"
+    family = (f"test accuracy: {describe_beta(small)} against β = 1 at each width, and the slope of that Δ over "
+              "log2 width")
     table = markdown_table(["width", *(describe_beta(b) for b in (1.0, small)), "train acc % (β = 1)",
-                            f"train acc % (β = {small:g})"],
+                            f"train acc % ({describe_beta(small)})"],
                            [[w, fx.mean_cell(groups[w, 1.0], "test accuracy", 100),
                              fx.mean_cell(groups[w, small], "test accuracy", 100),
                              fx.mean_cell(groups[w, 1.0], "train accuracy", 100),
                              fx.mean_cell(groups[w, small], "train accuracy", 100)] for w in widths])
     lines = ["## Capacity and β", "", "Test accuracy (%) by the width of both hidden layers, mean ± std over seeds:",
              "", table, "",
-             f"β = {small:g} against β = 1 at each width (points of test accuracy, paired by seed), and the slope "
-             "of those per-seed differences against log2 width (Pearson's r as d_z):", "",
+             f"{describe_beta(small)} against β = 1 at each width (points of test accuracy, paired by seed), and the "
+             "slope of those per-seed differences against log2 width (Pearson's r as d_z):", "",
              *fx.effects_table(effects, family, "(points)")]
     # Testable form of the claim: a small β hurts the narrowest network, and its effect grows with capacity.
     claimed = [(effects[0], -1), (effects[-1], +1)]

@@ -214,7 +214,7 @@ def _capacity_figure(runs: list[Run], path: Path) -> Path:
 
 
 def _lr_figure(runs: list[Run], path: Path) -> Path:
-    return _accuracy_curves(runs, path, lambda r: f"{r.config.loss.beta.constant:g}",
+    return _accuracy_curves(runs, path, lambda r: r.config.loss.beta.describe(symbol=False),
                             lambda r: f"lr {r.config.train.lr:g}", "Test accuracy along training",
                             lambda beta: f"β = {beta}")
 

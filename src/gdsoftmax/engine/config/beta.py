@@ -87,7 +87,7 @@ class BetaSetting:
         return (f"the {self.kind} warm-up {self.raw['start']:g}→{self.raw['end']:g} lasts {length} but the run trains "
                 f"{trained}, so β would stop at {schedule(total - 1):.3g}")
 
-    def describe(self, run_epochs: int | None = None) -> str:
+    def describe(self, run_epochs: int | None = None, *, symbol: bool = True) -> str:
         """A label for tables and legends: "β = 0.1", "β linear 0.01→0.1", "β pid"
         (:func:`gdsoftmax.loss.schedules.describe_beta`).
 
@@ -95,7 +95,7 @@ class BetaSetting:
         >>> warm.describe(run_epochs=50), warm.describe(run_epochs=100)
         ('β linear 0.01→0.1', 'β linear 0.01→0.1 over 50 epochs')
         """
-        return describe_beta(self.raw, run_epochs)
+        return describe_beta(self.raw, run_epochs, symbol=symbol)
 
     def __eq__(self, other) -> bool:
         other_raw = other.raw if isinstance(other, BetaSetting) else other
