@@ -28,7 +28,8 @@ import torch
 
 from gdsoftmax.analysis.estimators import binned_ece
 from gdsoftmax.engine.config.schema import ExperimentConfig
-from gdsoftmax.engine.data.text import TextData, is_text_dataset, load_text
+from gdsoftmax.engine.data.text import TextData
+from gdsoftmax.engine.tasks.registry import TASKS, task_name
 from gdsoftmax.integrations.hf import BetaLossForTrainer
 from gdsoftmax.integrations.hf_trainer import FusedBetaLossTrainer, GradientDecayBetaCallback
 from gdsoftmax.studies.markdown import write_text_atomically
@@ -106,16 +107,16 @@ def run_hf_lm(config: ExperimentConfig, out_dir: str | Path, *, fused: bool = Fa
     """Train ``config`` with the Trainer; write and return ``OUT/NAME-hf/result.json``."""
     import transformers
 
-    d = config.data
-    if not is_text_dataset(d.dataset):
+    if task_name(config) != "tokens":
         raise ValueError(f"the hf-lm lab trains a language model: data.dataset must be a text corpus "
-                         f"(tinyshakespeare or text:PATH), got {d.dataset!r}; e.g. configs/shakespeare_char.toml")
-    data = load_text(d.dataset, d.data_dir or None, context=d.context, download=d.download, val_size=d.val_size,
-                     tokenizer=d.tokenizer, vocab_size=d.vocab_size)
+                         f"(tinyshakespeare or text:PATH), got {config.data.dataset!r}; e.g. "
+                         "configs/shakespeare_char.toml")
+    data = TASKS["tokens"].load(config)
     folder = Path(out_dir) / f"{config.name}-hf{'-fused' if fused else ''}"
     transformers.set_seed(config.seed)
     model = gpt2_like(config, data.num_classes)
-    windows = _RandomWindows(data.train.tokens, d.context + 1, config.train.iterations * config.train.batch_size,
+    context = config.data.context
+    windows = _RandomWindows(data.train.tokens, context + 1, config.train.iterations * config.train.batch_size,
                              config.seed)
     loss = BetaLossForTrainer(tau=config.loss.tau, label_smoothing=config.loss.label_smoothing)
     callback = GradientDecayBetaCallback(config.loss.beta.raw, loss)
@@ -129,6 +130,6 @@ def run_hf_lm(config: ExperimentConfig, out_dir: str | Path, *, fused: bool = Fa
     result = {"name": config.name, "seed": config.seed, "beta": config.loss.beta.raw, "fused": fused,
               "iterations": config.train.iterations, "train_seconds": seconds,
               "parameters": sum(p.numel() for p in model.parameters()),
-              **validation_metrics(model, data, d.context)}
+              **validation_metrics(model, data, context)}
     result["perplexity"] = math.exp(result["val_loss"])
     return write_text_atomically(folder / "result.json", json.dumps(result, indent=1))

@@ -41,7 +41,6 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from gdsoftmax.engine.config.schema import ExperimentConfig, to_dict
 from gdsoftmax.engine.data.images import Dataset, Split
-from gdsoftmax.engine.data.text import is_text_dataset
 from gdsoftmax.engine.models.registry import Classifier, build_model
 from gdsoftmax.engine.recipe.lr import LearningRateSchedule
 from gdsoftmax.engine.recipe.objectives import build_objective
@@ -49,6 +48,7 @@ from gdsoftmax.engine.recipe.optim import build_optimizer
 from gdsoftmax.engine.rundir.checkpoint import capture_rng_state, restore_rng_state, seed_everything
 from gdsoftmax.engine.rundir.records import Checkpoint
 from gdsoftmax.engine.rundir.view import RunView
+from gdsoftmax.engine.tasks.registry import task_name
 from gdsoftmax.engine.workspace.user_code import is_import_path
 from gdsoftmax.loss.fused import stacked_beta_loss
 from gdsoftmax.loss.literal import shifted_exp_loss
@@ -80,7 +80,7 @@ TRAIN_ALONE_WHEN = {
     "train.precision": (lambda c: c.train.precision != "fp32", "the stacked step runs in float32"),
     "train.channels_last": (lambda c: c.train.channels_last, "stacked models are MLPs, without image layouts"),
     "train.compile": (lambda c: c.train.compile, "the stacked step is not compiled"),
-    "data.tokenizer": (lambda c: is_text_dataset(c.data.dataset), "language models train alone"),
+    "data.tokenizer": (lambda c: task_name(c) != "images", "language models train alone"),
     "loss.fused_linear": (lambda c: c.loss.fused_linear, "the fused linear loss is for language models"),
     "model.name": (lambda c: is_import_path(c.model.name), "the user's own module trains alone"),
 }
