@@ -91,14 +91,18 @@ class WandbLog:
         stale = {self.id} if not resumed else set()  # a run trained anew: its own earlier W&B runs go
         if previous and previous != self.id:  # the directory held a run of another config: its W&B runs go
             stale.add(previous)
+        # W&B names an offline run's folder by the second it starts and its id: a run of this id opened within the
+        # same second as the last one would write into that folder, replacing its file, or (on --restart) into the
+        # folder just removed, while W&B may still be closing it; so it waits out that second. Checked before the
+        # removal below, so that a restarted run's own removed folders count.
+        mine = (self.root / "wandb").glob(f"*-{self.id}")
+        recent = any(time.time() - folder.stat().st_mtime < 1.5 for folder in mine)
         for old in stale:
             for folder in (self.root / "wandb").glob(f"*-{old}"):
                 shutil.rmtree(folder, ignore_errors=True)
         marker.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(marker, self.id.encode())
-        # W&B names an offline run's folder by the second it starts and its id: a resume within the same second
-        # as the run it continues would write into that run's folder and replace its file
-        if any(time.time() - folder.stat().st_mtime < 1.5 for folder in (self.root / "wandb").glob(f"*-{self.id}")):
+        if recent:
             time.sleep(1.5)
         wandb = _wandb()
         self.run = wandb.init(
