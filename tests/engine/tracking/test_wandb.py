@@ -76,7 +76,8 @@ def sweep(tmp_path: Path, epochs: int, *extra: str) -> Path:
     config = tmp_path / "wb.toml"
     config.write_text(CONFIG.format(epochs=epochs))
     assert main(["sweep", str(config), "--out", str(tmp_path / "out"), "--no-progress", *extra]) == 0
-    return tmp_path / "out"
+    wandb.teardown()  # W&B's service writes the offline files: let it finish them before they are read (a loaded
+    return tmp_path / "out"  # machine once read a file whose history had not yet been written)
 
 
 @pytest.fixture(autouse=True)
