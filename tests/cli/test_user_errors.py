@@ -171,3 +171,13 @@ def test_a_missing_or_malformed_config_is_refused_before_torch_is_imported(tmp_p
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith(f"gdsoftmax {command}: error: ")
         assert says in done.stderr
+
+
+def test_a_study_that_fails_leaves_no_output_folder(config, tmp_path, capsys):
+    """The regime study needs β = 1 runs; refused after the report began, it removes the --out it created."""
+    assert main(["train", str(config), "--set", "loss.beta=5.0", "--out", str(tmp_path / "sweep"),
+                 "--no-progress"]) == 0
+    out = tmp_path / "made" / "here"
+    assert main(["study", "regime", str(tmp_path / "sweep"), "--out", str(out)]) == 2
+    assert "no β = 1 runs" in capsys.readouterr().err
+    assert not (tmp_path / "made").exists()

@@ -85,6 +85,7 @@ def run_report_command(args, command: str) -> int:
 
 
 def _study(args, command: str) -> int:
+    from gdsoftmax.engine.workspace.cleanup import folders_removed_on_failure
     from gdsoftmax.studies.registry import build
 
     try:
@@ -98,7 +99,8 @@ def _study(args, command: str) -> int:
             from gdsoftmax.engine.tasks.features import record_sweep_features
 
             record_sweep_features(args.sweep_dir)
-        path = build(args.kind, args.sweep_dir, args.out, command=command, reference=args.reference)
+        with folders_removed_on_failure(Path(args.out), depth=0):  # a study that fails leaves no empty --out
+            path = build(args.kind, args.sweep_dir, args.out, command=command, reference=args.reference)
     except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"gdsoftmax study: error: {error}", file=sys.stderr)
         return 2
@@ -129,8 +131,11 @@ def _report(args, command: str) -> int:
     if not 1 <= args.bins <= MAX_BINS:
         print(f"gdsoftmax report: error: --bins must be between 1 and {MAX_BINS}, got {args.bins}", file=sys.stderr)
         return 2
+    from gdsoftmax.engine.workspace.cleanup import folders_removed_on_failure
+
     try:
-        path = api.report(args.sweep_dir, args.out, bins=args.bins, command=command)
+        with folders_removed_on_failure(Path(args.out or args.sweep_dir), depth=0):  # nor a report
+            path = api.report(args.sweep_dir, args.out, bins=args.bins, command=command)
     except (FileNotFoundError, ValueError) as error:
         print(f"gdsoftmax report: error: {error}", file=sys.stderr)
         return 2
