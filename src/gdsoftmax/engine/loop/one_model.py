@@ -57,7 +57,8 @@ class OneModelRun:
         self.trained.train()
         totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, ce, correct, count
         first_bad = torch.full((1,), -1.0, dtype=torch.float64, device=device)  # first non-finite step
-        for i, (x, y) in enumerate(self.task.batches(self.eval_data, self.config, self.generator, world)):
+        batches = self.task.batches(self.eval_data, self.config, self.generator, world, self.steps_per_epoch)
+        for i, (x, y) in enumerate(batches):
             step = epoch * self.steps_per_epoch + i
             loss, logits = objective(self.trained, x, y, step)
             self._step(loss)

@@ -52,9 +52,10 @@ class Task(Protocol):
     def build(self, data, config, steps_per_epoch: int) -> TaskModel:
         """The model, the module trained, the objective (with β's schedule) and the optimizer's parameters."""
 
-    def batches(self, data, config, generator: torch.Generator, world) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This process's share of each of an epoch's batches, ``(inputs, targets)``, drawn from ``generator``
-        (saved in the checkpoint, so that a resumed run draws the same)."""
+    def batches(self, data, config, generator: torch.Generator, world, steps: int
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's share of each of an epoch's ``steps`` batches, ``(inputs, targets)``, drawn from
+        ``generator`` (saved in the checkpoint, so that a resumed run draws the same)."""
 
     def scores(self, model, data, config, test: bool) -> tuple[dict, dict, torch.Tensor | None]:
         """The metric row's ``val_*`` and ``test_*`` entries, the validation metrics and validation logits."""

@@ -149,10 +149,10 @@ class ImageClassification:
                                     numerics=loss.numerics)
         return TaskModel(model, model, objective, model.parameters(), channels_last=config.train.channels_last)
 
-    def batches(self, data: Dataset, config: ExperimentConfig, generator: torch.Generator, world):
+    def batches(self, data: Dataset, config: ExperimentConfig, generator: torch.Generator, world, steps: int):
         """An epoch's order and augmentation are drawn up front (no host sync inside the step loop), in the
         sequence that batch-by-batch augmentation would draw them."""
-        batch_size, steps = config.train.batch_size, self.steps_per_epoch(data, config)
+        batch_size = config.train.batch_size
         order = torch.randperm(len(data.train), generator=generator)
         if config.data.augment:
             sizes = [len(order[i * batch_size : (i + 1) * batch_size]) for i in range(steps)]

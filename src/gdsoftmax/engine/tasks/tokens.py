@@ -104,9 +104,9 @@ class NextTokenPrediction:
         groups = model.optimizer_groups(config.train.weight_decay) if hasattr(model, "optimizer_groups") else None
         return TaskModel(model, flat, _objective(config, flat, steps_per_epoch), groups or model.parameters())
 
-    def batches(self, data: TextData, config: ExperimentConfig, generator: torch.Generator, world):
+    def batches(self, data: TextData, config: ExperimentConfig, generator: torch.Generator, world, steps: int):
         """``train.batch_size`` windows of ``data.context`` tokens a step, at offsets drawn up front."""
-        stream, context, steps = data.train.tokens, config.data.context, config.train.eval_every
+        stream, context = data.train.tokens, config.data.context
         offsets = torch.randint(len(stream) - context, (steps, config.train.batch_size), generator=generator)
         window = torch.arange(context)
         for i in range(steps):
