@@ -85,4 +85,4 @@ def test_a_missing_relplot_says_how_to_install_it(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "relplot", None)
     with pytest.raises(ImportError, match=r"pip install 'gdsoftmax\[experiments\]'"):
-        smooth_ece(torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+        smooth_reliability(torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))

@@ -255,3 +255,42 @@ def test_the_recipe_table_prints_the_precision_the_runs_used():
     assert "| fp32 (requested: auto) |" in row
     older = next(line for line in recipe_table(config, []) if "| precision |" in line)  # runs that did not record it
     assert "auto (bf16 where the CPU has bf16 units)" in older
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    import csv
+
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def _close(mine: str, theirs: str) -> bool:
+    try:
+        return math.isclose(float(mine), float(theirs), rel_tol=1e-9, abs_tol=1e-12) or mine == theirs
+    except ValueError:
+        return mine == theirs
+
+
+@pytest.mark.slow  # a second report through a fresh interpreter (40 s); make test-all
+def test_a_report_made_with_forked_workers_equals_one_made_in_one_process(sweep, tmp_path, monkeypatch):
+    """The command line forks the post-hoc fits and the figures off (a fresh process may fork); made here with
+    forks refused, the report says the same. Threads differ (the children compute on one), so floats agree to
+    rounding."""
+    import subprocess
+    import sys
+
+    import gdsoftmax.analysis.background as background
+
+    forked = subprocess.run([sys.executable, "-m", "gdsoftmax", "report", str(sweep), "--out", str(tmp_path / "f")],
+                            capture_output=True, text=True, timeout=600)
+    assert forked.returncode == 0, forked.stderr
+    monkeypatch.setattr(background, "fork_is_safe", lambda: False)
+    assert main(["report", str(sweep), "--out", str(tmp_path / "s")]) == 0
+    texts = [(tmp_path / kind / "report.md").read_text().replace(str(tmp_path / kind), "OUT") for kind in ("f", "s")]
+    assert texts[0] == texts[1]
+    for name in ("runs.csv", "claims.csv"):
+        mine, theirs = _csv_rows(tmp_path / "f" / name), _csv_rows(tmp_path / "s" / name)
+        assert [len(row) for row in mine] == [len(row) for row in theirs]
+        assert all(_close(x, y) for a, b in zip(mine, theirs, strict=True) for x, y in zip(a, b, strict=True)), name
+    figures = [sorted(p.name for p in (tmp_path / kind).glob("*.png")) for kind in ("f", "s")]
+    assert figures[0] == figures[1]

@@ -37,6 +37,7 @@ from gdsoftmax.analysis.calibration_compute import (
     probabilities,
 )
 from gdsoftmax.analysis.metrics import BinStats, CalibrationReport
+from gdsoftmax.analysis.smooth_ece import smooth_ece_batch
 
 __all__ = ["AdaptiveCalibrationError", "BrierScore", "CalibrationMetrics", "ClasswiseCalibrationError",
            "DebiasedL2CalibrationError", "NegativeLogLikelihood", "ReliabilityBins", "SmoothCalibrationError",
@@ -140,20 +141,16 @@ class AdaptiveCalibrationError(_ProbabilityMetric):
 
 
 class SmoothCalibrationError(AdaptiveCalibrationError):
-    """smECE (Błasiok & Nakkiran, ICLR 2024) of the top-1 predictions, through relplot at ``compute()``."""
+    """smECE (Błasiok & Nakkiran, ICLR 2024) of the top-1 predictions at ``compute()``: relplot's estimator,
+    computed by :func:`gdsoftmax.analysis.smooth_ece.smooth_ece_batch` as the reports compute it."""
 
     def __init__(self, from_logits: bool = True, **kwargs):
         super().__init__(1, from_logits, **kwargs)
 
     def compute(self) -> torch.Tensor:
-        try:
-            import relplot
-        except ImportError as error:  # an optional dependency: say how to get it
-            raise ImportError("smooth ECE needs the relplot package: pip install 'gdsoftmax[experiments]' "
-                              "(or pip install relplot)") from error
         confidence, correct = self._samples()
-        return torch.tensor(float(relplot.smECE(confidence.cpu().numpy(), correct.cpu().numpy())),
-                            dtype=torch.float64)
+        value = smooth_ece_batch(confidence.cpu().double().numpy()[None], correct.cpu().double().numpy()[None])[0]
+        return torch.tensor(float(value), dtype=torch.float64)
 
 
 class ClasswiseCalibrationError(_ProbabilityMetric):

@@ -1,9 +1,11 @@
 """Calibration estimators of current practice, each with a bootstrap interval over test samples.
 
 * **smECE** (smooth ECE, Błasiok & Nakkiran, ICLR 2024): the calibration error of a kernel-smoothed
-  reliability curve, with the bandwidth chosen by the paper's rule; computed by the ``relplot``
-  package (an optional dependency, in the ``experiments`` extra). Unlike binned ECE it does not
-  jump when a confidence crosses a bin edge, and it is consistent for well-calibrated models.
+  reliability curve, with the bandwidth chosen by the paper's rule; the ``relplot`` package's estimator,
+  computed for many bootstrap resamples at once by :mod:`gdsoftmax.analysis.smooth_ece` (held to relplot's
+  own values in the tests; relplot, an optional dependency in the ``experiments`` extra, still draws the
+  smoothed reliability curves). Unlike binned ECE it does not jump when a confidence crosses a bin edge,
+  and it is consistent for well-calibrated models.
 * **debiased L2 ECE** (Kumar, Liang & Ma, NeurIPS 2019): the binned squared error minus each bin's
   sampling variance acc (1 - acc) / (n - 1), then the square root (0 when the correction exceeds the
   error). Binned ECE is biased upwards when the model is nearly calibrated; this one is not.
@@ -34,6 +36,7 @@ import torch
 
 from gdsoftmax.analysis.binned import binned_calibration_error
 from gdsoftmax.analysis.calibration_compute import adaptive_ece, debiased_l2_ece
+from gdsoftmax.analysis.smooth_ece import smooth_ece_batch
 
 __all__ = ["Estimate", "binned_ece", "bootstrap_interval", "calibration_estimates", "debiased_l2_ece",
            "smooth_ece", "smooth_reliability", "top1"]
@@ -74,8 +77,12 @@ def _relplot():
 
 
 def smooth_ece(confidence: torch.Tensor, correct: torch.Tensor) -> float:
-    """smECE of Błasiok & Nakkiran (2024), through relplot, with its automatic bandwidth."""
-    return float(_relplot().smECE(confidence.numpy(), correct.numpy()))
+    """smECE of Błasiok & Nakkiran (2024) with its automatic bandwidth, as relplot's ``smECE`` computes it."""
+    return float(smooth_ece_batch(confidence.numpy()[None], correct.numpy()[None])[0])
+
+
+def _smooth_ece_of_resamples(confidence: torch.Tensor, correct: torch.Tensor) -> list[float]:
+    return smooth_ece_batch(confidence.numpy(), correct.numpy()).tolist()
 
 
 def smooth_reliability(confidence: torch.Tensor, correct: torch.Tensor) -> dict:
@@ -91,16 +98,19 @@ def smooth_reliability(confidence: torch.Tensor, correct: torch.Tensor) -> dict:
 
 def bootstrap_interval(statistic: Callable[[torch.Tensor, torch.Tensor], float], confidence: torch.Tensor,
                        correct: torch.Tensor, n_resamples: int = 200, level: float = 0.95,
-                       seed: int = 0) -> Estimate:
-    """The statistic on the data and its percentile-bootstrap interval over resampled test samples."""
+                       seed: int = 0, batched: Callable[[torch.Tensor, torch.Tensor], list[float]] | None = None
+                       ) -> Estimate:
+    """The statistic on the data and its percentile-bootstrap interval over resampled test samples;
+    ``batched`` (optional) computes the same statistic of every resample at once from (resamples, N) rows."""
     if n_resamples < 2:
         raise ValueError(f"n_resamples must be >= 2, got {n_resamples}")
     generator = torch.Generator().manual_seed(seed)
     n = len(confidence)
-    values = []
-    for _ in range(n_resamples):
-        pick = torch.randint(n, (n,), generator=generator)
-        values.append(statistic(confidence[pick], correct[pick]))
+    picks = torch.stack([torch.randint(n, (n,), generator=generator) for _ in range(n_resamples)])
+    if batched is not None:
+        values = batched(confidence[picks], correct[picks])
+    else:
+        values = [statistic(confidence[pick], correct[pick]) for pick in picks]
     low, high = torch.tensor(values, dtype=torch.float64).quantile(
         torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
     return Estimate(statistic(confidence, correct), low, high)
@@ -126,5 +136,6 @@ def calibration_estimates(logits: torch.Tensor, labels: torch.Tensor, n_bins: in
     unknown = set(names or ()) - set(estimators)
     if unknown:
         raise ValueError(f"unknown estimators {sorted(unknown)}; known: {', '.join(estimators)}")
-    return {name: bootstrap_interval(fn, confidence, correct, n_resamples, seed=seed)
+    batched = {"smECE": _smooth_ece_of_resamples}
+    return {name: bootstrap_interval(fn, confidence, correct, n_resamples, seed=seed, batched=batched.get(name))
             for name, fn in estimators.items() if names is None or name in names}

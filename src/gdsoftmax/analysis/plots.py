@@ -23,8 +23,13 @@ def pyplot():
 
 
 def save_figure(fig, path: Path) -> Path:
+    """Save as PNG and close. A figure laid out by matplotlib's constrained layout already fits its canvas; any
+    other is cropped to what it draws (``bbox_inches="tight"``, which draws it twice)."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
     path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fitted = isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
+    fig.savefig(path, dpi=110, bbox_inches=None if fitted else "tight")
     pyplot().close(fig)
     return path
 
@@ -37,7 +42,7 @@ def reliability_diagrams(panels, path, suptitle="Reliability diagrams (test set)
     """Fig. 6 style. ``panels``: list of (label, BinStats, ece, mce); one column per label."""
     plt = pyplot()
     fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 5.6), squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+                             gridspec_kw={"height_ratios": [3, 1]}, sharex=True, layout="constrained")
     for col, (label, bins, ece, mce) in enumerate(panels):
         edges = bins.edges.numpy()
         centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
@@ -70,7 +75,8 @@ def confidence_dynamics(panels, path, n_trajectories=12, seed=0, samples=None):
     see :func:`hardness_order`.
     """
     plt = pyplot()
-    fig, axes = plt.subplots(len(panels), 2, figsize=(10, 2.6 * len(panels)), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10, 2.6 * len(panels)), squeeze=False, sharex=True,
+                             layout="constrained")
     rng = np.random.default_rng(seed)
     for row, (label, epochs, p_true) in enumerate(panels):
         p_true = p_true.astype(np.float32)
@@ -90,7 +96,6 @@ def confidence_dynamics(panels, path, n_trajectories=12, seed=0, samples=None):
         ax.set_xlabel("epoch")
         ax.set_xscale("log")
     fig.suptitle("Training dynamics: when do hard and easy samples become confident?")
-    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -117,7 +122,7 @@ def interval_counts(p_true: np.ndarray) -> list[int]:
 def interval_bars(rows, path, title):
     """``rows``: list of (label, counts of the five intervals)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
     width = 0.8 / len(rows)
     x = np.arange(5)
     for i, ((label, counts), color) in enumerate(zip(rows, palette(len(rows)), strict=True)):
@@ -147,7 +152,7 @@ def feature_scatter(panels, path, max_points=3000, seed=0):
 def learning_curves(curves, path, title):
     """Figs 4/5/8. ``curves``: list of (label, epochs, train_ce (S, E), test_acc (S, E)); mean +- std over seeds."""
     plt = pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     lows = []
     for (label, epochs, train_ce, test_acc), color in zip(curves, palette(len(curves)), strict=True):
         # the loss spans decades: its band is mean +- std of log10, drawn on a log axis
@@ -172,7 +177,7 @@ def learning_curves(curves, path, title):
 def gradient_curves(betas, path, num_classes=10):
     """Figs 2 and 7: the gradient magnitude G against p_c and against z_c (other logits 0)."""
     plt = pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     p = np.linspace(0, 1, 501)
     z = np.linspace(-5, 20, 501)
     for beta, color in zip(betas, palette(len(betas)), strict=True):
@@ -192,7 +197,7 @@ def gradient_curves(betas, path, num_classes=10):
 def calibration_trend(rows, path, title):
     """ECE and MCE against beta. ``rows``: list of (beta, {series: (mean, std)}) for ECE and MCE."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     betas = [b for b, _ in rows]
     for ax, metric in zip(axes, ("ECE", "MCE"), strict=True):
         for series, marker in (("raw", "o"), ("temperature scaling", "s"), ("vector scaling", "^")):
@@ -217,7 +222,8 @@ def smooth_reliability_diagrams(panels, path, suptitle="Smoothed reliability dia
     """smECE's reliability curves (Błasiok & Nakkiran 2024). ``panels``: list of (label, curve) with
     ``curve`` from :func:`gdsoftmax.analysis.estimators.smooth_reliability`; one column per label."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, (label, curve) in zip(axes[0], panels, strict=True):
         mesh, mu = np.asarray(curve["mesh"]), np.asarray(curve["mu"])
         ax.fill_between(mesh, curve["lower"], curve["upper"], color="tab:blue", alpha=0.2, label="bootstrap band")

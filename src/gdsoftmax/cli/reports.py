@@ -99,7 +99,7 @@ def _study(args, command: str) -> int:
             from gdsoftmax.engine.tasks.features import record_sweep_features
 
             record_sweep_features(args.sweep_dir)
-        with folders_removed_on_failure(Path(args.out), depth=0):  # a study that fails leaves no empty --out
+        with folders_removed_on_failure(Path(args.out), depth=0, with_contents=True):  # a failed study: no --out
             path = build(args.kind, args.sweep_dir, args.out, command=command, reference=args.reference)
     except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"gdsoftmax study: error: {error}", file=sys.stderr)
@@ -134,7 +134,7 @@ def _report(args, command: str) -> int:
     from gdsoftmax.engine.workspace.cleanup import folders_removed_on_failure
 
     try:
-        with folders_removed_on_failure(Path(args.out or args.sweep_dir), depth=0):  # nor a report
+        with folders_removed_on_failure(Path(args.out or args.sweep_dir), depth=0, with_contents=True):  # nor a report
             path = api.report(args.sweep_dir, args.out, bins=args.bins, command=command)
     except (FileNotFoundError, ValueError) as error:
         print(f"gdsoftmax report: error: {error}", file=sys.stderr)

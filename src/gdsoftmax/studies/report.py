@@ -9,6 +9,8 @@ for a corrected p < 0.05). The claims checked are the paper's own statements
 
 from __future__ import annotations
 
+import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,11 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from gdsoftmax.analysis import plots
+from gdsoftmax.analysis.background import ForkedWork
 from gdsoftmax.analysis.binned import ECE_BINS
-from gdsoftmax.analysis.calibration import compare_post_hoc
-from gdsoftmax.analysis.estimators import calibration_estimates, debiased_l2_ece, smooth_ece, smooth_reliability, top1
-from gdsoftmax.analysis.margins import logit_margins
-from gdsoftmax.analysis.metrics import calibration_metrics
+from gdsoftmax.analysis.estimators import calibration_estimates, smooth_reliability, top1
 from gdsoftmax.analysis.paper_claims import claim_by_id
 from gdsoftmax.analysis.stats import format_mean_std, mean_std
 from gdsoftmax.engine.rundir.view import RunView, failed_runs
@@ -30,49 +30,12 @@ from gdsoftmax.studies.bottom_line import Setting, verdict_lines
 from gdsoftmax.studies.claims import Families, claims_verdicts
 from gdsoftmax.studies.epochs import CURRICULUM_EPOCH, early_epoch
 from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
+from gdsoftmax.studies.measures import add_post_hoc, measure, start_post_hoc
 from gdsoftmax.studies.run_table import RunRow, swept_keys, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs
 from gdsoftmax.studies.verdicts import Verdict, write_verdicts
 
-__all__ = ["build_report", "claims_section", "measure", "runs_to_know_about"]
-
-
-
-def _row_at(rows: list[dict], epoch: int) -> dict:
-    return min(rows, key=lambda r: abs(r["epoch"] - epoch))
-
-
-def measure(run: Run, n_bins: int) -> None:
-    """Per-run numbers the tables and claims need."""
-    test_logits = torch.from_numpy(run.predictions["test_logits"]).double()
-    test_labels = torch.from_numpy(run.predictions["test_labels"])
-    report = calibration_metrics(test_logits, test_labels, n_bins)
-    run.values.update({f"test {k}": v for k, v in report.as_dict().items()})
-    run.values["bins"] = report.bins
-    confidence, correct = top1(test_logits, test_labels)
-    run.values["test smece"] = smooth_ece(confidence, correct)
-    run.values["test debiased_l2_ece"] = debiased_l2_ece(confidence, correct, n_bins)
-    run.values["overconfidence"] = report.mean_confidence - report.accuracy
-    run.values["margin"] = float(logit_margins(test_logits, test_labels.long()).mean())
-    if len(run.predictions["val_labels"]):
-        post = compare_post_hoc(run.predictions["val_logits"], run.predictions["val_labels"], test_logits,
-                                test_labels, n_bins)
-        for key, result in post.items():
-            run.values[f"{key} ece"], run.values[f"{key} mce"] = result.after.ece, result.after.mce
-            run.values[f"{key} nll"] = result.after.nll
-        run.values["T"] = post["temperature"].params["T"]
-    run.values["train accuracy"] = run.rows[-1]["train_acc"]  # the last epoch's, counted during training
-    early = _row_at(run.rows, early_epoch(run.config.train.epochs))
-    run.values["early train_ce"], run.values["early test_acc"] = early["train_ce"], early["test_acc"]
-    epochs, p_true = run.samples["epochs"], run.samples["p_true"].astype(np.float32)
-    run.values["intervals"] = plots.interval_counts(p_true[-1])
-    run.values["low confidence count"] = run.values["intervals"][0]  # Table 1's first row, p_c <= 0.2
-    run.values["low confidence along training"] = {int(e): plots.interval_counts(p)[0]
-                                                   for e, p in zip(epochs, p_true, strict=True)}
-    # A curriculum polarises the training set early (easy samples near 1, hard ones still low), so
-    # its signature is the spread of p_c over samples; it needs no ranking by (saturated) final p_c.
-    at = int(np.argmin(np.abs(epochs - CURRICULUM_EPOCH)))
-    run.values["curriculum spread"] = float(p_true[at].std())
+__all__ = ["build_report", "claims_section", "runs_to_know_about"]
 
 
 def _groups(runs: list[Run]) -> dict[str, list[Run]]:
@@ -158,9 +121,12 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     out = Path(out_dir) if out_dir else sweep_dir
     runs = _reportable_runs(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for run in tqdm(runs, desc="measuring runs", unit="run", disable=None if progress else True, leave=False):
-        measure(run, n_bins)
     groups = _groups(runs)
+    with start_post_hoc(runs, n_bins) as fits, _one_torch_thread():  # fitted elsewhere while the rest is made
+        for run in runs:  # a second or so without the fits: no progress bar (its thread would stop the forks)
+            measure(run, n_bins, post_hoc=False)
+        drawn = _drawn(groups, runs, out, n_bins, progress)
+        add_post_hoc(runs, fits)
     baseline = next((g for g in groups.values() if g[0].constant_beta == 1.0), None)
     swept = swept_keys(runs)
     rows = {name: [RunRow.of(r, name, swept) for r in g] for name, g in groups.items()}
@@ -190,15 +156,25 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     else:
         lines += ["## Post-hoc calibration", "", "None: the runs hold out no validation split (data.val_size = 0) to "
                   "fit temperature or vector scaling on, and test is never used for fitting.", ""]
-    lines += _estimators(groups, out, n_bins, progress)
-    lines += _confidence_intervals(groups, out)
-    lines += _convergence(groups, families, out, first.data.dataset)
-    lines += _figures(groups, runs, out)
+    lines += drawn["estimators"] + drawn["intervals"]
+    lines += _convergence(groups, families) + drawn["convergence"] + drawn["figures"]
     lines += beside_the_paper(groups, first, n_bins) + added.sections
     lines += claims_section(verdicts, families)
     write_runs_csv(out / "runs.csv", [r for g in rows.values() for r in g])
     write_verdicts(out / "claims.csv", verdicts)
     return write_text_atomically(out / "report.md", "\n".join(lines))
+
+
+@contextmanager
+def _one_torch_thread():
+    """This process computes on one torch thread while its background processes share the cores (a second torch
+    thread would spin on a core they need: 2 s of a 20 s report on two cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _reportable_runs(sweep_dir: Path) -> list[Run]:
@@ -351,15 +327,18 @@ def _confidence_intervals(groups: dict[str, list[Run]], out: Path) -> list[str]:
             markdown_table(["setting"] + [f"epoch {e}" for e in epochs], along), ""]
 
 
-def _convergence(groups: dict[str, list[Run]], families: Families, out: Path, dataset: str) -> list[str]:
+def _convergence(groups: dict[str, list[Run]], families: Families) -> list[str]:
     early = early_epoch(next(iter(groups.values()))[0].config.train.epochs)
     early_acc = _versus_all(groups, families, "early test_acc")
     rows = [[g[0].label, _cell(g, "early train_ce", 1, 4), _cell(g, "early test_acc"),
              early_acc[n], _cell(g, "curriculum spread", 1, 3)] for n, g in groups.items()]
-    lines = ["## Convergence and training dynamics", "",
-             markdown_table(["setting", f"train CE @ epoch {early}", f"test acc % @ epoch {early}",
-                              "Δ vs β=1", f"std of training p_c @ epoch {CURRICULUM_EPOCH}"], rows), "",
-             f"Holm family: early test_acc vs β = 1 (k = {families.size('early test_acc')}).", ""]
+    return ["## Convergence and training dynamics", "",
+            markdown_table(["setting", f"train CE @ epoch {early}", f"test acc % @ epoch {early}",
+                            "Δ vs β=1", f"std of training p_c @ epoch {CURRICULUM_EPOCH}"], rows), "",
+            f"Holm family: early test_acc vs β = 1 (k = {families.size('early test_acc')}).", ""]
+
+
+def _convergence_figures(groups: dict[str, list[Run]], out: Path, dataset: str) -> list[str]:
     curves = []
     for g in groups.values():
         length = min(len(r.rows) for r in g)
@@ -367,7 +346,6 @@ def _convergence(groups: dict[str, list[Run]], families: Families, out: Path, da
                        [[row["train_ce"] for row in r.rows[:length]] for r in g],
                        [[row["test_acc"] for row in r.rows[:length]] for r in g]))
     plots.learning_curves(curves, out / "learning_curves.png", f"{dataset}: convergence by β")
-    lines += ["![learning curves](learning_curves.png)", ""]
     dynamics = [(g[0].label, g[0].samples["epochs"], g[0].samples["p_true"]) for g in groups.values()]
     if len(dynamics) > 4:  # largest and smallest constant β, β = 1 and the first warm-up keep it readable
         constant = [i for i, g in enumerate(groups.values()) if g[0].constant_beta is not None]
@@ -376,7 +354,21 @@ def _convergence(groups: dict[str, list[Run]], families: Families, out: Path, da
         picks = sorted({constant[0], constant[-1], *ones[:1], *schedules[:1]})
         dynamics = [dynamics[i] for i in picks]
     plots.confidence_dynamics(dynamics, out / "confidence_dynamics.png")
-    return [*lines, "![confidence dynamics](confidence_dynamics.png)", ""]
+    return ["![learning curves](learning_curves.png)", "", "![confidence dynamics](confidence_dynamics.png)", ""]
+
+
+def _drawn(groups: dict[str, list[Run]], runs: list[Run], out: Path, n_bins: int, progress: bool) -> dict:
+    """The sections that need no post-hoc fit, made while those fits run: their lines by section. The figures
+    that need nothing else are drawn in a forked child meanwhile, where that is safe (else here, first)."""
+    def draw(folder: Path) -> None:
+        lines = {"convergence": _convergence_figures(groups, out, runs[0].config.data.dataset),
+                 "figures": _figures(groups, runs, out)}
+        (folder / "lines.json").write_text(json.dumps(lines))
+
+    with ForkedWork(draw) as drawing:
+        drawn = {"estimators": _estimators(groups, out, n_bins, progress),
+                 "intervals": _confidence_intervals(groups, out)}
+        return {**drawn, **json.loads((drawing.wait() / "lines.json").read_text())}
 
 
 def _figures(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> list[str]:

@@ -63,7 +63,7 @@ class RunRow:
 
     @classmethod
     def of(cls, run: Run, group: str, swept: list[str]) -> RunRow:
-        """The row of a measured run (after :func:`gdsoftmax.studies.report.measure`)."""
+        """The row of a measured run (after :func:`gdsoftmax.studies.measures.measure`)."""
         plain = _flat(to_dict(run.config))
         return cls(run.path.name, group, run.label, run.constant_beta, run.is_warmup, run.config.seed,
                    {k: float(run.values[k]) for k in METRIC_COLUMNS if k in run.values},

@@ -33,7 +33,8 @@ from gdsoftmax.loss.schedules import describe_beta
 from gdsoftmax.studies.claims import Families, claims_verdicts, group_rows
 from gdsoftmax.studies.epochs import early_epoch
 from gdsoftmax.studies.markdown import markdown_table
-from gdsoftmax.studies.report import claims_section, measure
+from gdsoftmax.studies.measures import measure
+from gdsoftmax.studies.report import claims_section
 from gdsoftmax.studies.run_table import RunRow, swept_keys, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs
 from gdsoftmax.studies.table1_cells import (

@@ -1,7 +1,7 @@
 """``gdsoftmax study KIND SWEEP_DIR``: the report of one of the studies in
 :mod:`gdsoftmax.studies.untested_claims` (``report.md``, its figure, ``runs.csv`` and ``claims.csv``).
 
-The runs are measured as a sweep report measures them (:func:`gdsoftmax.studies.report.measure`, here
+The runs are measured as a sweep report measures them (:func:`gdsoftmax.studies.measures.measure`, here
 with 15 bins), plus two values these studies need: the training accuracy of the last epoch and the
 oscillation of test accuracy (the standard deviation of its epoch-to-epoch changes over the second
 half of training).
@@ -21,8 +21,9 @@ from gdsoftmax.engine.rundir.view import RunView, failed_runs
 from gdsoftmax.studies.bottom_line import claims_verdict
 from gdsoftmax.studies.factorial import regime_line
 from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
+from gdsoftmax.studies.measures import measure
 from gdsoftmax.studies.registry import STUDIES
-from gdsoftmax.studies.report import measure, runs_to_know_about
+from gdsoftmax.studies.report import runs_to_know_about
 from gdsoftmax.studies.run_table import RunRow, swept_keys, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs
 from gdsoftmax.studies.untested_claims import ANALYSES, TARGET_ACCURACY

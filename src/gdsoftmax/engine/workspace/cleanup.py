@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 __all__ = ["folders_removed_on_failure"]
@@ -33,9 +34,11 @@ def _folders(root: Path, depth: int) -> set[Path]:
 
 
 @contextlib.contextmanager
-def folders_removed_on_failure(root: Path, depth: int = 3):
+def folders_removed_on_failure(root: Path, depth: int = 3, *, with_contents: bool = False):
     """Within the block, folders created at or above ``root``, or below it up to ``depth`` levels, are
-    removed if the block raises (an interrupt too) and they are empty; nothing that existed is touched."""
+    removed if the block raises (an interrupt too) and they are empty; nothing that existed is touched.
+    ``with_contents`` removes them with what the block wrote into them (for outputs that are only ever
+    written again, such as a report; never for a run, whose checkpoint an interrupted command resumes from)."""
     root = Path(root).absolute()
     before = _folders(root, depth)
     try:
@@ -43,6 +46,8 @@ def folders_removed_on_failure(root: Path, depth: int = 3):
     except BaseException:
         created = sorted(_folders(root, depth) - before, key=lambda p: len(p.parts), reverse=True)
         for folder in created:
+            if with_contents:
+                shutil.rmtree(folder, ignore_errors=True)
             with contextlib.suppress(OSError):  # not empty: something else is in it now
                 folder.rmdir()
         raise
