@@ -17,8 +17,6 @@ from gdsoftmax.analysis.estimators import (
 )
 from gdsoftmax.analysis.metrics import calibration_metrics
 
-pytest.importorskip("relplot")
-
 
 def test_debiased_l2_ece_by_hand():
     # bin (0.6, 0.7]: 0.65, 0.65, 0.65, 0.65 with 2 right: acc 0.5, conf 0.65, variance 0.25 / 3
@@ -78,11 +76,3 @@ def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_samples()
     assert widths[1] < widths[0] / 2
     with pytest.raises(ValueError, match="n_resamples must be >= 2"):
         bootstrap_interval(binned_ece, torch.ones(3), torch.ones(3), n_resamples=1)
-
-
-def test_a_missing_relplot_says_how_to_install_it(monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "relplot", None)
-    with pytest.raises(ImportError, match=r"pip install 'gdsoftmax\[experiments\]'"):
-        smooth_reliability(torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gdsoftmax.analysis.estimators import bootstrap_interval, smooth_ece
-from gdsoftmax.analysis.smooth_ece import smooth_ece_batch
+from gdsoftmax.analysis.smooth_ece import regressions_at, smooth_ece_batch, smooth_reliability_curve
 
 relplot = pytest.importorskip("relplot")
 
@@ -70,3 +70,39 @@ def test_the_bootstrap_draws_the_same_resamples_batched_or_one_at_a_time():
 def test_bad_shapes_are_refused(confidence, correct, message):
     with pytest.raises(ValueError, match=message):
         smooth_ece_batch(confidence, correct)
+
+
+def test_the_smoothed_reliability_curve_is_relplots_from_the_same_resamples():
+    from relplot.estimators import KernelSmoother
+    from relplot.kernels import ReflectedGaussianKernel
+
+    rng = np.random.default_rng(4)
+    confidence = np.clip(rng.beta(8, 1.2, 400), 0.1, 1.0)
+    correct = (rng.random(400) < confidence - 0.05).astype(np.float64)
+    curve = smooth_reliability_curve(confidence, correct, n_bootstrap=20, seed=3)
+    ce, sigma = relplot.smECE(confidence, correct, return_width=True)
+    assert curve["ce"] == pytest.approx(ce, rel=1e-9)
+    assert curve["sigma"] == sigma
+    np.testing.assert_array_equal(curve["mesh"], np.linspace(0, 1, relplot.config.plot_mesh_pts))
+    np.testing.assert_allclose(curve["density"], ReflectedGaussianKernel(sigma).kde(confidence, curve["mesh"]),
+                               rtol=1e-9, atol=1e-12)
+    picks = np.random.default_rng(3).integers(400, size=(20, 400))  # the resamples the seed draws
+    for row, pick in zip(curve["fits"], picks, strict=True):
+        smoother = KernelSmoother(ReflectedGaussianKernel(sigma)).fit(confidence[pick, None], correct[pick])
+        # an FFT's rounding where no confidence lies (density near 0, divided by the 1e-4 floor): 1e-8 of a
+        # quantity in [0, 1]
+        np.testing.assert_allclose(row, smoother.predict(curve["mesh"][:, None]), rtol=1e-9, atol=1e-8)
+    np.testing.assert_allclose(curve["mu"], curve["fits"].mean(0))  # relplot's bagging averages its smoothers
+    assert (curve["lower"] <= curve["mu"] + 1e-12).all()
+    assert (curve["mu"] <= curve["upper"] + 1e-12).all()
+
+
+def test_the_curve_is_the_same_from_the_same_seed_and_refuses_one_resample():
+    confidence, correct = np.linspace(0.5, 1, 50), (np.arange(50) % 3 > 0).astype(float)
+    first, again = (smooth_reliability_curve(confidence, correct, seed=1) for _ in range(2))
+    np.testing.assert_array_equal(first["lower"], again["lower"])
+    with pytest.raises(ValueError, match="n_bootstrap must be >= 2, got 1"):
+        smooth_reliability_curve(confidence, correct, n_bootstrap=1)
+    with pytest.raises(ValueError, match=r"must both be \(N,\) with N >= 1, got \(1, 50\)"):
+        smooth_reliability_curve(confidence[None], correct[None])
+    assert regressions_at(confidence[None], correct[None], 0.1, np.linspace(0, 1, 5)).shape == (1, 5)

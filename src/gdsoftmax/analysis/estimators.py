@@ -1,11 +1,10 @@
 """Calibration estimators of current practice, each with a bootstrap interval over test samples.
 
 * **smECE** (smooth ECE, Błasiok & Nakkiran, ICLR 2024): the calibration error of a kernel-smoothed
-  reliability curve, with the bandwidth chosen by the paper's rule; the ``relplot`` package's estimator,
-  computed for many bootstrap resamples at once by :mod:`gdsoftmax.analysis.smooth_ece` (held to relplot's
-  own values in the tests; relplot, an optional dependency in the ``experiments`` extra, still draws the
-  smoothed reliability curves). Unlike binned ECE it does not jump when a confidence crosses a bin edge,
-  and it is consistent for well-calibrated models.
+  reliability curve, with the bandwidth chosen by the paper's rule; the ``relplot`` package's estimator and
+  smoothed reliability curve, computed for many bootstrap resamples at once by
+  :mod:`gdsoftmax.analysis.smooth_ece` (held to relplot's own values in the tests). Unlike binned ECE it
+  does not jump when a confidence crosses a bin edge, and it is consistent for well-calibrated models.
 * **debiased L2 ECE** (Kumar, Liang & Ma, NeurIPS 2019): the binned squared error minus each bin's
   sampling variance acc (1 - acc) / (n - 1), then the square root (0 when the correction exceeds the
   error). Binned ECE is biased upwards when the model is nearly calibrated; this one is not.
@@ -28,7 +27,6 @@ and belongs to the last bin ((M-1)/M, 1] of the debiased L2 ECE; smECE's kernel 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,7 +34,7 @@ import torch
 
 from gdsoftmax.analysis.binned import binned_calibration_error
 from gdsoftmax.analysis.calibration_compute import adaptive_ece, debiased_l2_ece
-from gdsoftmax.analysis.smooth_ece import smooth_ece_batch
+from gdsoftmax.analysis.smooth_ece import smooth_ece_batch, smooth_reliability_curve
 
 __all__ = ["Estimate", "binned_ece", "bootstrap_interval", "calibration_estimates", "debiased_l2_ece",
            "smooth_ece", "smooth_reliability", "top1"]
@@ -67,15 +65,6 @@ def binned_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15
     return binned_calibration_error(confidence, correct, n_bins, "l1")
 
 
-def _relplot():
-    try:
-        import relplot
-    except ImportError as error:  # an optional dependency: say how to get it
-        raise ImportError("smooth ECE needs the relplot package: pip install 'gdsoftmax[experiments]' "
-                          "(or pip install relplot)") from error
-    return relplot
-
-
 def smooth_ece(confidence: torch.Tensor, correct: torch.Tensor) -> float:
     """smECE of Błasiok & Nakkiran (2024) with its automatic bandwidth, as relplot's ``smECE`` computes it."""
     return float(smooth_ece_batch(confidence.numpy()[None], correct.numpy()[None])[0])
@@ -87,13 +76,11 @@ def _smooth_ece_of_resamples(confidence: torch.Tensor, correct: torch.Tensor) ->
 
 def smooth_reliability(confidence: torch.Tensor, correct: torch.Tensor) -> dict:
     """The smoothed reliability curve for a diagram: ``mesh``, ``mu`` (accuracy at each confidence),
-    ``lower``/``upper`` (a bootstrap band), ``density`` of the confidences and ``ce`` (smECE)."""
-    relplot = _relplot()
-    with warnings.catch_warnings():  # relplot builds its bands through a pandas call that pandas deprecates
-        warnings.filterwarnings("ignore", module=r"relplot\.")
-        # report_CE_std off: its 100-resample interval of smECE (most of the call's time) is not among what we read
-        data = relplot.prepare_rel_diagram(confidence.numpy(), correct.numpy(), num_bootstrap=50, report_CE_std=False)
-    return {key: data[key] for key in ("mesh", "mu", "lower", "upper", "density", "ce")}
+    ``lower``/``upper`` (a band from 50 seeded bootstrap resamples), ``density`` of the confidences and ``ce``
+    (smECE); relplot's ``prepare_rel_diagram``, computed by
+    :func:`gdsoftmax.analysis.smooth_ece.smooth_reliability_curve`."""
+    curve = smooth_reliability_curve(confidence.numpy(), correct.numpy(), n_bootstrap=50)
+    return {key: curve[key] for key in ("mesh", "mu", "lower", "upper", "density", "ce")}
 
 
 def bootstrap_interval(statistic: Callable[[torch.Tensor, torch.Tensor], float], confidence: torch.Tensor,

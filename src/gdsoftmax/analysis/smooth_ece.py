@@ -20,9 +20,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-__all__ = ["smooth_ece_batch"]
+__all__ = ["regressions_at", "smooth_ece_batch", "smooth_reliability_curve"]
 
 _MESH_POINTS = 200  # relplot.config.smECE_mesh_pts
+_PLOT_MESH_POINTS = 200  # relplot.config.plot_mesh_pts
 _DENSITY_FLOOR = 1e-4  # relplot's BaseKernelMixin.smooth
 _REFINE, _SMALLEST = 10, 0.001  # relplot.metrics.smECE: bisection steps, and the width below which it stops
 
@@ -77,12 +78,7 @@ def _smooth_ece_at(f: np.ndarray, residual: np.ndarray, sigmas: np.ndarray) -> n
     return out
 
 
-def smooth_ece_batch(confidence: np.ndarray, correct: np.ndarray) -> np.ndarray:
-    """smECE with its automatic kernel width for each row of ``confidence`` and ``correct`` (B, N): the width σ
-    bisected to where smECE at σ equals σ, as relplot's ``smECE``; returns (B,)."""
-    f, y = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64)
-    if f.ndim != 2 or f.shape != y.shape or f.shape[1] == 0:
-        raise ValueError(f"confidence and correct must both be (B, N) with N >= 1, got {f.shape} and {y.shape}")
+def _smece_and_width(f: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     residual = f - y
 
     def holds(rows: np.ndarray, alphas: np.ndarray) -> np.ndarray:  # relplot's check_smooth_ece, row by row
@@ -100,4 +96,57 @@ def smooth_ece_batch(confidence: np.ndarray, correct: np.ndarray) -> np.ndarray:
         end[searching[ok]], start[searching[~ok]] = mid[ok], mid[~ok]
     sigma = np.ones(len(f))
     sigma[searching] = start[searching]
-    return _smooth_ece_at(f, residual, sigma)
+    return _smooth_ece_at(f, residual, sigma), sigma
+
+
+def _rows(confidence: np.ndarray, correct: np.ndarray, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    f, y = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    shape = "(B, N)" if ndim == 2 else "(N,)"
+    if f.ndim != ndim or f.shape != y.shape or f.shape[-1] == 0:
+        raise ValueError(f"confidence and correct must both be {shape} with N >= 1, got {f.shape} and {y.shape}")
+    return f, y
+
+
+def smooth_ece_batch(confidence: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """smECE with its automatic kernel width for each row of ``confidence`` and ``correct`` (B, N): the width σ
+    bisected to where smECE at σ equals σ, as relplot's ``smECE``; returns (B,)."""
+    return _smece_and_width(*_rows(confidence, correct, 2))[0]
+
+
+def _smoothed_at(f: np.ndarray, weights: np.ndarray, sigma: float, t: np.ndarray) -> np.ndarray:
+    """relplot's kernel ``apply`` for every row at one width, evaluated at ``t`` (rows, len(t))."""
+    size = _grid_size(sigma)
+    return _interpolate(t, _smoothed(_on_grid(f, weights, size), sigma, size))
+
+
+def smooth_reliability_curve(confidence: np.ndarray, correct: np.ndarray, n_bootstrap: int = 50,
+                             seed: int = 0) -> dict[str, np.ndarray | float]:
+    """The data of a smoothed reliability diagram, as relplot's ``prepare_rel_diagram`` computes it, from one
+    seeded draw: ``mesh`` (200 points), ``mu`` (the mean of ``n_bootstrap`` kernel regressions of correctness on
+    confidence, each on a bootstrap resample, at smECE's width), ``lower`` and ``upper`` (their 2.5 and 97.5 %
+    quantiles), ``fits`` (those regressions), ``density`` of the confidences, ``ce`` (smECE) and ``sigma`` (its
+    width). relplot draws its
+    resamples from an unseeded generator, so its band moves from one call to the next; this one does not.
+
+    >>> curve = smooth_reliability_curve(np.array([0.6, 0.9, 0.95, 0.99]), np.array([1.0, 0.0, 1.0, 1.0]))
+    >>> curve["mu"].shape, bool((curve["lower"] <= curve["upper"]).all())
+    ((200,), True)
+    """
+    f, y = _rows(confidence, correct, 1)
+    if n_bootstrap < 2:
+        raise ValueError(f"n_bootstrap must be >= 2, got {n_bootstrap}")
+    return _curve_of_resamples(f, y, np.random.default_rng(seed).integers(len(f), size=(n_bootstrap, len(f))))
+
+
+def _curve_of_resamples(f: np.ndarray, y: np.ndarray, picks: np.ndarray) -> dict[str, np.ndarray | float]:
+    ce, sigma = (float(v[0]) for v in _smece_and_width(f[None], y[None]))
+    mesh = np.linspace(0, 1, _PLOT_MESH_POINTS)
+    fits = regressions_at(f[picks], y[picks], sigma, mesh)
+    return {"mesh": mesh, "mu": fits.mean(0), "lower": np.quantile(fits, 0.025, axis=0),
+            "upper": np.quantile(fits, 0.975, axis=0), "ce": ce, "sigma": sigma, "fits": fits,
+            "density": _smoothed_at(f[None], np.full((1, len(f)), 1 / len(f)), sigma, mesh)[0]}
+
+
+def regressions_at(f: np.ndarray, y: np.ndarray, sigma: float, t: np.ndarray) -> np.ndarray:
+    """Each row's kernel regression of y on f at width ``sigma``, evaluated at ``t`` (relplot's KernelSmoother)."""
+    return _smoothed_at(f, y, sigma, t) / (_smoothed_at(f, np.ones_like(f), sigma, t) + _DENSITY_FLOOR)
