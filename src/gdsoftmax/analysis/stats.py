@@ -15,8 +15,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
-__all__ = ["MIN_PAIRS", "Comparison", "format_mean_std", "format_p", "holm", "linear_trend", "mean_std",
-           "paired_comparison", "unpaired_comparison", "verdict"]
+__all__ = ["MIN_PAIRS", "Comparison", "format_mean_std", "format_p", "holm", "import_tests", "linear_trend",
+           "mean_std", "paired_comparison", "unpaired_comparison", "verdict"]
 
 SIGNIFICANCE = 0.05
 MIN_PAIRS = 3  # a paired test on fewer seeds decides nothing
@@ -56,6 +56,12 @@ class Comparison:
     @property
     def significant(self) -> bool:
         return not math.isnan(self.p_value) and self.p_value < SIGNIFICANCE
+
+
+def import_tests() -> None:
+    """Import the tests' scipy.stats now rather than at the first comparison (1 s: kept out of start-up); for a
+    caller with time to spare, such as a report waiting on its background fits."""
+    from scipy import stats  # noqa: F401
 
 
 def paired_comparison(treatment, baseline) -> Comparison:

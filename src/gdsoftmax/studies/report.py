@@ -23,7 +23,7 @@ from gdsoftmax.analysis.background import ForkedWork
 from gdsoftmax.analysis.binned import ECE_BINS
 from gdsoftmax.analysis.estimators import calibration_estimates, smooth_reliability, top1
 from gdsoftmax.analysis.paper_claims import claim_by_id
-from gdsoftmax.analysis.stats import format_mean_std, mean_std
+from gdsoftmax.analysis.stats import format_mean_std, import_tests, mean_std
 from gdsoftmax.engine.rundir.view import RunView, failed_runs
 from gdsoftmax.studies.beside_paper import beside_the_paper
 from gdsoftmax.studies.bottom_line import Setting, verdict_lines
@@ -126,6 +126,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
         for run in runs:  # a second or so without the fits: no progress bar (its thread would stop the forks)
             measure(run, n_bins, post_hoc=False)
         drawn = _drawn(groups, runs, out, n_bins, progress)
+        import_tests()  # while the fits finish: the verdicts below need it
         add_post_hoc(runs, fits)
     baseline = next((g for g in groups.values() if g[0].constant_beta == 1.0), None)
     swept = swept_keys(runs)
@@ -365,6 +366,7 @@ def _drawn(groups: dict[str, list[Run]], runs: list[Run], out: Path, n_bins: int
                  "figures": _figures(groups, runs, out)}
         (folder / "lines.json").write_text(json.dumps(lines))
 
+    plots.pyplot()  # imported once, here, for the child to share
     with ForkedWork(draw) as drawing:
         drawn = {"estimators": _estimators(groups, out, n_bins, progress),
                  "intervals": _confidence_intervals(groups, out)}
