@@ -72,6 +72,19 @@ def test_leaving_the_block_stops_a_child_still_working():
     assert out.split() == ["False", "False"]
 
 
+def test_a_ctrl_c_is_left_to_the_parent():
+    out = _in_a_fresh_process("""
+        import os, signal, time
+        from gdsoftmax.analysis.background import ForkedWork
+        with ForkedWork(lambda folder: time.sleep(30)) as work:
+            time.sleep(0.3)
+            os.kill(work._process.pid, signal.SIGINT)  # a Ctrl-C reaches every process of the group
+            time.sleep(0.5)
+            print(work._process.is_alive())  # still working: the parent stops it on leaving the block
+    """)
+    assert out.split() == ["True"]
+
+
 def test_no_fork_where_torchs_compiler_is_imported_or_a_thread_runs(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch._dynamo", object())
     assert not fork_is_safe()

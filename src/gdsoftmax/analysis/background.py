@@ -13,6 +13,7 @@ safe (:func:`fork_is_safe`); elsewhere the work runs here, at once, and gives th
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sys
 import tempfile
 import threading
@@ -31,6 +32,9 @@ def fork_is_safe() -> bool:
 
 
 def _run(work: Callable[[Path], None], folder: Path) -> None:
+    # A Ctrl-C reaches the whole process group: the parent stops its children itself (ForkedWork.close), so a
+    # child ignores it rather than print a second traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # One torch thread: this process keeps working on the other cores, and idle torch threads would spin there.
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
