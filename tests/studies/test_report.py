@@ -281,9 +281,19 @@ def test_a_report_made_with_forked_workers_equals_one_made_in_one_process(sweep,
 
     import gdsoftmax.analysis.background as background
 
-    forked = subprocess.run([sys.executable, "-m", "gdsoftmax", "report", str(sweep), "--out", str(tmp_path / "f")],
-                            capture_output=True, text=True, timeout=600)
+    counting = f"""
+import multiprocessing.context as context
+import sys
+from gdsoftmax.cli import main
+start, started = context.ForkProcess.start, []
+context.ForkProcess.start = lambda process: started.append(process) or start(process)
+code = main(["report", {str(sweep)!r}, "--out", {str(tmp_path / "f")!r}])
+print(len(started))
+sys.exit(code)
+"""
+    forked = subprocess.run([sys.executable, "-c", counting], capture_output=True, text=True, timeout=600)
     assert forked.returncode == 0, forked.stderr
+    assert forked.stdout.splitlines()[-1] == "2"  # the fits' child and the figures' child
     monkeypatch.setattr(background, "fork_is_safe", lambda: False)
     assert main(["report", str(sweep), "--out", str(tmp_path / "s")]) == 0
     texts = [(tmp_path / kind / "report.md").read_text().replace(str(tmp_path / kind), "OUT") for kind in ("f", "s")]

@@ -13,6 +13,7 @@ safe (:func:`fork_is_safe`); elsewhere the work runs here, at once, and gives th
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import sys
 import tempfile
@@ -20,7 +21,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ForkedWork", "fork_is_safe"]
+__all__ = ["ForkedWork", "fork_is_safe", "forks_help"]
 
 
 def fork_is_safe() -> bool:
@@ -29,6 +30,11 @@ def fork_is_safe() -> bool:
     thread running (a lock one of them holds would stay held in the child)."""
     return (sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
             and "torch._dynamo" not in sys.modules and threading.active_count() == 1)
+
+
+def forks_help() -> bool:
+    """Whether to hand work to forked children: more than one core, and a fork is safe."""
+    return (os.cpu_count() or 1) > 1 and fork_is_safe()
 
 
 def _run(work: Callable[[Path], None], folder: Path) -> None:
@@ -59,7 +65,11 @@ class ForkedWork:
                                                                         daemon=True)
             self._process.start()
         else:
-            work(self.folder)
+            try:
+                work(self.folder)
+            except BaseException:
+                self._folder.cleanup()
+                raise
 
     def wait(self) -> Path:
         """The folder, once the work is done; a RuntimeError with the child's message if it failed."""

@@ -19,13 +19,12 @@ come back as JSON floats, which round-trip exactly, and both ways call :func:`po
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from gdsoftmax.analysis.background import ForkedWork, fork_is_safe
+from gdsoftmax.analysis.background import ForkedWork, forks_help
 from gdsoftmax.analysis.calibration import compare_post_hoc
 
 __all__ = ["PostHocFits", "post_hoc_values"]
@@ -50,15 +49,15 @@ def _write_results(folder: Path, items: list[tuple[np.ndarray, ...]], n_bins: in
 
 class PostHocFits:
     """:func:`post_hoc_values` of each ``(val_logits, val_labels, test_logits, test_labels)``: fitted in a fork of
-    this process from now on (``background``; by default when this machine has more than one core and a fork is
-    safe), or here when :meth:`results` is asked for. Use it as a context manager: leaving it stops a child still
-    running and removes its temporary folder."""
+    this process from now on (``background``; by default when :func:`~gdsoftmax.analysis.background.forks_help`),
+    or here when :meth:`results` is asked for. Use it as a context manager: leaving it stops a child still running
+    and removes its temporary folder."""
 
     def __init__(self, items: list[tuple[np.ndarray, ...]], n_bins: int, background: bool | None = None):
         if background not in (None, True, False):
             raise ValueError(f"background must be None, True or False, got {background!r}")
         if background is None:  # one core: a second process would only take turns with this one
-            background = (os.cpu_count() or 1) > 1 and fork_is_safe()
+            background = forks_help()
         self._items, self._n_bins = items, n_bins
         self._forked = ForkedWork(lambda folder: _write_results(folder, items, n_bins)) \
             if background and items else None

@@ -69,12 +69,10 @@ def _smooth_ece_at(f: np.ndarray, residual: np.ndarray, sigmas: np.ndarray) -> n
     out = np.empty(len(f))
     for sigma in np.unique(sigmas):
         rows = np.flatnonzero(sigmas == sigma)
-        size = _grid_size(sigma)
-        grid = np.concatenate([_on_grid(f[rows], residual[rows], size), _on_grid(f[rows], np.ones_like(f[rows]), size)])
         t = np.linspace(0, 1, max(round(10 / sigma), _MESH_POINTS))
-        smooth = _interpolate(t, _smoothed(grid, sigma, size))
-        density = smooth[len(rows):] + _DENSITY_FLOOR
-        out[rows] = np.sum(np.abs(smooth[:len(rows)] / density) * density, axis=1) / np.sum(density, axis=1)
+        smoothed = _smoothed_at(f[rows], residual[rows], sigma, t)
+        density = _smoothed_at(f[rows], np.ones_like(f[rows]), sigma, t) + _DENSITY_FLOOR
+        out[rows] = np.sum(np.abs(smoothed / density) * density, axis=1) / np.sum(density, axis=1)
     return out
 
 
@@ -125,8 +123,8 @@ def smooth_reliability_curve(confidence: np.ndarray, correct: np.ndarray, n_boot
     seeded draw: ``mesh`` (200 points), ``mu`` (the mean of ``n_bootstrap`` kernel regressions of correctness on
     confidence, each on a bootstrap resample, at smECE's width), ``lower`` and ``upper`` (their 2.5 and 97.5 %
     quantiles), ``fits`` (those regressions), ``density`` of the confidences, ``ce`` (smECE) and ``sigma`` (its
-    width). relplot draws its
-    resamples from an unseeded generator, so its band moves from one call to the next; this one does not.
+    width). relplot draws its resamples from an unseeded generator, so its band moves from one call to the next;
+    this one does not.
 
     >>> curve = smooth_reliability_curve(np.array([0.6, 0.9, 0.95, 0.99]), np.array([1.0, 0.0, 1.0, 1.0]))
     >>> curve["mu"].shape, bool((curve["lower"] <= curve["upper"]).all())
@@ -135,10 +133,7 @@ def smooth_reliability_curve(confidence: np.ndarray, correct: np.ndarray, n_boot
     f, y = _rows(confidence, correct, 1)
     if n_bootstrap < 2:
         raise ValueError(f"n_bootstrap must be >= 2, got {n_bootstrap}")
-    return _curve_of_resamples(f, y, np.random.default_rng(seed).integers(len(f), size=(n_bootstrap, len(f))))
-
-
-def _curve_of_resamples(f: np.ndarray, y: np.ndarray, picks: np.ndarray) -> dict[str, np.ndarray | float]:
+    picks = np.random.default_rng(seed).integers(len(f), size=(n_bootstrap, len(f)))
     ce, sigma = (float(v[0]) for v in _smece_and_width(f[None], y[None]))
     mesh = np.linspace(0, 1, _PLOT_MESH_POINTS)
     fits = regressions_at(f[picks], y[picks], sigma, mesh)

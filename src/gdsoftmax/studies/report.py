@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gdsoftmax.analysis import plots
-from gdsoftmax.analysis.background import ForkedWork
+from gdsoftmax.analysis.background import ForkedWork, forks_help
 from gdsoftmax.analysis.binned import ECE_BINS
 from gdsoftmax.analysis.estimators import calibration_estimates, smooth_reliability, top1
 from gdsoftmax.analysis.paper_claims import claim_by_id
@@ -122,10 +122,11 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     runs = _reportable_runs(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     groups = _groups(runs)
-    with start_post_hoc(runs, n_bins) as fits, _one_torch_thread():  # fitted elsewhere while the rest is made
+    forked = forks_help()  # the fits and the fit-free figures in forked children, this process on one thread
+    with start_post_hoc(runs, n_bins, background=forked) as fits, _one_torch_thread(forked):
         for run in runs:  # a second or so without the fits: no progress bar (its thread would stop the forks)
             measure(run, n_bins, post_hoc=False)
-        drawn = _drawn(groups, runs, out, n_bins, progress)
+        drawn = _drawn(groups, runs, out, n_bins, progress, forked)
         import_tests()  # while the fits finish: the verdicts below need it
         add_post_hoc(runs, fits)
     baseline = next((g for g in groups.values() if g[0].constant_beta == 1.0), None)
@@ -167,11 +168,11 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
 
 
 @contextmanager
-def _one_torch_thread():
-    """This process computes on one torch thread while its background processes share the cores (a second torch
-    thread would spin on a core they need: 2 s of a 20 s report on two cores)."""
+def _one_torch_thread(forked: bool):
+    """This process computes on one torch thread while its forked children share the cores (a second torch
+    thread would spin on a core they need: 2 s of a 20 s report on two cores); without children, as it was."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1 if forked else threads)
     try:
         yield
     finally:
@@ -358,16 +359,17 @@ def _convergence_figures(groups: dict[str, list[Run]], out: Path, dataset: str) 
     return ["![learning curves](learning_curves.png)", "", "![confidence dynamics](confidence_dynamics.png)", ""]
 
 
-def _drawn(groups: dict[str, list[Run]], runs: list[Run], out: Path, n_bins: int, progress: bool) -> dict:
+def _drawn(groups: dict[str, list[Run]], runs: list[Run], out: Path, n_bins: int, progress: bool,
+           forked: bool) -> dict:
     """The sections that need no post-hoc fit, made while those fits run: their lines by section. The figures
-    that need nothing else are drawn in a forked child meanwhile, where that is safe (else here, first)."""
+    that need nothing else are drawn in a forked child meanwhile when ``forked`` (else here, first)."""
     def draw(folder: Path) -> None:
         lines = {"convergence": _convergence_figures(groups, out, runs[0].config.data.dataset),
                  "figures": _figures(groups, runs, out)}
         (folder / "lines.json").write_text(json.dumps(lines))
 
     plots.pyplot()  # imported once, here, for the child to share
-    with ForkedWork(draw) as drawing:
+    with ForkedWork(draw, fork=forked) as drawing:
         drawn = {"estimators": _estimators(groups, out, n_bins, progress),
                  "intervals": _confidence_intervals(groups, out)}
         return {**drawn, **json.loads((drawing.wait() / "lines.json").read_text())}
