@@ -13,6 +13,7 @@ import torch
 
 from gdsoftmax.analysis import theory_checks
 from gdsoftmax.analysis.paper_claims import UNTESTED_REASONS, paper_claims
+from gdsoftmax.analysis.run_metrics import RunMetrics
 from gdsoftmax.cli import main
 from gdsoftmax.studies.claims import verdicts_from_runs_csv
 from gdsoftmax.studies.ledger import build_ledger, ledger_entries
@@ -93,7 +94,8 @@ def _report_folder(root, name: str, dataset: str, verdicts: list[str], val_overc
     """A report folder with β = 1 and β = 0.1 runs (its β = 1 values make its unit of evidence) and verdicts."""
     (root / name).mkdir()
     rows = [RunRow(f"beta={b}_seed={s}", f"beta={b}", f"β = {b:g}", b, False, s,
-                   {"test ece": first_seed_ece + s, "val overconfidence": val_overconfidence}, dataset, "fcnn", 10)
+                   RunMetrics.of({"test ece": first_seed_ece + s, "val overconfidence": val_overconfidence}),
+                   dataset, "fcnn", 10)
             for b in (1.0, 0.1) for s in range(3)]
     write_runs_csv(root / name / "runs.csv", rows)
     write_verdicts(root / name / "claims.csv", [_verdict("small-beta-accuracy", dataset, v) for v in verdicts])

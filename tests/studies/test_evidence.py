@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from gdsoftmax.analysis.paper_claims import claim_by_id
+from gdsoftmax.analysis.run_metrics import RunMetrics
 from gdsoftmax.studies.evidence import claim_status, equivalence_p, place_tests
 from gdsoftmax.studies.ledger import build_ledger, ledger_entries
 from gdsoftmax.studies.run_table import RunRow, write_runs_csv
@@ -46,8 +47,8 @@ def _report(root, name, verdicts, val_overconfidence, seed_values=(0.1, 0.2, 0.3
     """A report folder: β = 1 and β = 5 runs (their β = 1 values decide which reports share runs)."""
     (root / name).mkdir()
     rows = [RunRow(f"beta={b}_seed={s}", f"beta={b:g}", f"β = {b:g}", b, False, s,
-                   {"test ece": seed_values[s] if b == 1 else 0.05, "test accuracy": 0.7,
-                    "val overconfidence": val_overconfidence}, dataset, "cnn", 10)
+                   RunMetrics.of({"test ece": seed_values[s] if b == 1 else 0.05, "test accuracy": 0.7,
+                                  "val overconfidence": val_overconfidence}), dataset, "cnn", 10)
             for b in (1.0, 5.0) for s in range(3)]
     write_runs_csv(root / name / "runs.csv", rows)
     write_verdicts(root / name / "claims.csv", verdicts)

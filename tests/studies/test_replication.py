@@ -70,7 +70,7 @@ def test_runs_csv_holds_every_score_and_the_verdicts_recompute(study):
     for row in rows:
         for key in ("test ece", "test smece", "test nll", "test brier", "temperature ece", "temperature smece",
                     "temperature nll", "temperature brier", "val overconfidence", "overconfidence", "mce bin count"):
-            assert math.isfinite(row.values[key]), (row.run, key)
+            assert math.isfinite(row.metrics[key]), (row.run, key)
     def plain(verdicts):  # NaN (a trend's treatment) never equals itself
         return [tuple(None if isinstance(x, float) and math.isnan(x) else x for x in astuple(v)) for v in verdicts]
 
@@ -95,10 +95,10 @@ def test_temperature_scaled_scores_match_a_fit_written_from_the_definition(study
     probabilities = torch.softmax(torch.from_numpy(test / fit.x), 1).numpy()
     brier = ((probabilities - np.eye(test.shape[1])[test_y]) ** 2).sum(1).mean()
     row = rows["beta=5_seed=0"]
-    assert row.values["T"] == pytest.approx(fit.x, rel=1e-3)
-    assert row.values["temperature nll"] == pytest.approx(nll(test / fit.x, test_y), rel=1e-4)
-    assert row.values["temperature brier"] == pytest.approx(brier, rel=1e-3)
-    assert row.values["overconfidence"] == pytest.approx(
+    assert row.metrics["T"] == pytest.approx(fit.x, rel=1e-3)
+    assert row.metrics["temperature nll"] == pytest.approx(nll(test / fit.x, test_y), rel=1e-4)
+    assert row.metrics["temperature brier"] == pytest.approx(brier, rel=1e-3)
+    assert row.metrics["overconfidence"] == pytest.approx(
         torch.softmax(torch.from_numpy(test), 1).numpy().max(1).mean() - (test.argmax(1) == test_y).mean(), abs=1e-6)
 
 
@@ -135,5 +135,5 @@ def test_nc1_is_measured_from_each_model_as_written_from_the_definition(study):
     sigma_w, sigma_b = within.T @ within / len(h), centred.T @ centred / data.num_classes
     nc1 = np.trace(sigma_w @ np.linalg.pinv(sigma_b, hermitian=True)) / data.num_classes
     rows = {r.run: r for r in read_runs_csv(out / "runs.csv")}
-    assert rows["beta=0.1_seed=1"].values["nc1"] == pytest.approx(nc1, rel=1e-6)
-    assert "nc1" not in rows["label-smoothing_seed=1"].values  # another loss: not a claim about β
+    assert rows["beta=0.1_seed=1"].metrics["nc1"] == pytest.approx(nc1, rel=1e-6)
+    assert "nc1" not in rows["label-smoothing_seed=1"].metrics  # another loss: not a claim about β

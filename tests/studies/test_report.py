@@ -10,7 +10,9 @@ import pytest
 
 from gdsoftmax.analysis.stats import mean_std, paired_comparison, verdict
 from gdsoftmax.cli import main
+from gdsoftmax.studies.measures import measure
 from gdsoftmax.studies.report import build_report
+from gdsoftmax.studies.runs import load_runs
 
 SWEEP = """
 name = "rep"
@@ -64,6 +66,20 @@ def test_report_has_every_section_and_figure(built):
     assert sum("slope per decade of β, 9 runs" in row for row in rows) == 3
     assert {v.split(":")[0] for v in verdicts} <= {"confirmed", "refuted", "inconclusive", "undecided"}
     assert "± " in text
+
+
+def test_a_run_is_measured_once_into_its_typed_metrics(sweep):
+    run = next(r for r in load_runs(sweep) if r.constant_beta == 1.0)
+    measure(run, 15)
+    logits, labels = run.predictions["test_logits"], run.predictions["test_labels"]
+    assert run.metrics.test_accuracy == pytest.approx(float((logits.argmax(1) == labels).mean()), abs=1e-6)
+    final = run.samples["p_true"][-1]
+    assert run.metrics.low_confidence_count == int((final <= 0.2).sum())
+    assert sum(run.measures.intervals) == len(final)
+    assert sorted(run.measures.low_confidence_along_training) == [int(e) for e in run.samples["epochs"]]
+    assert run.metrics.fitted_temperature > 0  # fitted on its validation split
+    with pytest.raises(ValueError, match="was measured already; a report measures each run once"):
+        measure(run, 15)
 
 
 def test_report_command_and_errors(built, tmp_path, capsys):

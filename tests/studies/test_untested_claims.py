@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gdsoftmax.analysis.run_metrics import RunMetrics
 from gdsoftmax.cli import main
 from gdsoftmax.studies.run_table import RunRow, write_runs_csv
 from gdsoftmax.studies.untested_claims import (
@@ -38,7 +39,8 @@ def _jitter(*setting) -> float:
 
 
 def _row(seed: int, beta: float | None, swept: dict, values: dict, group: str = "") -> RunRow:
-    return RunRow(f"{group}_seed={seed}", group or f"beta={beta}", f"β = {beta}", beta, False, seed, values,
+    return RunRow(f"{group}_seed={seed}", group or f"beta={beta}", f"β = {beta}", beta, False, seed,
+                  RunMetrics.of(values),
                   "fashion_mnist", "fcnn", 20, {k: json.dumps(v) for k, v in swept.items()})
 
 
@@ -78,7 +80,7 @@ def test_oscillation_confirmed_when_planted_at_high_momentum_and_not_otherwise()
 
 def test_oscillation_study_refuses_runs_too_short_to_measure():
     rows = _oscillation_rows(0.0)
-    rows[0].values["oscillation"] = math.nan
+    rows[0].metrics.oscillation = math.nan
     with pytest.raises(ValueError, match="at least 6 epochs"):
         analyse_oscillation(rows)
 

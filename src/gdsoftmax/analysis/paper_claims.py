@@ -19,6 +19,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from gdsoftmax.analysis.run_metrics import CSV_METRICS
+
 __all__ = [
     "APPLIES",
     "REGIMES",
@@ -118,6 +120,10 @@ def _claim(record: dict) -> Claim:
     test = ClaimTest(**record["test"]) if "test" in record else None
     if test is not None and (test.applies not in APPLIES or test.direction not in (1, -1)):
         raise ValueError(f"{where}: test.applies must be one of {sorted(APPLIES)} and direction +1 or -1")
+    unread = [name for name in (test.metric, test.baseline_metric) if name not in CSV_METRICS] if test else []
+    if unread:  # a verdict is recomputed from runs.csv, so its metric must be one of its columns
+        raise ValueError(f"{where}: test metric {unread[0]!r} is not a per-run metric runs.csv holds; "
+                         f"those are: {', '.join(CSV_METRICS)} (gdsoftmax.analysis.run_metrics)")
     untested = tuple(Untested(**u) for u in record.get("untested", []))
     if any(u.reason not in UNTESTED_REASONS for u in untested):
         raise ValueError(f"{where}: an untested reason must be one of {UNTESTED_REASONS}")

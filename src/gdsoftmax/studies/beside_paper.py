@@ -108,14 +108,14 @@ def beside_the_paper(groups: dict[str, list], config: ExperimentConfig, n_bins: 
         raw = group[0].config.loss.beta.raw
         warmup = (float(raw["start"]), float(raw["end"])) if group[0].is_warmup else None
         for metric, key, scale, fmt in wanted:
-            ours = [r.values[key[0]][key[1]] if isinstance(key, tuple) else r.values[key] for r in group]
+            ours = [r.measures.intervals[key[1]] if isinstance(key, tuple) else r.metrics[key] for r in group]
             add(group[0].label, metric, ours, scale, fmt, setting, warmup)
         # the paper does not say which beta its post-hoc columns started from; without a validation split
         # there is nothing to fit them on
-        if beta == 1.0 and n_bins == 10 and "T" in group[0].values:
+        if beta == 1.0 and n_bins == 10 and "T" in group[0].metrics:
             for method in ("temperature", "vector"):
                 for metric, key, fmt in POST_HOC_METRICS:
-                    add(f"β = 1, then {method} scaling", metric, [r.values[f"{method} {key}"] for r in group],
+                    add(f"β = 1, then {method} scaling", metric, [r.metrics[f"{method} {key}"] for r in group],
                         1.0, fmt, f"{method} scaling")
     lines = ["## Beside the paper", ""]
     if n_bins != 10:  # the paper's ECE and MCE are of 10 bins: ours of another count do not stand beside them

@@ -57,12 +57,12 @@ class Families:
         base = {r.seed: r for r in self.groups[self.baseline]}
         tests = {}
         for name, group in self.groups.items():
-            paired = [r for r in group if r.seed in base and math.isfinite(r.values.get(metric, math.nan))
-                      and math.isfinite(base[r.seed].values.get(baseline_metric, math.nan))]
+            paired = [r for r in group if r.seed in base and math.isfinite(r.metrics.get(metric, math.nan))
+                      and math.isfinite(base[r.seed].metrics.get(baseline_metric, math.nan))]
             if name == self.baseline or not paired:
                 continue
-            treated = [r.values[metric] for r in paired]
-            reference = [base[r.seed].values[baseline_metric] for r in paired]
+            treated = [r.metrics[metric] for r in paired]
+            reference = [base[r.seed].metrics[baseline_metric] for r in paired]
             tests[name] = (paired_comparison(treated, reference), mean_std(treated)[0], mean_std(reference)[0])
         adjusted = holm([c.p_value for c, _, _ in tests.values()])
         return {name: Tested(c, p, t, b) for (name, (c, t, b)), p in zip(tests.items(), adjusted, strict=True)}
@@ -121,11 +121,11 @@ def _trend_verdicts(groups: dict[str, list[RunRow]], meta) -> list[Verdict]:
     """One test per trend claim, the slope of a per-run value on log10 β over every constant-β run,
     Holm-corrected over the report's trend tests."""
     runs = [r for g in groups.values() for r in g if r.constant_beta is not None]
-    claims = [c for c in claims_with_tests({"trend"}) if all(c.test.metric in r.values for r in runs)]
+    claims = [c for c in claims_with_tests({"trend"}) if all(c.test.metric in r.metrics for r in runs)]
     if len({r.constant_beta for r in runs}) < 3 or not claims:
         return []
     x = [math.log10(r.constant_beta) for r in runs]
-    trends = [linear_trend(x, [c.test.scale * r.values[c.test.metric] for r in runs]) for c in claims]
+    trends = [linear_trend(x, [c.test.scale * r.metrics[c.test.metric] for r in runs]) for c in claims]
     adjusted = holm([t.p_value for t in trends])
     family = "the report's trend tests (slopes over log10 β)"
     return [Verdict(c.id, *meta, f"slope per decade of β, {len(runs)} runs", t.n, math.nan, math.nan, t.difference,

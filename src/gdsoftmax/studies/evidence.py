@@ -89,14 +89,14 @@ def _references(rows: list[RunRow], level: dict[str, str]) -> list[RunRow]:
 
 
 def _fingerprint(reference: list[RunRow]) -> str:
-    key = sorted((r.dataset, r.model, r.seed, repr(r.values.get("test accuracy")), repr(r.values.get("test ece")))
+    key = sorted((r.dataset, r.model, r.seed, repr(r.metrics.get("test accuracy")), repr(r.metrics.get("test ece")))
                  for r in reference)
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
 
 
 def _overconfidence(reference: list[RunRow]) -> float:
-    values = [r.values["val overconfidence"] for r in reference
-              if math.isfinite(r.values.get("val overconfidence", math.nan))]
+    values = [r.metrics["val overconfidence"] for r in reference
+              if math.isfinite(r.metrics.get("val overconfidence", math.nan))]
     return sum(values) / len(values) if values else math.nan
 
 
@@ -114,7 +114,7 @@ def place_tests(results_dir: str | Path, verdicts: list[tuple[str, Verdict]],
         margin = margins.get(v.claim, 0.0)
         equivalent = None if not margin or v.setting.startswith("slope") else (
             min(1.0, equivalence_p(v.delta, v.ci_low, v.ci_high, v.n, margin) * max(1, v.family_size)) < 0.05)
-        bins = [r.values["mce bin count"] for r in rows if r.label == v.setting and "mce bin count" in r.values]
+        bins = [r.metrics["mce bin count"] for r in rows if r.label == v.setting and "mce bin count" in r.metrics]
         found.append(PlacedTest(report, v, key, _overconfidence(reference), equivalent,
                                 sum(bins) / len(bins) if bins else math.nan))
     names: dict[str, set[str]] = {}

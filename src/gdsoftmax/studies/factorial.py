@@ -3,12 +3,13 @@
 Every comparison pairs two settings by seed (:func:`paired_effect`); a study gathers the comparisons of
 one question into a list and corrects them together with Holm (:func:`corrected`); the rows the
 claims ledger reads are made from those corrected effects (:func:`claim_rows`). Everything here reads
-:class:`~gdsoftmax.studies.run_table.RunRow` values only, so a study's verdicts are recomputed from its
+:class:`~gdsoftmax.studies.run_table.RunRow` metrics only, so a study's verdicts are recomputed from its
 ``runs.csv``.
 
 >>> from gdsoftmax.studies.run_table import RunRow
->>> rows = [RunRow(f"b{b}_s{s}", f"beta={b}", f"β = {b}", b, False, s, {"test accuracy": 0.9 - 0.01 * b + 0.001 * s})
-...         for b in (1.0, 2.0) for s in range(3)]
+>>> from gdsoftmax.analysis.run_metrics import RunMetrics
+>>> rows = [RunRow(f"b{b}_s{s}", f"beta={b}", f"β = {b}", b, False, s,
+...                RunMetrics(test_accuracy=0.9 - 0.01 * b + 0.001 * s)) for b in (1.0, 2.0) for s in range(3)]
 >>> effect = paired_effect("β = 2 vs β = 1", rows[3:], rows[:3], "test accuracy", scale=100)
 >>> round(effect.comparison.difference, 6)
 -1.0
@@ -26,7 +27,7 @@ from gdsoftmax.studies.run_table import RunRow
 from gdsoftmax.studies.verdicts import Verdict
 
 __all__ = ["Effect", "by_level", "claim_rows", "corrected", "effects_table", "family_size", "level_value", "mean_cell",
-           "paired_effect", "regime_line"]
+           "paired_effect", "paired_values", "regime_line"]
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,15 @@ def _scaled(comparison: Comparison, scale: float) -> Comparison:
 def paired_effect(label: str, treated: list[RunRow], reference: list[RunRow], metric: str, *,
                   scale: float = 1.0) -> Effect:
     """``metric`` of ``treated`` minus that of ``reference``, paired by seed (seeds in only one side are left out)."""
-    base = {r.seed: r.values[metric] for r in reference}
-    pairs = [(r.values[metric], base[r.seed]) for r in treated if r.seed in base]
+    return paired_values(label, {r.seed: r.metrics[metric] for r in treated},
+                         {r.seed: r.metrics[metric] for r in reference}, scale=scale)
+
+
+def paired_values(label: str, treated: dict[int, float], reference: dict[int, float], *,
+                  scale: float = 1.0) -> Effect:
+    """A value a study derives per seed (seed -> value) against another, paired by seed (in ``treated``'s order;
+    seeds in only one side are left out)."""
+    pairs = [(value, reference[seed]) for seed, value in treated.items() if seed in reference]
     a, b = [p[0] for p in pairs], [p[1] for p in pairs]
     return Effect(label, _scaled(paired_comparison(a, b), scale), scale * mean_std(a)[0], scale * mean_std(b)[0])
 
@@ -117,7 +125,7 @@ def claim_rows(claim: str, effects: list[tuple[Effect, int]], family: str, size:
 
 
 def mean_cell(group: list[RunRow], metric: str, scale: float = 1.0, digits: int = 2) -> str:
-    mean, std = mean_std([r.values[metric] for r in group])
+    mean, std = mean_std([r.metrics[metric] for r in group])
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 

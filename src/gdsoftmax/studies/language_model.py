@@ -23,6 +23,7 @@ from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.binned import ECE_BINS, bin_sums
 from gdsoftmax.analysis.estimators import binned_ece, smooth_ece
 from gdsoftmax.analysis.metrics import BinStats
+from gdsoftmax.analysis.run_metrics import RunMetrics
 from gdsoftmax.analysis.stats import format_mean_std, format_p
 from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.studies.bottom_line import claims_verdict
@@ -92,8 +93,8 @@ def lm_row(run: Run) -> RunRow:
     """The runs.csv row of a measured text run."""
     label, beta = _label(run)
     final = run.rows[-1]
-    values = {**run.values, "train accuracy": final.train_acc}
-    return RunRow(run.path.name, label, label, beta, run.is_warmup, run.config.seed, values, run.config.data.dataset,
+    metrics = RunMetrics.of({**dict(run.metrics.items()), "train accuracy": final.train_acc})
+    return RunRow(run.path.name, label, label, beta, run.is_warmup, run.config.seed, metrics, run.config.data.dataset,
                   run.config.model.name, run.config.train.iterations)
 
 
@@ -106,7 +107,7 @@ def build_lm_study(sweep_dir: str | Path, out_dir: str | Path, *, command: str =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for run in runs:
-        run.values = lm_values(run.predictions)
+        run.metrics = RunMetrics.of(lm_values(run.predictions))
     runs.sort(key=lambda r: (_label(r)[1] is None, _label(r)[1] or 0.0, r.config.seed))
     rows = [lm_row(r) for r in runs]
     write_runs_csv(out / "runs.csv", rows)
@@ -155,7 +156,7 @@ def _parameters(run: Run) -> int:
 def _anchor(groups, baseline: str | None, runs: list[Run]) -> list[str]:
     if baseline is None:
         return []
-    ones = [r.values["val loss"] for r in groups[baseline]]
+    ones = [r.metrics["val loss"] for r in groups[baseline]]
     mean = sum(ones) / len(ones)
     c = runs[0].config
     nanogpt_settings = (c.data.tokenizer == "char" and c.data.context == 64 and c.train.batch_size == 12
@@ -174,12 +175,12 @@ def _anchor(groups, baseline: str | None, runs: list[Run]) -> list[str]:
 def _tables(groups, families: Families) -> list[str]:
     def table(columns):
         return markdown_table(["setting", "seeds", *(h for _, h, _, _ in columns)],
-                              [[name, str(len(g)), *(format_mean_std([r.values[k] for r in g if k in r.values],
+                              [[name, str(len(g)), *(format_mean_std([r.metrics[k] for r in g if k in r.metrics],
                                                                      scale, digits) for k, _, scale, digits in columns)]
                                for name, g in groups.items()])
 
     perplexity = markdown_table(["setting", "perplexity (per token)"],
-                                [[name, format_mean_std([math.exp(r.values["val loss"]) for r in g], digits=3)]
+                                [[name, format_mean_std([math.exp(r.metrics["val loss"]) for r in g], digits=3)]
                                  for name, g in groups.items()])
     return ["## The whole validation split", "", table(SPLIT_COLUMNS), "", perplexity, "",
             "## Temperature scaling", "",

@@ -1,6 +1,7 @@
 """What a report measures on each finished run, once: test calibration, smECE, margins, post-hoc scaling, the
-training dynamics' counts. The values land in ``run.values`` under the names ``paper_claims.toml`` and
-``runs.csv`` read (:data:`gdsoftmax.studies.run_table.METRIC_COLUMNS`).
+training dynamics' counts. The scalars land in ``run.metrics`` (:class:`~gdsoftmax.analysis.run_metrics.RunMetrics`,
+whose names ``paper_claims.toml`` and ``runs.csv`` read), the bins and counts in ``run.measures``
+(:class:`~gdsoftmax.studies.runs.RunMeasures`).
 
 The post-hoc fits can run in a second process while the caller measures and draws the rest
 (:func:`start_post_hoc`, :func:`add_post_hoc`); :func:`measure` alone fits them in this one.
@@ -17,7 +18,7 @@ from gdsoftmax.analysis.margins import logit_margins
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.post_hoc_process import PostHocFits, post_hoc_values
 from gdsoftmax.studies.epochs import CURRICULUM_EPOCH, early_epoch
-from gdsoftmax.studies.runs import Run
+from gdsoftmax.studies.runs import Run, RunMeasures
 
 __all__ = ["add_post_hoc", "measure", "start_post_hoc"]
 
@@ -37,31 +38,34 @@ def _post_hoc_inputs(run: Run) -> tuple[np.ndarray, ...]:
 
 def measure(run: Run, n_bins: int, post_hoc: bool = True) -> None:
     """Per-run numbers the tables and claims need; the post-hoc scaling ones too unless ``post_hoc`` is False
-    (then :func:`add_post_hoc` adds them)."""
+    (then :func:`add_post_hoc` adds them). A run is measured once: a second call is refused."""
+    if run.measures is not None:
+        raise ValueError(f"{run.path} was measured already; a report measures each run once")
     test_logits = torch.from_numpy(run.predictions["test_logits"]).double()
     test_labels = torch.from_numpy(run.predictions["test_labels"])
     report = calibration_metrics(test_logits, test_labels, n_bins)
-    run.values.update({f"test {k}": v for k, v in report.as_dict().items()})
-    run.values["bins"] = report.bins
     confidence, correct = top1(test_logits, test_labels)
-    run.values["test smece"] = smooth_ece(confidence, correct)
-    run.values["test debiased_l2_ece"] = debiased_l2_ece(confidence, correct, n_bins)
-    run.values["overconfidence"] = report.mean_confidence - report.accuracy
-    run.values["margin"] = float(logit_margins(test_logits, test_labels.long()).mean())
+    metrics = run.metrics
+    metrics.test_accuracy, metrics.test_ece, metrics.test_mce = report.accuracy, report.ece, report.mce
+    metrics.test_adaptive_ece, metrics.test_nll, metrics.test_brier = report.adaptive_ece, report.nll, report.brier
+    metrics.test_smece = smooth_ece(confidence, correct)
+    metrics.test_debiased_l2_ece = debiased_l2_ece(confidence, correct, n_bins)
+    metrics.overconfidence = report.mean_confidence - report.accuracy
+    metrics.margin = float(logit_margins(test_logits, test_labels.long()).mean())
     if post_hoc and _has_validation(run):
-        run.values.update(post_hoc_values(*_post_hoc_inputs(run), n_bins))
-    run.values["train accuracy"] = run.rows[-1]["train_acc"]  # the last epoch's, counted during training
+        metrics.update(post_hoc_values(*_post_hoc_inputs(run), n_bins))
+    metrics.train_accuracy = run.rows[-1]["train_acc"]  # the last epoch's, counted during training
     early = _row_at(run.rows, early_epoch(run.config.train.epochs))
-    run.values["early train_ce"], run.values["early test_acc"] = early["train_ce"], early["test_acc"]
+    metrics.early_train_ce, metrics.early_test_acc = early["train_ce"], early["test_acc"]
     epochs, p_true = run.samples["epochs"], run.samples["p_true"].astype(np.float32)
-    run.values["intervals"] = plots.interval_counts(p_true[-1])
-    run.values["low confidence count"] = run.values["intervals"][0]  # Table 1's first row, p_c <= 0.2
-    run.values["low confidence along training"] = {int(e): plots.interval_counts(p)[0]
-                                                   for e, p in zip(epochs, p_true, strict=True)}
+    intervals = tuple(plots.interval_counts(p_true[-1]))
+    metrics.low_confidence_count = float(intervals[0])  # Table 1's first row, p_c <= 0.2
     # A curriculum polarises the training set early (easy samples near 1, hard ones still low), so
     # its signature is the spread of p_c over samples; it needs no ranking by (saturated) final p_c.
     at = int(np.argmin(np.abs(epochs - CURRICULUM_EPOCH)))
-    run.values["curriculum spread"] = float(p_true[at].std())
+    metrics.curriculum_spread = float(p_true[at].std())
+    run.measures = RunMeasures(report.bins, intervals, {int(e): plots.interval_counts(p)[0]
+                                                        for e, p in zip(epochs, p_true, strict=True)})
 
 
 def start_post_hoc(runs: list[Run], n_bins: int, background: bool | None = None) -> PostHocFits:
@@ -71,8 +75,8 @@ def start_post_hoc(runs: list[Run], n_bins: int, background: bool | None = None)
 
 
 def add_post_hoc(runs: list[Run], fits: PostHocFits) -> None:
-    """Put the fits :func:`start_post_hoc` started for ``runs`` into their values (waits for them)."""
+    """Put the fits :func:`start_post_hoc` started for ``runs`` into their metrics (waits for them)."""
     fitted = iter(fits.results())
     for run in runs:
         if _has_validation(run):
-            run.values.update(next(fitted))
+            run.metrics.update(next(fitted))

@@ -36,15 +36,16 @@ REGIME = (("train accuracy", 0.99, "training accuracy"), ("test ece", 0.03, "tes
 def regime_shortfalls(reference: list[RunRow]) -> list[str]:
     """How the mean over ``reference`` (the β = 1 runs) falls short of each threshold; empty when reached.
 
+    >>> from gdsoftmax.analysis.run_metrics import RunMetrics
     >>> from gdsoftmax.studies.run_table import RunRow
-    >>> runs = [RunRow("r", "g", "β = 1", 1.0, False, 0, {"train accuracy": 0.995, "test ece": 0.02,
-    ...                                                       "overconfidence": 0.04})]
+    >>> metrics = RunMetrics(train_accuracy=0.995, test_ece=0.02, overconfidence=0.04)
+    >>> runs = [RunRow("r", "g", "β = 1", 1.0, False, 0, metrics)]
     >>> regime_shortfalls(runs)
     ['test ECE (15 bins) 2.00 % < 3 %']
     """
     shortfalls = []
     for key, threshold, name in REGIME:
-        mean = sum(r.values[key] for r in reference) / len(reference)
+        mean = sum(r.metrics[key] for r in reference) / len(reference)
         if not mean >= threshold:
             shortfalls.append(f"{name} {100 * mean:.2f} % < {100 * threshold:g} %")
     return shortfalls
@@ -118,7 +119,7 @@ def _beside(rows: list[RunRow], coarse: dict[str, float], other: list[RunRow], o
 
 
 def _other_cell(group: list[RunRow]) -> str:
-    if not group or "train accuracy" not in group[0].values:
+    if not group or "train accuracy" not in group[0].metrics:
         return "—" if not group else (f"— / {mean_cell(group, 'test accuracy', 100)}, "
                                       f"{mean_cell(group, 'test ece', 100)}")
     return (f"{mean_cell(group, 'train accuracy', 100)} / {mean_cell(group, 'test accuracy', 100)}, "
@@ -131,7 +132,7 @@ def _minimum(rows: list[RunRow]) -> list[str]:
     for row in rows:
         if row.constant_beta is not None:
             by_seed.setdefault(row.seed, []).append(row)
-    lowest = {seed: min(group, key=lambda r: r.values["test ece"]).constant_beta for seed, group in by_seed.items()}
+    lowest = {seed: min(group, key=lambda r: r.metrics["test ece"]).constant_beta for seed, group in by_seed.items()}
     counts = Counter(lowest.values())
     return ["## Where ECE is lowest in β", "",
             "Per seed, the constant β whose test ECE (15 bins) is lowest: "

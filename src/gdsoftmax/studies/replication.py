@@ -23,6 +23,7 @@ import torch
 from gdsoftmax.analysis.margins import logit_margins
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.paper_claims import REGIME_THRESHOLD
+from gdsoftmax.analysis.run_metrics import RunMetrics
 from gdsoftmax.analysis.stats import format_mean_std, holm, mean_std, paired_comparison
 from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.studies.bottom_line import claims_verdict
@@ -51,27 +52,26 @@ TOOLBOX = (("temperature scaling of β = 1", "beta=1", "temperature "), ("label 
 TOOLBOX_METRICS = ("ece", "nll", "brier")
 
 
-def measure_replication(run: Run) -> dict[str, float]:
-    """One run's values: test raw and after temperature scaling, β = 1's regime read on validation, the MCE bin."""
+def measure_replication(run: Run) -> RunMetrics:
+    """One run's metrics: test raw and after temperature scaling, β = 1's regime read on validation, the MCE bin."""
     arrays = run.predictions
     if not len(arrays["val_labels"]):
         raise ValueError(f"{run.path} has no validation split; the replication study fits temperature scaling "
                          "and reads the regime there (set data.val_size)")
-    values = {_COLUMNS[k]: float(v) for k, v in score(arrays).items()}
+    metrics = RunMetrics.of({_COLUMNS[k]: v for k, v in score(arrays).items()})
     logits, labels = torch.from_numpy(arrays["test_logits"]).double(), torch.from_numpy(arrays["test_labels"]).long()
     test = calibration_metrics(logits, labels)
     val = calibration_metrics(torch.from_numpy(arrays["val_logits"]).double(),
                               torch.from_numpy(arrays["val_labels"]).long())
     gaps = (test.bins.accuracy - test.bins.mean_confidence).abs().nan_to_num(-1.0)
-    values.update({"test mce": test.mce, "mce bin count": float(test.bins.counts[int(gaps.argmax())]),
-                   "overconfidence": test.mean_confidence - test.accuracy, "val ece": val.ece,
-                   "val overconfidence": val.mean_confidence - val.accuracy,
-                   "margin": float(logit_margins(logits, labels).mean()),
-                   "train accuracy": float(run.rows[-1]["train_acc"])})
+    metrics.test_mce, metrics.mce_bin_count = test.mce, test.bins.counts[int(gaps.argmax())]
+    metrics.overconfidence, metrics.val_ece = test.mean_confidence - test.accuracy, val.ece
+    metrics.val_overconfidence = val.mean_confidence - val.accuracy
+    metrics.margin, metrics.train_accuracy = logit_margins(logits, labels).mean(), run.rows[-1]["train_acc"]
     features = RunView(run.path).features()  # measured from the checkpoint by gdsoftmax.engine.tasks.features
     if features is not None:
-        values["nc1"] = float(features["nc1"])
-    return values
+        metrics.nc1 = features["nc1"]
+    return metrics
 
 
 def _rows(runs: list[Run]) -> list[RunRow]:
@@ -102,19 +102,19 @@ def toolbox_tests(groups: dict[str, list[RunRow]]) -> list[tuple[str, str, str, 
             for metric in TOOLBOX_METRICS:
                 if len(paired) < 2:
                     continue
-                test = paired_comparison([r.values[f"test {metric}"] for r in paired],
-                                         [reference[r.seed].values[prefix + metric] for r in paired])
+                test = paired_comparison([r.metrics[f"test {metric}"] for r in paired],
+                                         [reference[r.seed].metrics[prefix + metric] for r in paired])
                 found.append((group[0].label, tool, metric, test))
     adjusted = holm([t.p_value for *_, t in found])
     return [(*f, p) for f, p in zip(found, adjusted, strict=True)]
 
 
 def _regime_lines(reference: list[RunRow]) -> list[str]:
-    values = [r.values["val overconfidence"] for r in reference if math.isfinite(r.values["val overconfidence"])]
+    values = [r.metrics["val overconfidence"] for r in reference if math.isfinite(r.metrics["val overconfidence"])]
     mean = sum(values) / len(values) if values else math.nan
     reached = math.isfinite(mean) and mean >= REGIME_THRESHOLD
-    test = mean_std([r.values["overconfidence"] for r in reference])[0]
-    train = mean_std([r.values["train accuracy"] for r in reference])[0]
+    test = mean_std([r.metrics["overconfidence"] for r in reference])[0]
+    train = mean_std([r.metrics["train accuracy"] for r in reference])[0]
     return [
         f"**Regime: {'over-confident' if reached else 'not over-confident'}.** β = 1's mean confidence − accuracy "
         f"on the validation split is {100 * mean:+.2f} points over {len(values)} seeds (the gate registered for the "
@@ -136,9 +136,9 @@ def _toolbox_lines(tests) -> list[str]:
 
 
 def _table(groups: dict[str, list[RunRow]]) -> str:
-    columns = [(c, h, s) for c, h, s in TABLE if any(c in r.values for g in groups.values() for r in g)]
-    rows = [[g[0].label, str(len(g)), *(format_mean_std([r.values[c] for r in g], s, 2 if s == 100 else 3)
-                                        if all(c in r.values for r in g) else "—" for c, _, s in columns)]
+    columns = [(c, h, s) for c, h, s in TABLE if any(c in r.metrics for g in groups.values() for r in g)]
+    rows = [[g[0].label, str(len(g)), *(format_mean_std([r.metrics[c] for r in g], s, 2 if s == 100 else 3)
+                                        if all(c in r.metrics for r in g) else "—" for c, _, s in columns)]
             for g in groups.values()]
     return markdown_table(["setting", "seeds", *(h for _, h, _ in columns)], rows)
 

@@ -58,7 +58,7 @@ def _order_key(run: Run):
 
 
 def _cell(group, key, scale=100.0, digits=2):
-    return format_mean_std([r.values[key] for r in group], scale, digits)
+    return format_mean_std([r.metrics[key] for r in group], scale, digits)
 
 
 def _versus_all(groups: dict[str, list[Run]], families: Families, key: str, scale: float = 100.0) -> dict[str, str]:
@@ -153,7 +153,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, n_
     if command:
         lines += ["Regenerate with:", "", "```", command, "```", ""]
     lines += _final_metrics(groups, families, n_bins)
-    if "T" in runs[0].values:
+    if "T" in runs[0].metrics:
         lines += _post_hoc(groups, out, first.data.dataset)
     else:
         lines += ["## Post-hoc calibration", "", "None: the runs hold out no validation split (data.val_size = 0) to "
@@ -205,14 +205,14 @@ def _verdict(groups: dict[str, list[Run]], families: Families, runs: list[Run], 
     temperature scaling of β = 1 beside them (never MCE, whose near-empty bins make it noisy)."""
     if families.baseline is None:
         return ["No β = 1 runs here: nothing is compared with cross-entropy, so this report gives no verdict on β."]
-    scaled = "T" in runs[0].values
+    scaled = "T" in runs[0].metrics
     ece, accuracy = families.family("test ece"), families.family("test accuracy")
     versus = families.family("test ece", "temperature ece") if scaled else {}
     settings = [Setting(groups[name][0].label, ece[name].comparison.n, (ece[name].comparison, ece[name].adjusted),
                         (accuracy[name].comparison, accuracy[name].adjusted),
                         (versus[name].comparison, versus[name].adjusted) if name in versus else None)
                 for name in groups if name in ece and name in accuracy]
-    reference = mean_std([r.values["temperature ece"] for r in groups[families.baseline]])[0] if scaled else None
+    reference = mean_std([r.metrics.temperature_ece for r in groups[families.baseline]])[0] if scaled else None
     return [*verdict_lines(settings, "β = 1", reference), f"(ECE with {n_bins} equal-width bins, as in every table.)"]
 
 
@@ -266,7 +266,7 @@ def _post_hoc(groups: dict[str, list[Run]], out: Path, dataset: str) -> list[str
     lines = ["## Post-hoc calibration (fitted on the validation split, applied to test)", "",
              markdown_table(["setting", "ECE raw %", "ECE temp. scaling %", "ECE vector scaling %", "MCE raw %",
                               "MCE temp. %", "MCE vector %", "fitted T"], rows), ""]
-    trend = [(g[0].constant_beta, {f"{m} {s}": mean_std([r.values[k] for r in g])
+    trend = [(g[0].constant_beta, {f"{m} {s}": mean_std([r.metrics[k] for r in g])
                                     for m, suffix in (("ECE", "ece"), ("MCE", "mce"))
                                     for s, k in (("raw", f"test {suffix}"),
                                                  ("temperature scaling", f"temperature {suffix}"),
@@ -312,14 +312,14 @@ def _estimators(groups: dict[str, list[Run]], out: Path, n_bins: int, progress: 
 
 
 def _confidence_intervals(groups: dict[str, list[Run]], out: Path) -> list[str]:
-    rows = [[g[0].label] + [format_mean_std([r.values["intervals"][i] for r in g], 1, 0)
+    rows = [[g[0].label] + [format_mean_std([r.measures.intervals[i] for r in g], 1, 0)
                             for i in range(5)] for g in groups.values()]
-    plots.interval_bars([(g[0].label, [np.mean([r.values["intervals"][i] for r in g]) for i in range(5)])
+    plots.interval_bars([(g[0].label, [np.mean([r.measures.intervals[i] for r in g]) for i in range(5)])
                          for g in groups.values()],
                         out / "confidence_intervals.png", "Training samples by final p_c (mean over seeds)")
-    epochs = sorted(set.intersection(*(set(r.values["low confidence along training"]) for g in groups.values()
+    epochs = sorted(set.intersection(*(set(r.measures.low_confidence_along_training) for g in groups.values()
                                        for r in g)))
-    along = [[g[0].label] + [format_mean_std([r.values["low confidence along training"][e] for r in g], 1, 0)
+    along = [[g[0].label] + [format_mean_std([r.measures.low_confidence_along_training[e] for r in g], 1, 0)
                              for e in epochs] for g in groups.values()]
     return ["## Table 1: training samples by final true-class probability", "",
             markdown_table(["setting"] + [f"({a:g}, {b:g}]" for a, b in plots.INTERVALS], rows), "",
@@ -376,7 +376,7 @@ def _drawn(groups: dict[str, list[Run]], runs: list[Run], out: Path, n_bins: int
 
 
 def _figures(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> list[str]:
-    panels = [(g[0].label, g[0].values["bins"], g[0].values["test ece"], g[0].values["test mce"])
+    panels = [(g[0].label, g[0].measures.bins, g[0].metrics.test_ece, g[0].metrics.test_mce)
               for g in groups.values()]
     plots.reliability_diagrams(panels, out / "reliability.png", f"Reliability diagrams, test set (seed "
                                                                   f"{groups[next(iter(groups))][0].config.seed})")

@@ -6,10 +6,11 @@ Every verdict a report prints is recomputed from these rows alone
 runs, which are not committed. Floats are written with ``repr`` so they read back exactly.
 
 >>> import tempfile, pathlib
->>> row = RunRow("beta=1_seed=0", "beta=1", "β = 1", 1.0, False, 0, {"test accuracy": 0.9}, "mnist", "fcnn", 5)
+>>> metrics = RunMetrics.of({"test accuracy": 0.9})
+>>> row = RunRow("beta=1_seed=0", "beta=1", "β = 1", 1.0, False, 0, metrics, "mnist", "fcnn", 5)
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "runs.csv"
 >>> write_runs_csv(path, [row])
->>> read_runs_csv(path)[0].values["test accuracy"]
+>>> read_runs_csv(path)[0].metrics.test_accuracy
 0.9
 """
 
@@ -21,26 +22,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gdsoftmax.analysis.run_metrics import CSV_METRICS, RunMetrics
 from gdsoftmax.engine.config.schema import to_dict
 from gdsoftmax.studies.markdown import write_text_atomically
 from gdsoftmax.studies.runs import Run
 
 __all__ = ["METRIC_COLUMNS", "RunRow", "read_runs_csv", "swept_keys", "write_csv", "write_runs_csv"]
 
-# the per-run values verdicts rest on, in the order runs.csv gives them
-METRIC_COLUMNS = ["test accuracy", "test ece", "test mce", "test smece", "test adaptive_ece", "test nll",
-                  "test brier", "overconfidence", "margin", "temperature ece", "vector ece", "T",
-                  "early train_ce", "early test_acc", "curriculum spread", "low confidence count",
-                  "train accuracy", "oscillation", "diverged", "epochs to target",
-                  # language models (gdsoftmax study lm): the whole validation split, where "test" columns hold the
-                  # half of it that temperature scaling does not see
-                  "val loss", "val accuracy", "val ece", "val smece", "val overconfidence", "nats per character",
-                  "temperature nll",
-                  # the replication study (gdsoftmax study replication): scores after temperature scaling, and the
-                  # test samples in the bin MCE is read from
-                  "temperature mce", "temperature smece", "temperature brier", "mce bin count",
-                  # the final model's training features, within- against between-class variability (engine.features)
-                  "nc1"]
+# the per-run metrics verdicts rest on, in the order runs.csv gives them (declared with what each means in
+# gdsoftmax.analysis.run_metrics)
+METRIC_COLUMNS = list(CSV_METRICS)
 FIXED_COLUMNS = ["run", "group", "label", "constant_beta", "warmup", "seed", "dataset", "model", "epochs"]
 SWEPT_PREFIX = "swept: "
 COUNT_PREFIX = "p_c<=0.2 @ epoch "
@@ -54,7 +45,7 @@ class RunRow:
     constant_beta: float | None
     is_warmup: bool
     seed: int
-    values: dict[str, float] = field(default_factory=dict)
+    metrics: RunMetrics = field(default_factory=RunMetrics)  # only those runs.csv holds
     dataset: str = ""
     model: str = ""
     epochs: int = 0
@@ -66,10 +57,10 @@ class RunRow:
         """The row of a measured run (after :func:`gdsoftmax.studies.measures.measure`)."""
         plain = _flat(to_dict(run.config))
         return cls(run.path.name, group, run.label, run.constant_beta, run.is_warmup, run.config.seed,
-                   {k: float(run.values[k]) for k in METRIC_COLUMNS if k in run.values},
+                   run.metrics.in_csv(),
                    run.config.data.dataset, run.config.model.name, run.config.train.epochs,
                    {k: json.dumps(plain.get(k), default=str) for k in swept},
-                   dict(run.values.get("low confidence along training", {})))
+                   dict(run.measures.low_confidence_along_training) if run.measures else {})
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -92,13 +83,13 @@ def swept_keys(runs: list[Run]) -> list[str]:
 def write_runs_csv(path: str | Path, rows: list[RunRow]) -> None:
     """Write ``rows`` to ``path`` atomically (a temporary file renamed over it)."""
     swept = sorted({k for r in rows for k in r.swept})
-    metrics = [k for k in METRIC_COLUMNS if any(k in r.values for r in rows)]
+    metrics = [k for k in METRIC_COLUMNS if any(k in r.metrics for r in rows)]
     epochs = sorted({e for r in rows for e in r.low_counts})
     header = FIXED_COLUMNS + [SWEPT_PREFIX + k for k in swept] + metrics + [f"{COUNT_PREFIX}{e}" for e in epochs]
     write_csv(path, header, [[r.run, r.group, r.label, "" if r.constant_beta is None else repr(r.constant_beta),
                               int(r.is_warmup), r.seed, r.dataset, r.model, r.epochs,
                               *(r.swept.get(k, "") for k in swept),
-                              *(repr(r.values[k]) if k in r.values else "" for k in metrics),
+                              *(repr(r.metrics[k]) if k in r.metrics else "" for k in metrics),
                               *(r.low_counts.get(e, "") for e in epochs)] for r in rows])
 
 
@@ -117,11 +108,11 @@ def read_runs_csv(path: str | Path) -> list[RunRow]:
         records = list(csv.DictReader(handle))
     rows = []
     for record in records:
-        values = {k: float(v) for k, v in record.items() if k in METRIC_COLUMNS and v != ""}
+        metrics = RunMetrics.of({k: float(v) for k, v in record.items() if k in METRIC_COLUMNS and v != ""})
         rows.append(RunRow(record["run"], record["group"], record["label"],
                            float(record["constant_beta"]) if record["constant_beta"] else None,
                            record["warmup"] == "1", int(record["seed"]),
-                           values, record["dataset"], record["model"], int(record["epochs"]),
+                           metrics, record["dataset"], record["model"], int(record["epochs"]),
                            {k[len(SWEPT_PREFIX):]: v for k, v in record.items() if k.startswith(SWEPT_PREFIX)},
                            {int(k[len(COUNT_PREFIX):]): int(v) for k, v in record.items()
                             if k.startswith(COUNT_PREFIX) and v != ""}))

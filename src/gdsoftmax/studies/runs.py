@@ -14,16 +14,28 @@ FileNotFoundError: no finished runs (*/result.json) under ...
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gdsoftmax.analysis.binned import BinStats
+from gdsoftmax.analysis.run_metrics import RunMetrics
 from gdsoftmax.engine.config.schema import ExperimentConfig, to_dict
 from gdsoftmax.engine.rundir.records import EpochRow
 from gdsoftmax.engine.rundir.view import RunView, finished_runs
 from gdsoftmax.engine.sweeps.grid import label
 
-__all__ = ["Run", "load_runs"]
+__all__ = ["Run", "RunMeasures", "load_runs"]
+
+
+@dataclass(frozen=True)
+class RunMeasures:
+    """What a report measures on a run beside its scalar metrics (:func:`gdsoftmax.studies.measures.measure`)."""
+
+    bins: BinStats  # the test split's reliability bins
+    intervals: tuple[int, ...]  # training samples by final p_c, in Table 1's five intervals
+    low_confidence_along_training: dict[int, int]  # recorded epoch -> training samples at p_c <= 0.2
 
 
 @dataclass
@@ -33,8 +45,10 @@ class Run:
     rows: list[EpochRow]
     samples: dict
     predictions: dict
-    values: dict = field(default_factory=dict)  # per-run scalar results
+    metrics: RunMetrics = field(default_factory=RunMetrics)  # what the studies measured, by the vocabulary
+    measures: RunMeasures | None = None  # the report's counts and bins, once measured
     extended_from: list[int] = field(default_factory=list)  # earlier lengths, if train.epochs was raised
+    training_seconds: float = math.nan  # its share of the training process's wall time (NaN: not recorded)
 
     @property
     def setting(self) -> str:
@@ -78,7 +92,13 @@ def load_runs(sweep_dir: str | Path) -> list[Run]:
     for run_dir in [single] if single.is_finished else finished_runs(sweep_dir):  # one run, or a sweep's cells
         record = run_dir.read()
         runs.append(Run(record.path, record.config, record.rows, record.samples, record.predictions,
-                        extended_from=run_dir.extended_from()))
+                        extended_from=run_dir.extended_from(), training_seconds=_training_seconds(record.result)))
     if not runs:
         raise FileNotFoundError(f"no finished runs (*/result.json) under {sweep_dir}")
     return runs
+
+
+def _training_seconds(result: dict | None) -> float:
+    """A run's share of its process's wall time: a stacked group records the group's time on each member."""
+    seconds = (result or {}).get("wall_time")
+    return seconds / max((result or {}).get("stacked_runs", 1), 1) if seconds else math.nan

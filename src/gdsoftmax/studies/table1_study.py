@@ -28,7 +28,6 @@ import numpy as np
 
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.stats import format_p, holm, paired_comparison, verdict
-from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.loss.schedules import describe_beta
 from gdsoftmax.studies.claims import Families, claims_verdicts, group_rows
 from gdsoftmax.studies.epochs import early_epoch
@@ -68,7 +67,7 @@ WARMUP_SOURCES = {  # label in configs/mnist_warmups.toml -> where its range is 
 
 def _compute_minutes(runs: list[Run]) -> float:
     """Training time: a stacked group reports its time on each member, so each run counts its share."""
-    return sum((r.values["wall_time"] or 0.0) / max(r.values["stacked_runs"], 1) for r in runs) / 60
+    return sum(r.training_seconds for r in runs if not math.isnan(r.training_seconds)) / 60
 
 
 
@@ -159,7 +158,7 @@ def _accuracy_section(cells, betas, families: Families) -> list[str]:
     for beta in betas:
         runs = cells[(REFERENCE_ARM, beta)].runs
         tested = family.get(runs[0].setting)
-        rows.append([f"{beta:g}", len(runs), mean_cell([100 * r.values["test accuracy"] for r in runs], 2),
+        rows.append([f"{beta:g}", len(runs), mean_cell([100 * r.metrics["test accuracy"] for r in runs], 2),
                      delta_text(_scaled(tested.comparison), 2) + f" (Holm p = {format_p(tested.adjusted)})"
                      if tested else "—", mean_cell([100 * r.rows[-1]["train_acc"] for r in runs], 2)])
     n_test = len(base[0].predictions["test_labels"])
@@ -185,7 +184,7 @@ def _warmup_section(runs: list[Run]) -> list[str]:
                                            r.config.seed)):
         groups.setdefault(run.setting, []).append(run)
     epoch = early_epoch(runs[0].config.train.epochs)
-    final = {label: [100 * r.values["test accuracy"] for r in g] for label, g in groups.items()}  # as measured
+    final = {label: [100 * r.metrics["test accuracy"] for r in g] for label, g in groups.items()}  # as measured
     early = {label: [100 * next(row for row in r.rows if row["epoch"] == epoch)["test_acc"] for r in g]
              for label, g in groups.items()}
     base = next((label for label, g in groups.items() if g[0].constant_beta == 1.0), None)
@@ -224,7 +223,7 @@ def build_table1_report(recipe_dir: str | Path, out_dir: str | Path, *, factors_
                         preamble: list[str] | None = None) -> Path:
     """Write ``report.md`` and its figures into ``out_dir`` from the finished sweeps."""
     out = Path(out_dir)
-    recipe = _with_results(load_runs(recipe_dir))
+    recipe = load_runs(recipe_dir)
     # MNIST's FCNN (digits, its small stand-in, serves the tests); counts of another model say nothing of Table 1
     unfit = sorted({f"{r.config.data.dataset}/{r.config.model.name}" for r in recipe} - {"mnist/fcnn", "digits/fcnn"})
     if unfit:
@@ -259,7 +258,7 @@ def build_table1_report(recipe_dir: str | Path, out_dir: str | Path, *, factors_
     lines += _dynamics_section(cells, out)
     compute = [("recipe", recipe)]
     if factors_dir is not None:
-        factor_runs = _with_results(load_runs(factors_dir))
+        factor_runs = load_runs(factors_dir)
         factor_cells = cells_of(factor_runs)
         lines += factor_section(cells, factor_cells, epochs, descriptions or differences(factor_runs, recipe))
         lines += stopped_cells(factors_dir)
@@ -306,7 +305,7 @@ def _claims_and_data(out: Path, recipe_rows, families: Families, warmups_dir, co
     lines = claims_section(verdicts, families, "## Claims: the recipe sweep")
     write_runs_csv(out / "runs.csv", [r for g in recipe_rows.values() for r in g])
     if warmups_dir is not None:
-        warmup_runs = _with_results(load_runs(warmups_dir))
+        warmup_runs = load_runs(warmups_dir)
         warmup_rows, warmup_families = _measured(warmup_runs)
         lines += _warmup_section(warmup_runs)
         warmup_verdicts = claims_verdicts(warmup_rows, warmup_families, "claims-the-warm-up-sweep", applies={"warmup"})
@@ -335,11 +334,3 @@ def _scaled(c, scale: float = 100.0):
     """A comparison of fractions shown in %."""
     return replace(c, difference=scale * c.difference, ci_low=scale * c.ci_low, ci_high=scale * c.ci_high)
 
-
-def _with_results(runs: list[Run]) -> list[Run]:
-    """Each run's wall time and stack size from its result, for the compute table."""
-    for run in runs:
-        result = RunView(run.path).result() or {}
-        run.values["wall_time"] = result.get("wall_time", math.nan)
-        run.values["stacked_runs"] = result.get("stacked_runs", 1)
-    return runs

@@ -35,7 +35,7 @@ def _meta(rows: list[RunRow], section: str) -> tuple:
 def analyse_oscillation(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
     """Large β against β = 1 on the oscillation of test accuracy, at each momentum, and the difference
     of those effects between the highest and the lowest momentum (the interaction)."""
-    if any(math.isnan(r.values.get("oscillation", math.nan)) for r in rows):
+    if any(math.isnan(r.metrics.get("oscillation", math.nan)) for r in rows):
         raise ValueError("the oscillation study needs at least 6 epochs per run (two changes of test accuracy "
                          "in the second half of training); raise train.epochs")
     groups = fx.by_level(rows, lambda r: fx.level_value(r, "train.momentum"))
@@ -71,15 +71,13 @@ def analyse_oscillation(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
 
 def _interaction(groups: dict, beta: float, low: float, high: float) -> fx.Effect:
     def differences(m):
-        base = {r.seed: r.values["oscillation"] for r in groups[m, 1.0]}
-        return {r.seed: r.values["oscillation"] - base[r.seed] for r in groups[m, beta] if r.seed in base}
+        base = {r.seed: r.metrics["oscillation"] for r in groups[m, 1.0]}
+        return {r.seed: r.metrics["oscillation"] - base[r.seed] for r in groups[m, beta] if r.seed in base}
 
     at_high, at_low = differences(high), differences(low)
     seeds = sorted(set(at_high) & set(at_low))
-    pseudo = [RunRow(f"{s}", "", "", None, False, s, {"effect": v}) for s, v in ((s, at_high[s]) for s in seeds)]
-    reference = [RunRow(f"{s}", "", "", None, False, s, {"effect": at_low[s]}) for s in seeds]
-    return fx.paired_effect(f"{describe_beta(beta)}: effect at momentum {high:g} minus effect at {low:g}", pseudo,
-                         reference, "effect", scale=100)
+    return fx.paired_values(f"{describe_beta(beta)}: effect at momentum {high:g} minus effect at {low:g}",
+                            {s: at_high[s] for s in seeds}, {s: at_low[s] for s in seeds}, scale=100)
 
 
 # ---- τ × β ---------------------------------------------------------------------------------------------
@@ -129,11 +127,11 @@ def analyse_capacity(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
                              "test accuracy", scale=100) for w in widths]
     x, y = [], []
     for w in widths:
-        base = {r.seed: r.values["test accuracy"] for r in groups[w, 1.0]}
+        base = {r.seed: r.metrics["test accuracy"] for r in groups[w, 1.0]}
         for r in groups[w, small]:
             if r.seed in base:
                 x.append(math.log2(w))
-                y.append(100 * (r.values["test accuracy"] - base[r.seed]))
+                y.append(100 * (r.metrics["test accuracy"] - base[r.seed]))
     trend = linear_trend(x, y)
     effects = fx.corrected([*effects, fx.Effect(f"slope of Δ per doubling of width, {len(x)} seed pairs", trend,
                                           math.nan, math.nan)])
@@ -190,17 +188,14 @@ TARGET_ACCURACY = 0.85  # "epochs to target": the first epoch with test accuracy
 
 
 def trains(row: RunRow) -> bool:
-    return not row.values.get("diverged", 0.0) and row.values.get("test accuracy", 0.0) >= TRAINS_AT
+    return not row.metrics.get("diverged", 0.0) and row.metrics.get("test accuracy", 0.0) >= TRAINS_AT
 
 
-def _per_seed(groups: dict, lrs: list[float], beta: float, value_of) -> list[RunRow]:
-    """One pseudo-row per seed holding ``value_of(runs of that seed and β, by lr)`` as "value"."""
+def _per_seed(groups: dict, lrs: list[float], beta: float, value_of) -> dict[int, float]:
+    """seed -> ``value_of(runs of that seed and β, by lr)``, in the order of the seeds."""
     seeds = sorted({r.seed for lr in lrs for r in groups.get((lr, beta), [])})
-    rows = []
-    for seed in seeds:
-        by_lr = {lr: next((r for r in groups.get((lr, beta), []) if r.seed == seed), None) for lr in lrs}
-        rows.append(RunRow(f"{seed}", "", "", beta, False, seed, {"value": value_of(by_lr)}))
-    return rows
+    return {seed: value_of({lr: next((r for r in groups.get((lr, beta), []) if r.seed == seed), None) for lr in lrs})
+            for seed in seeds}
 
 
 def analyse_lr(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
@@ -216,15 +211,15 @@ def analyse_lr(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
         return max((math.log10(lr) for lr, r in by_lr.items() if r is not None and trains(r)), default=below)
 
     def fastest(by_lr):  # runs that never reach the target count as epochs + 1 (censored)
-        return min((r.values.get("epochs to target", math.nan) for r in by_lr.values() if r is not None
-                    and not math.isnan(r.values.get("epochs to target", math.nan))), default=epochs + 1.0)
+        return min((r.metrics.get("epochs to target", math.nan) for r in by_lr.values() if r is not None
+                    and not math.isnan(r.metrics.get("epochs to target", math.nan))), default=epochs + 1.0)
 
-    largest_rows = {b: _per_seed(groups, lrs, b, largest) for b in betas}
-    fastest_rows = {b: _per_seed(groups, lrs, b, fastest) for b in betas}
-    stable = fx.corrected([fx.paired_effect(f"{describe_beta(b)} vs β = 1: log10 largest lr that trains",
-                                            largest_rows[b], largest_rows[1.0], "value") for b in betas if b != 1.0])
-    speed = fx.corrected([fx.paired_effect(f"{describe_beta(b)} vs β = 1: fewest epochs to {TARGET_ACCURACY:.0%}",
-                                           fastest_rows[b], fastest_rows[1.0], "value") for b in betas if b != 1.0])
+    largest_per_seed = {b: _per_seed(groups, lrs, b, largest) for b in betas}
+    fastest_per_seed = {b: _per_seed(groups, lrs, b, fastest) for b in betas}
+    stable = fx.corrected([fx.paired_values(f"{describe_beta(b)} vs β = 1: log10 largest lr that trains",
+                                            largest_per_seed[b], largest_per_seed[1.0]) for b in betas if b != 1.0])
+    speed = fx.corrected([fx.paired_values(f"{describe_beta(b)} vs β = 1: fewest epochs to {TARGET_ACCURACY:.0%}",
+                                           fastest_per_seed[b], fastest_per_seed[1.0]) for b in betas if b != 1.0])
     stable_family = "log10 largest lr that trains: every β ≠ 1 against β = 1"
     speed_family = f"fewest epochs to {TARGET_ACCURACY:.0%}: every β ≠ 1 against β = 1"
     cells = [[f"{lr:g}", *(_lr_cell(groups.get((lr, b), [])) for b in betas)] for lr in lrs]
@@ -249,9 +244,9 @@ def analyse_lr(rows: list[RunRow]) -> tuple[list[str], list[Verdict]]:
 
 
 def _lr_cell(group: list[RunRow]) -> str:
-    finished = [r.values["test accuracy"] for r in group if not r.values.get("diverged", 0.0)]
-    reached = [r.values["epochs to target"] for r in group
-               if not math.isnan(r.values.get("epochs to target", math.nan))]
+    finished = [r.metrics["test accuracy"] for r in group if not r.metrics.get("diverged", 0.0)]
+    reached = [r.metrics["epochs to target"] for r in group
+               if not math.isnan(r.metrics.get("epochs to target", math.nan))]
     accuracy = (f"{100 * sum(finished) / len(finished):.1f}" if finished else "diverged")
     spread = f" ± {100 * statistics.stdev(finished):.1f}" if len(finished) > 1 else ""
     speed = f"{sum(reached) / len(reached):.1f} ep" if reached else "—"

@@ -17,7 +17,7 @@ import numpy as np
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.binned import ECE_BINS
 from gdsoftmax.analysis.paper_claims import claim_by_id
-from gdsoftmax.engine.rundir.view import RunView, failed_runs
+from gdsoftmax.engine.rundir.view import failed_runs
 from gdsoftmax.studies.bottom_line import claims_verdict
 from gdsoftmax.studies.factorial import regime_line
 from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
@@ -56,12 +56,9 @@ def _measured(sweep_dir: Path) -> list[Run]:
                          "a study reads one")
     for run in runs:
         measure(run, N_BINS)
-        run.values["diverged"] = 0.0
-        run.values["epochs to target"] = _epochs_to_target(run)
-        run.values["oscillation"] = oscillation([row["test_acc"] for row in run.rows])
-        result = RunView(run.path).result() or {}
-        run.values["wall_time"] = result.get("wall_time") or math.nan
-        run.values["stacked_runs"] = result.get("stacked_runs", 1)
+        run.metrics.diverged = 0.0
+        run.metrics.epochs_to_target = _epochs_to_target(run)
+        run.metrics.oscillation = oscillation([row["test_acc"] for row in run.rows])
     return runs
 
 
@@ -75,8 +72,8 @@ def _diverged(sweep_dir: Path) -> list[Run]:
     for view in failed_runs(sweep_dir):
         run = Run(view.path, view.config(), view.rows(), {}, {})
         if "TrainingDiverged" in (view.failure() or ""):
-            run.values.update({"diverged": 1.0, "test accuracy": math.nan, "epochs to target": _epochs_to_target(run),
-                               "wall_time": math.nan, "stacked_runs": 1})
+            run.metrics.diverged, run.metrics.test_accuracy = 1.0, math.nan
+            run.metrics.epochs_to_target = _epochs_to_target(run)
             runs.append(run)
     return runs
 
@@ -104,7 +101,7 @@ def build_study(kind: str, sweep_dir: str | Path, out_dir: str | Path, *, comman
 def _preamble(kind: str, sweep_dir: Path, runs: list[Run], rows: list[RunRow], command: str) -> list[str]:
     first = runs[0].config
     claim = claim_by_id(STUDY_CLAIMS[kind])
-    finished = [r for r in rows if not r.values.get("diverged")]
+    finished = [r for r in rows if not r.metrics.get("diverged")]
     reference = [r for r in finished if r.group == "ce"] or [r for r in finished if r.constant_beta == 1.0]
     train = first.train
     schedule = train.schedule_text()
@@ -136,8 +133,7 @@ def _claims(verdicts) -> list[str]:
 
 
 def _compute(runs: list[Run]) -> list[str]:
-    minutes = sum(r.values["wall_time"] / max(r.values["stacked_runs"], 1) for r in runs
-                  if not math.isnan(r.values["wall_time"])) / 60
+    minutes = sum(r.training_seconds for r in runs if not math.isnan(r.training_seconds)) / 60
     return ["## Compute", "", f"{minutes:.1f} minutes of training in all (a stacked group's time split among its "
             "runs), on the CPU the runs record.", ""]
 
@@ -183,7 +179,7 @@ def _against(runs: list[Run], path: Path, x_of, line_of, metrics, xlabel: str, t
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
     lines: dict = {}
     for run in runs:
-        lines.setdefault(line_of(run), {}).setdefault(x_of(run), []).append(run.values)
+        lines.setdefault(line_of(run), {}).setdefault(x_of(run), []).append(run.metrics)
     for ax, (metric, name, scale) in zip(axes[0], metrics, strict=True):
         for (label, points), color in zip(sorted(lines.items()), plots.palette(len(lines)), strict=True):
             xs = sorted(points)

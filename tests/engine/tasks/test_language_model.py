@@ -254,8 +254,8 @@ def test_the_lm_study_reports_every_setting_against_beta_1(tmp_path, corpus):
     assert {r.label for r in rows} == {"β = 1", "β = 4"}
     for row in rows:  # the report's val loss is the engine's last evaluation of the whole split
         last = _rows(tmp_path / "runs" / "lm" / row.run)[-1]
-        assert row.values["val loss"] == pytest.approx(last["val_ce"], rel=1e-6)
-        assert row.values["val ece"] == pytest.approx(last["val_ece"], rel=1e-6)
+        assert row.metrics["val loss"] == pytest.approx(last["val_ce"], rel=1e-6)
+        assert row.metrics["val ece"] == pytest.approx(last["val_ece"], rel=1e-6)
     committed = read_verdicts(tmp_path / "report" / "claims.csv")
     assert committed == verdicts_from_runs_csv(tmp_path / "report" / "runs.csv")
     # and recomputed by code that did not write them (scipy's paired t-test, Holm written out in the tests)
