@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from gdsoftmax.analysis.files import atomic_write_bytes
 from gdsoftmax.loss import theory
 from gdsoftmax.loss.schedules import describe_beta
 
@@ -29,9 +31,10 @@ def save_figure(fig, path: Path) -> Path:
 
     path = Path(path)
     fitted = isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
-    fig.savefig(path, dpi=110, bbox_inches=None if fitted else "tight")
+    image = io.BytesIO()  # drawn whole, then written whole: an interrupted report leaves no half a PNG
+    fig.savefig(image, format="png", dpi=110, bbox_inches=None if fitted else "tight")
     pyplot().close(fig)
-    return path
+    return atomic_write_bytes(path, image.getvalue())
 
 
 def palette(n):

@@ -16,11 +16,11 @@ test split is scored), and :func:`load_predictions` reads a folder of them, chec
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from gdsoftmax.analysis.files import atomic_write_bytes
 
 __all__ = ["ARRAYS", "load_predictions", "save_predictions"]
 
@@ -46,11 +46,7 @@ def save_predictions(path: str | Path, val_logits, val_labels, test_logits, test
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "wb") as file:
-        file.write(buffer.getvalue())
-    os.replace(temporary, path)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _check(arrays: dict[str, np.ndarray], path: Path) -> None:

@@ -144,8 +144,8 @@ def _report(args, command: str) -> int:
 
 
 def _claims(args) -> int:
+    from gdsoftmax.analysis.files import write_text_atomically
     from gdsoftmax.studies.ledger import build_ledger
-    from gdsoftmax.studies.markdown import write_text_atomically
 
     results = Path(args.results)
     if not results.is_dir():

@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 
 from gdsoftmax.analysis.estimators import binned_ece
+from gdsoftmax.analysis.files import write_text_atomically
 from gdsoftmax.engine.config.schema import ExperimentConfig
 from gdsoftmax.engine.data.text import TextData
 from gdsoftmax.engine.tasks.registry import TASKS, task_name
 from gdsoftmax.integrations.hf import BetaLossForTrainer
 from gdsoftmax.integrations.hf_trainer import FusedBetaLossTrainer, GradientDecayBetaCallback
-from gdsoftmax.studies.markdown import write_text_atomically
 
 __all__ = ["gpt2_like", "run_hf_lm", "validation_metrics"]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from gdsoftmax.analysis import plots
+from gdsoftmax.analysis.files import write_text_atomically
 from gdsoftmax.engine.config.schema import load_config
 from gdsoftmax.engine.sweeps.sweep import run_sweep, sweep_root
 from gdsoftmax.studies.runs import load_runs
@@ -65,6 +66,4 @@ def run_margin_lab(config_path: str | Path, out_dir: str | Path, overrides=(), p
     fig.tight_layout()
     plots.save_figure(fig, root / "margins.png")
     lines += ["", "![margins](margins.png)"]
-    path = root / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text_atomically(root / "report.md", "\n".join(lines) + "\n")

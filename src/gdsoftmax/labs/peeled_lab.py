@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gdsoftmax.analysis import plots
+from gdsoftmax.analysis.files import write_text_atomically
 from gdsoftmax.engine.config.schema import RUN_NAME_RULE, ConfigError, build_dataclass, is_run_name
 from gdsoftmax.labs.peeled import SETTINGS, PeeledRun, simulate
 from gdsoftmax.loss.schedules import describe_beta
@@ -81,7 +82,7 @@ def run_peeled_lab(config: PeeledConfig, out_dir: str | Path) -> Path:
             runs = [PeeledRun(**{**asdict(config.run), "loss": loss, "beta": beta, "setting": setting, "seed": s})
                     for s in config.seeds]
             results[(setting, _label(runs[0]))] = [simulate(r) for r in runs]
-    (out / "metrics.json").write_text(json.dumps({f"{s} | {label}": h for (s, label), h in results.items()}))
+    write_text_atomically(out / "metrics.json", json.dumps({f"{s} | {label}": h for (s, label), h in results.items()}))
 
     plt = plots.pyplot()
     panels = [("nc1", "NC1 (within / between)", "log"), ("nc2_features", "NC2 features (ETF distance)", "log"),
@@ -121,6 +122,4 @@ def run_peeled_lab(config: PeeledConfig, out_dir: str | Path) -> Path:
         fig.tight_layout()
         plots.save_figure(fig, out / f"peeled_{setting}.png")
     lines += [""] + [f"![{s}](peeled_{s}.png)" for s in config.settings]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text_atomically(out / "report.md", "\n".join(lines) + "\n")

@@ -36,12 +36,13 @@ import torch
 
 from gdsoftmax.analysis.binned import ECE_BINS, top1_of_logits
 from gdsoftmax.analysis.estimators import smooth_ece
+from gdsoftmax.analysis.files import write_text_atomically
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.predictions import load_predictions, save_predictions
 from gdsoftmax.analysis.scaling import fit_temperature
 from gdsoftmax.analysis.stats import Comparison, format_mean_std, holm, mean_std, paired_comparison
 from gdsoftmax.studies.bottom_line import Setting, delta_text, verdict_lines
-from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
+from gdsoftmax.studies.markdown import markdown_table
 
 __all__ = ["N_BINS", "CompareResult", "compare", "save_predictions", "write_compare_report"]
 

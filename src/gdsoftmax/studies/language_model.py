@@ -22,13 +22,14 @@ import torch
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.binned import ECE_BINS, bin_sums
 from gdsoftmax.analysis.estimators import binned_ece, smooth_ece
+from gdsoftmax.analysis.files import write_text_atomically
 from gdsoftmax.analysis.metrics import BinStats
 from gdsoftmax.analysis.run_metrics import RunMetrics
 from gdsoftmax.analysis.stats import format_mean_std, format_p
 from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.studies.bottom_line import claims_verdict
 from gdsoftmax.studies.claims import Families, group_rows, verdicts_from_runs_csv
-from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
+from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.run_table import RunRow, read_runs_csv, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs
 from gdsoftmax.studies.verdicts import write_verdicts

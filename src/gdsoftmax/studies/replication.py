@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from gdsoftmax.analysis.files import write_text_atomically
 from gdsoftmax.analysis.margins import logit_margins
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.analysis.paper_claims import REGIME_THRESHOLD
@@ -29,7 +30,7 @@ from gdsoftmax.engine.rundir.view import RunView
 from gdsoftmax.studies.bottom_line import claims_verdict
 from gdsoftmax.studies.claims import Families, claims_verdicts, group_rows
 from gdsoftmax.studies.compare import score
-from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
+from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.report import claims_section
 from gdsoftmax.studies.run_table import RunRow, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs

@@ -22,6 +22,7 @@ from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.background import ForkedWork, forks_help
 from gdsoftmax.analysis.binned import ECE_BINS
 from gdsoftmax.analysis.estimators import calibration_estimates, smooth_reliability, top1
+from gdsoftmax.analysis.files import write_text_atomically
 from gdsoftmax.analysis.paper_claims import claim_by_id
 from gdsoftmax.analysis.stats import format_mean_std, import_tests, mean_std
 from gdsoftmax.engine.rundir.view import RunView, failed_runs
@@ -29,7 +30,7 @@ from gdsoftmax.studies.beside_paper import beside_the_paper
 from gdsoftmax.studies.bottom_line import Setting, verdict_lines
 from gdsoftmax.studies.claims import Families, claims_verdicts
 from gdsoftmax.studies.epochs import CURRICULUM_EPOCH, early_epoch
-from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
+from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.measures import add_post_hoc, measure, start_post_hoc
 from gdsoftmax.studies.run_table import RunRow, swept_keys, write_runs_csv
 from gdsoftmax.studies.runs import Run, load_runs

@@ -22,9 +22,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gdsoftmax.analysis.files import write_text_atomically
 from gdsoftmax.analysis.run_metrics import CSV_METRICS, RunMetrics
 from gdsoftmax.engine.config.schema import to_dict
-from gdsoftmax.studies.markdown import write_text_atomically
 from gdsoftmax.studies.runs import Run
 
 __all__ = ["METRIC_COLUMNS", "RunRow", "read_runs_csv", "swept_keys", "write_csv", "write_runs_csv"]

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from gdsoftmax.analysis import plots
+from gdsoftmax.analysis.files import write_text_atomically
 from gdsoftmax.analysis.stats import format_p, holm, paired_comparison, verdict
 from gdsoftmax.loss.schedules import describe_beta
 from gdsoftmax.studies.claims import Families, claims_verdicts, group_rows
@@ -265,9 +266,7 @@ def build_table1_report(recipe_dir: str | Path, out_dir: str | Path, *, factors_
         compute.append(("factors", factor_runs))
     lines += _claims_and_data(out, recipe_rows, families, warmups_dir, compute)
     lines += _compute_section(compute)
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_text_atomically(out / "report.md", "\n".join(lines))
 
 
 def _compute_section(compute: list[tuple[str, list[Run]]]) -> list[str]:

@@ -18,9 +18,10 @@ import torch
 
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.binned import ECE_BINS
+from gdsoftmax.analysis.files import write_text_atomically
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.engine.rundir.view import RunView
-from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
+from gdsoftmax.studies.markdown import markdown_table
 
 __all__ = ["build_tune_report", "confirmation_commands", "searched_keys"]
 

@@ -16,11 +16,12 @@ import numpy as np
 
 from gdsoftmax.analysis import plots
 from gdsoftmax.analysis.binned import ECE_BINS
+from gdsoftmax.analysis.files import write_text_atomically
 from gdsoftmax.analysis.paper_claims import claim_by_id
 from gdsoftmax.engine.rundir.view import failed_runs
 from gdsoftmax.studies.bottom_line import claims_verdict
 from gdsoftmax.studies.factorial import regime_line
-from gdsoftmax.studies.markdown import markdown_table, write_text_atomically
+from gdsoftmax.studies.markdown import markdown_table
 from gdsoftmax.studies.measures import measure
 from gdsoftmax.studies.registry import STUDIES
 from gdsoftmax.studies.report import runs_to_know_about

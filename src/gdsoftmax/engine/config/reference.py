@@ -24,6 +24,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from gdsoftmax.analysis.files import write_text_atomically
 from gdsoftmax.engine.config import schema as config_module
 from gdsoftmax.engine.config.schema import INPUT_SCALINGS, LOGGERS, PRECISIONS, ExperimentConfig, to_dict
 from gdsoftmax.engine.data.images import DATASETS
@@ -121,6 +122,6 @@ def reference_markdown() -> str:
 if __name__ == "__main__":
     text = reference_markdown()
     if len(sys.argv) > 1:
-        Path(sys.argv[1]).write_text(text)
+        write_text_atomically(sys.argv[1], text)
     else:
         sys.stdout.write(text)

@@ -1,58 +1,20 @@
-"""Crash-safe files: atomic writes, checkpoints loadable with ``weights_only=True``, RNG states and seeding.
-
-A file is written to a temporary name in its own directory, flushed and fsynced, then
-renamed over the target with ``os.replace`` (atomic on POSIX), and the directory is fsynced
-so the rename itself survives a power cut. A reader therefore sees the old file or the new
-one, never half of one, whenever the writer is killed.
+"""Crash-safe checkpoints: written atomically (:func:`gdsoftmax.analysis.files.atomic_write_bytes`, the package's
+one atomic write), loadable with ``weights_only=True``; RNG states and seeding.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["atomic_write_bytes", "capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint",
+from gdsoftmax.analysis.files import atomic_write_bytes
+
+__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint",
            "seed_everything"]
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old or the new file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not every platform can open a directory
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """``torch.save`` ``state`` atomically. Keep it to tensors, numbers, strings, lists and dicts."""

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gdsoftmax.analysis.files import atomic_write_bytes
 from gdsoftmax.engine.config.schema import ExperimentConfig, config_to_toml
-from gdsoftmax.engine.rundir.checkpoint import atomic_write_bytes, save_checkpoint
+from gdsoftmax.engine.rundir.checkpoint import save_checkpoint
 from gdsoftmax.engine.rundir.pidlock import hold_lock
 from gdsoftmax.engine.rundir.records import (
     CHECKPOINT_FILE,

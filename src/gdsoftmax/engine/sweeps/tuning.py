@@ -40,6 +40,7 @@ import torch
 
 from gdsoftmax.analysis.binned import ECE_BINS
 from gdsoftmax.analysis.estimators import binned_ece
+from gdsoftmax.analysis.files import atomic_write_bytes
 from gdsoftmax.analysis.metrics import calibration_metrics
 from gdsoftmax.engine.config.schema import (
     ConfigError,
@@ -49,7 +50,6 @@ from gdsoftmax.engine.config.schema import (
     parse_config,
 )
 from gdsoftmax.engine.loop.trainer import TrainingDiverged, run_experiment
-from gdsoftmax.engine.rundir.checkpoint import atomic_write_bytes
 from gdsoftmax.engine.rundir.pidlock import is_stale, read_lock
 from gdsoftmax.engine.rundir.records import LOCK_FILE, RunLockedError, RunMismatchError, identity, identity_differences
 from gdsoftmax.engine.rundir.view import RunView, differences_shown

@@ -18,11 +18,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from gdsoftmax.analysis.collapse import collapse_metrics
+from gdsoftmax.analysis.files import atomic_write_bytes
 from gdsoftmax.engine.config.schema import to_dict
 from gdsoftmax.engine.data.images import Dataset
 from gdsoftmax.engine.models.classifier import Classifier
 from gdsoftmax.engine.models.registry import build_model
-from gdsoftmax.engine.rundir.checkpoint import atomic_write_bytes
 from gdsoftmax.engine.rundir.records import FEATURES_FILE
 from gdsoftmax.engine.rundir.view import RunView, finished_runs
 from gdsoftmax.engine.tasks.images import ImageClassification, forward_all

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from gdsoftmax.analysis.binned import ECE_BINS, reliability
+from gdsoftmax.analysis.files import atomic_write_bytes
 from gdsoftmax.engine.config.schema import ExperimentConfig
-from gdsoftmax.engine.rundir.checkpoint import atomic_write_bytes
 from gdsoftmax.engine.tracking.labels import RunLabels, tracked_params
 
 __all__ = ["WANDB_DIR", "WandbLog", "require_wandb", "wandb_id"]
