@@ -1,5 +1,6 @@
 """What is measured on a model's outputs: calibration metrics and post-hoc calibration,
-seeded statistics, margins, neural-collapse metrics and the paper's figures. Functions of
+seeded statistics, margins, neural-collapse metrics and the paper's figures, the typed row of a
+run's metrics (run_metrics) and the one atomic file write every writer uses (files). Functions of
 tensors and arrays; nothing here trains or reads a run directory.
 
 >>> import torch

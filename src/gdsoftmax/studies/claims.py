@@ -57,8 +57,8 @@ class Families:
         base = {r.seed: r for r in self.groups[self.baseline]}
         tests = {}
         for name, group in self.groups.items():
-            paired = [r for r in group if r.seed in base and math.isfinite(r.metrics.get(metric, math.nan))
-                      and math.isfinite(base[r.seed].metrics.get(baseline_metric, math.nan))]
+            paired = [r for r in group
+                      if r.seed in base and r.metrics.finite(metric) and base[r.seed].metrics.finite(baseline_metric)]
             if name == self.baseline or not paired:
                 continue
             treated = [r.metrics[metric] for r in paired]

@@ -95,8 +95,7 @@ def _fingerprint(reference: list[RunRow]) -> str:
 
 
 def _overconfidence(reference: list[RunRow]) -> float:
-    values = [r.metrics["val overconfidence"] for r in reference
-              if math.isfinite(r.metrics.get("val overconfidence", math.nan))]
+    values = [r.metrics.val_overconfidence for r in reference if r.metrics.finite("val overconfidence")]
     return sum(values) / len(values) if values else math.nan
 
 

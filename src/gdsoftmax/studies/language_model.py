@@ -14,6 +14,7 @@ paper's claims are made on, so the ledger lists them as outside the claims' scop
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,7 @@ def lm_row(run: Run) -> RunRow:
     """The runs.csv row of a measured text run."""
     label, beta = _label(run)
     final = run.rows[-1]
-    metrics = RunMetrics.of({**dict(run.metrics.items()), "train accuracy": final.train_acc})
+    metrics = replace(run.metrics, train_accuracy=final.train_acc)
     return RunRow(run.path.name, label, label, beta, run.is_warmup, run.config.seed, metrics, run.config.data.dataset,
                   run.config.model.name, run.config.train.iterations)
 
