@@ -17,6 +17,7 @@ from gdsoftmax.analysis.run_metrics import RunMetrics
 from gdsoftmax.cli import main
 from gdsoftmax.studies.claims import verdicts_from_runs_csv
 from gdsoftmax.studies.ledger import build_ledger, ledger_entries
+from gdsoftmax.studies.registry import STUDIES
 from gdsoftmax.studies.run_table import METRIC_COLUMNS, RunRow, write_runs_csv
 from gdsoftmax.studies.verdicts import Verdict, read_verdicts, write_verdicts
 from recompute import paired_p_values, paired_verdicts
@@ -162,6 +163,18 @@ def test_committed_ledger_is_what_the_reports_give():
     for claim in paper_claims():
         assert f"\n## {claim.id}\n" in committed
         assert f"[`{claim.id}`](#{claim.id})" in committed
+
+
+def test_the_ledger_names_the_study_that_decides_a_claim_from_the_study_registry():
+    committed = (RESULTS / "CLAIMS.md").read_text(encoding="utf-8")
+    dedicated = [(study, claim) for study in STUDIES.values() for claim in study.claims]
+    assert len(dedicated) >= 5
+    for study, claim in dedicated:
+        section = committed.split(f"\n## {claim}\n")[1].split("\n## ")[0]
+        assert f"Decided by: `gdsoftmax study {study.kind}` on a sweep of `{study.config}`." in section
+    sweep_readers = ", ".join(f"`{s.kind}`" for s in STUDIES.values() if not s.claims)
+    section = committed.split("\n## large-beta-ece\n")[1].split("\n## ")[0]
+    assert f"the studies built on it: {sweep_readers})." in section
 
 
 # Reports of the previous release whose runs were lost before runs.csv existed; each leaves this list when

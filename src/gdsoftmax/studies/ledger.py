@@ -39,6 +39,7 @@ from gdsoftmax.studies.evidence import (
     place_tests,
 )
 from gdsoftmax.studies.markdown import markdown_table
+from gdsoftmax.studies.registry import STUDIES
 from gdsoftmax.studies.verdicts import Verdict, read_verdicts
 
 __all__ = ["LedgerEntry", "build_ledger", "counted", "ledger_entries", "report_verdicts"]
@@ -183,6 +184,18 @@ def _untested_lines(claim: Claim) -> list[str]:
     return lines
 
 
+def _decided_by(claim: Claim) -> list[str]:
+    """Which command tests the claim, from the study registry: its own study, or every β sweep's report."""
+    own = [s for s in STUDIES.values() if claim.id in s.claims]
+    if own:
+        return ["Decided by: " + "; ".join(f"`gdsoftmax study {s.kind}` on a sweep of `{s.config}`" for s in own)
+                + "."]
+    if claim.test is None or claim.kind == "theory":
+        return []
+    readers = ", ".join(f"`{s.kind}`" for s in STUDIES.values() if not s.claims)
+    return [f"Decided by: the report of any β sweep (`gdsoftmax report`, and the studies built on it: {readers})."]
+
+
 def _entry_section(entry: LedgerEntry) -> list[str]:
     claim = entry.claim
     lines = [f"## {claim.id}", "", f"**{claim.says}.** Status: **{entry.status}** ({entry.why}).", "",
@@ -196,7 +209,7 @@ def _entry_section(entry: LedgerEntry) -> list[str]:
         lines.append(f"Test: {t.metric} at {APPLIES[t.applies]}, {'higher' if t.direction > 0 else 'lower'} than "
                      f"β = 1's {t.baseline_metric}, paired by seed." if t.applies != "trend" else
                      f"Test: the slope of {t.metric} over log10 β, {'rising' if t.direction > 0 else 'falling'}.")
-    lines.append("")
+    lines += [*_decided_by(claim), ""]
     if entry.tests:
         margin = claim.test.margin if claim.test is not None else 0.0
         equivalence = (f"TOST: two one-sided tests against ±{margin:g} (printed units), Bonferroni over the Holm "

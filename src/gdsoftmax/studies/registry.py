@@ -1,6 +1,7 @@
 """Every study ``gdsoftmax study KIND`` can write, in one registry that the command line, its ``--help``, the
-study modules and the tests all read: its builder, the registered claims its ``claims.csv`` tests, the config that
-runs its sweep, its title and a line of help. A new study is one module and one entry here.
+claims ledger (which names the study that decides each claim), the study modules and the tests all read: its
+builder, the registered claims its ``claims.csv`` tests, the config that runs its sweep, its title and a line of
+help. A new study is one module and one entry here.
 
 Builders are named by import path and imported when the study runs, so that the command line (and this module)
 starts without the studies' imports (matplotlib, scipy, the reports).
