@@ -36,8 +36,8 @@ from gdsoftmax.analysis.calibration_compute import (
     log_probabilities,
     probabilities,
 )
+from gdsoftmax.analysis.estimators import smooth_ece
 from gdsoftmax.analysis.metrics import BinStats, CalibrationReport
-from gdsoftmax.analysis.smooth_ece import smooth_ece_batch
 
 __all__ = ["AdaptiveCalibrationError", "BrierScore", "CalibrationMetrics", "ClasswiseCalibrationError",
            "DebiasedL2CalibrationError", "NegativeLogLikelihood", "ReliabilityBins", "SmoothCalibrationError",
@@ -142,15 +142,14 @@ class AdaptiveCalibrationError(_ProbabilityMetric):
 
 class SmoothCalibrationError(AdaptiveCalibrationError):
     """smECE (Błasiok & Nakkiran, ICLR 2024) of the top-1 predictions at ``compute()``: relplot's estimator,
-    computed by :func:`gdsoftmax.analysis.smooth_ece.smooth_ece_batch` as the reports compute it."""
+    computed by :func:`gdsoftmax.analysis.estimators.smooth_ece` as the reports compute it."""
 
     def __init__(self, from_logits: bool = True, **kwargs):
         super().__init__(1, from_logits, **kwargs)
 
     def compute(self) -> torch.Tensor:
         confidence, correct = self._samples()
-        value = smooth_ece_batch(confidence.cpu().double().numpy()[None], correct.cpu().double().numpy()[None])[0]
-        return torch.tensor(float(value), dtype=torch.float64)
+        return torch.tensor(smooth_ece(confidence.cpu().double(), correct.cpu().double()), dtype=torch.float64)
 
 
 class ClasswiseCalibrationError(_ProbabilityMetric):

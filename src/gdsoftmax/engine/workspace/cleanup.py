@@ -48,6 +48,7 @@ def folders_removed_on_failure(root: Path, depth: int = 3, *, with_contents: boo
         for folder in created:
             if with_contents:
                 shutil.rmtree(folder, ignore_errors=True)
+                continue
             with contextlib.suppress(OSError):  # not empty: something else is in it now
                 folder.rmdir()
         raise
